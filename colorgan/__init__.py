@@ -1,0 +1,7 @@
+"""colorgan: turn grayscale images into color ones with a conditional GAN."""
+
+from colorgan.discriminator import Discriminator
+from colorgan.generator import Generator
+
+__all__ = ["Discriminator", "Generator"]
+__version__ = "0.1.0"

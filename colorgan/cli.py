@@ -1,0 +1,142 @@
+"""The `colorgan` command line: argument parsing and error reporting only."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from datetime import datetime
+from pathlib import Path
+
+from colorgan.config import ColorganError, ConfigError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a colorizer on a folder of color images",
+        description="Train the colorization GAN on a folder of color images (searched "
+        "recursively; grayscale made on the fly). Writes config.yaml, metrics.jsonl, train.log, "
+        "samples/, loss_curves.png and checkpoints/ into the run directory.",
+    )
+    p.add_argument(
+        "--config", type=Path, help="YAML file of overrides, e.g. configs/cpu-small.yaml"
+    )
+    p.add_argument(
+        "--data", type=Path, help="folder of color training images (required unless resuming)"
+    )
+    p.add_argument(
+        "--val-data",
+        type=Path,
+        help="folder of validation images (default: a seeded data.val_fraction split of --data)",
+    )
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        help="where the run's files go (default: runs/<time>, "
+        "or the resumed checkpoint's run directory)",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="PATH|auto",
+        help="continue from a checkpoint; 'auto' picks RUN_DIR/checkpoints/last.pt if there is one",
+    )
+    p.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config key, e.g. --set train.epochs=5 (repeatable; applied last)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars or console log")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from colorgan.checkpoint import load_checkpoint
+    from colorgan.config import from_dict, load_config, to_dict
+    from colorgan.train import Interrupted, train
+
+    resume_state = None
+    run_dir: Path | None = args.run_dir
+    if args.resume == "auto":
+        if run_dir is None:
+            raise ConfigError("--resume auto needs --run-dir to know which run to continue")
+        candidate = run_dir / "checkpoints" / "last.pt"
+        if candidate.is_file():
+            resume_state = load_checkpoint(candidate)
+        else:
+            print(
+                f"colorgan: no checkpoint in {candidate.parent}; starting a new run",
+                file=sys.stderr,
+            )
+    elif args.resume:
+        resume_state = load_checkpoint(args.resume)
+        if run_dir is None:
+            run_dir = Path(args.resume).resolve().parent.parent
+    if resume_state is not None:
+        saved = from_dict(resume_state["config"])
+        config = load_config(args.config, args.assignments, base=saved)
+        changed = [
+            f"{section}.{key}"
+            for section, values in to_dict(config).items()
+            for key, value in values.items()
+            if to_dict(saved)[section][key] != value
+        ]
+        if changed:
+            logging.getLogger("colorgan").warning(
+                "resuming with changed keys: %s", ", ".join(changed)
+            )
+    else:
+        config = load_config(args.config, args.assignments)
+    data: Path | None = args.data
+    val_data: Path | None = args.val_data
+    if resume_state is not None and data is None:
+        sources = resume_state.get("sources") or {}
+        data = Path(sources["data"]) if sources.get("data") else None
+        if val_data is None and sources.get("val_data"):
+            val_data = Path(sources["val_data"])
+    if data is None:
+        raise ConfigError("--data DIR is required: a folder of color images to train on")
+    if run_dir is None:
+        run_dir = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    try:
+        train(config, data, run_dir, val_data=val_data, resume=resume_state, quiet=args.quiet)
+    except Interrupted as interrupt:
+        return 128 + interrupt.signum
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="colorgan",
+        description="Colorize grayscale images with a conditional GAN; train your own colorizer.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _train_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run a subcommand; expected errors print one line and set the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="colorgan: %(levelname)s: %(message)s")
+    warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
+    commands = {"train": _cmd_train}
+    try:
+        return commands[args.command](args)
+    except ColorganError as err:
+        print(f"colorgan: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("colorgan: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

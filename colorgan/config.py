@@ -1,0 +1,243 @@
+"""The configuration: one frozen dataclass tree, overridden by YAML and then by `--set`."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ColorganError(Exception):
+    """An error a user can cause and fix; the CLI prints it as one line."""
+
+
+class ConfigError(ColorganError):
+    """A bad config file, key or value."""
+
+
+GanMode = Literal["vanilla", "lsgan", "hinge"]
+Norm = Literal["batch", "instance", "none"]
+Amp = Literal["auto", "off", "bf16", "fp16"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    image_size: int = 256  # training crop, pixels; a multiple of 2**model.depth
+    val_fraction: float = 0.05  # held out when no --val-data is given
+    gray_threshold: float = 4.0  # mean YCbCr chroma below which an image counts as grayscale
+    max_images: int = 0  # use at most this many training images (0: all)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    encoder: Literal["unet", "efficientnet_lite0"] = "unet"
+    base_channels: int = 64
+    depth: int = 8  # number of 2x downsamplings in the U-Net
+    norm: Norm = "batch"
+    dropout: float = 0.0  # in the three innermost decoder blocks (pix2pix uses 0.5)
+    disc_channels: int = 64
+    disc_layers: int = 3  # 3 gives the 70x70 PatchGAN
+    disc_norm: Norm = "batch"
+    spectral_norm: bool = False
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    adversarial_weight: float = 1.0  # 0 trains the generator on L1 (+ perceptual) alone, no D
+    l1_weight: float = 100.0  # as pix2pix
+    perceptual_weight: float = 10.0
+    gan_mode: GanMode = "vanilla"
+    perceptual_network: Literal["vgg16", "efficientnet_lite0"] = "vgg16"
+    vgg_weights: str = "torchvision"  # "torchvision" (download), a file path, or "random"
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 2e-4
+    lr_d: float = 0.0  # discriminator learning rate; 0 means the same as lr
+    beta1: float = 0.5
+    beta2: float = 0.999
+    weight_decay: float = 0.01
+    eta_min: float = 0.0  # cosine schedule's final learning rate
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 8
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    seed: int = 0
+    num_workers: int = 4
+    amp: Amp = "auto"  # auto: bf16 on CUDA where supported, else fp16; off on CPU
+    keep_checkpoints: int = 3  # epoch_NNN.pt files kept
+    sample_images: int = 8  # rows in samples/epoch_NNN.png
+    val_images: int = 256  # at most this many validation images per epoch
+    tensorboard: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def to_dict(config: Config) -> dict[str, dict[str, Any]]:
+    """The config as plain nested dicts (for YAML and checkpoints)."""
+    return dataclasses.asdict(config)
+
+
+def _check_value(key: str, value: Any, annotation: Any) -> Any:
+    """Return `value` as the type `annotation` names, or raise ConfigError."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        allowed = typing.get_args(annotation)
+        if value not in allowed:
+            choices = " | ".join(str(a) for a in allowed)
+            raise ConfigError(f"{key}: {value!r} is not one of {choices}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if arg is type(None) and value is None:
+                return None
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _check_value(key, value, inner[0])
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    else:  # pragma: no cover - a field type this function does not know is a programming error
+        raise TypeError(f"unsupported config type {annotation!r} for {key}")
+    name = getattr(annotation, "__name__", str(annotation))
+    raise ConfigError(f"{key}: expected {name}, got {value!r}")
+
+
+def _apply(config: Config, overrides: dict[str, Any], source: str) -> Config:
+    """Return `config` with nested `overrides` ({section: {key: value}}) applied."""
+    if not isinstance(overrides, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping of sections, got {type(overrides).__name__}"
+        )
+    sections = {f.name: f for f in dataclasses.fields(config)}
+    changes: dict[str, Any] = {}
+    for section_name, values in overrides.items():
+        if section_name not in sections:
+            known = ", ".join(sections)
+            raise ConfigError(f"{source}: unknown section {section_name!r} (known: {known})")
+        section = getattr(config, section_name)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section {section_name!r} must be a mapping")
+        hints = typing.get_type_hints(type(section))
+        updates = {}
+        for key, value in values.items():
+            full = f"{section_name}.{key}"
+            if key not in hints:
+                known = ", ".join(hints)
+                raise ConfigError(
+                    f"{source}: unknown key {full!r} (known in {section_name}: {known})"
+                )
+            updates[key] = _check_value(full, value, hints[key])
+        changes[section_name] = dataclasses.replace(section, **updates)
+    return dataclasses.replace(config, **changes)
+
+
+def parse_set(assignments: list[str]) -> dict[str, dict[str, Any]]:
+    """Turn `["train.epochs=3", ...]` into nested overrides; values are parsed as YAML scalars."""
+    nested: dict[str, dict[str, Any]] = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not section or not name:
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.epochs=5")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        nested.setdefault(section, {})[name] = value
+    return nested
+
+
+def validate(config: Config) -> Config:
+    """Check relations between keys that single types cannot express."""
+    multiple = 2**config.model.depth
+    if config.data.image_size % multiple:
+        raise ConfigError(
+            f"data.image_size={config.data.image_size} is not a multiple of 2**model.depth="
+            f"{multiple}; change data.image_size or lower model.depth"
+        )
+    positives = {
+        "data.image_size": config.data.image_size,
+        "model.base_channels": config.model.base_channels,
+        "model.depth": config.model.depth,
+        "train.epochs": config.train.epochs,
+        "train.batch_size": config.train.batch_size,
+        "optim.lr": config.optim.lr,
+    }
+    for key, value in positives.items():
+        if value <= 0:
+            raise ConfigError(f"{key} must be positive, got {value}")
+    if not 0.0 <= config.data.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), got {config.data.val_fraction}")
+    if not 0.0 <= config.model.dropout < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {config.model.dropout}")
+    if config.model.encoder != "unet":
+        raise ConfigError("model.encoder=efficientnet_lite0 is not available yet; use unet")
+    if config.loss.perceptual_network != "vgg16":
+        raise ConfigError(
+            "loss.perceptual_network=efficientnet_lite0 is not available yet; use vgg16"
+        )
+    if config.train.num_workers < 0:
+        raise ConfigError(f"train.num_workers must be >= 0, got {config.train.num_workers}")
+    return config
+
+
+def load_config(
+    path: str | Path | None = None,
+    assignments: list[str] | None = None,
+    base: Config | None = None,
+) -> Config:
+    """Defaults (or `base`), then the YAML file at `path`, then `--set` assignments; validated."""
+    config = base if base is not None else Config()
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"cannot read config {path}: {err.strerror or err}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
+        config = _apply(config, loaded or {}, str(path))
+    if assignments:
+        config = _apply(config, parse_set(assignments), "--set")
+    return validate(config)
+
+
+def from_dict(values: dict[str, Any]) -> Config:
+    """Rebuild a Config saved by `to_dict` (checkpoints, config.yaml); validated."""
+    return validate(_apply(Config(), values, "saved config"))
+
+
+def save_config(config: Config, path: Path) -> None:
+    """Write the resolved config as YAML."""
+    path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
