@@ -1,0 +1,39 @@
+"""Shared fixtures: folders of generated color images (tests never use ../shared/data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+
+def make_color_image(seed: int, size: tuple[int, int] = (48, 40)) -> Image.Image:
+    """A colorful RGB picture: a colored background with a few colored shapes."""
+    rng = np.random.default_rng(seed)
+    background = tuple(int(v) for v in rng.integers(40, 216, 3))
+    image = Image.new("RGB", size, background)
+    draw = ImageDraw.Draw(image)
+    for _ in range(4):
+        x0, y0 = int(rng.integers(0, size[0] // 2)), int(rng.integers(0, size[1] // 2))
+        x1, y1 = x0 + int(rng.integers(8, size[0] // 2)), y0 + int(rng.integers(8, size[1] // 2))
+        color = tuple(int(v) for v in rng.integers(0, 256, 3))
+        draw.ellipse((x0, y0, x1, y1), fill=color, outline=(0, 0, 0))
+    return image
+
+
+def write_color_folder(root: Path, count: int, size: tuple[int, int] = (48, 40)) -> Path:
+    """`count` color PNG/JPEG images under `root` (some in a sub-folder); returns `root`."""
+    for i in range(count):
+        folder = root / "sub" if i % 3 == 0 else root
+        folder.mkdir(parents=True, exist_ok=True)
+        suffix = ".JPG" if i % 2 else ".png"
+        make_color_image(i, size).save(folder / f"img_{i:03d}{suffix}", quality=95)
+    return root
+
+
+@pytest.fixture
+def color_folder(tmp_path: Path) -> Path:
+    """A folder of 20 small generated color images."""
+    return write_color_folder(tmp_path / "images", 20)
