@@ -1,4 +1,5 @@
-"""Checkpoints: plain dicts, written atomically, loaded with weights_only=True."""
+"""Checkpoints: plain dicts, written atomically, loaded with weights_only=True; the device
+they run on."""
 
 from __future__ import annotations
 
@@ -18,6 +19,25 @@ FORMAT_VERSION = 1
 
 class CheckpointError(ColorganError):
     """A checkpoint that is missing, unreadable or not colorgan's."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda, then mps, then cpu; anything else as given (checked)."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ColorganError(f"{name!r} is not a device; use auto, cpu, cuda or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ColorganError(f"device {name!r} asked for, but this torch sees no CUDA GPU; use cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ColorganError(f"device {name!r} asked for, but MPS is not available; use cpu")
+    return device
 
 
 def build_generator(model: ModelConfig) -> Generator:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from colorgan.checkpoint import (
     build_generator,
     link_checkpoint,
+    resolve_device,
     save_checkpoint,
 )
 from colorgan.color import l_ab_to_rgb, rgb_to_gray_rgb, uint8_to_float
@@ -65,27 +66,6 @@ class Interrupted(Exception):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda, then mps, then cpu; anything else as given (checked)."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ColorganError(
-            f"train.device={name!r} is not a device; use auto, cpu, cuda or mps"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ColorganError(f"device {name!r} asked for, but this torch sees no CUDA GPU; use cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ColorganError(f"device {name!r} asked for, but MPS is not available; use cpu")
-    return device
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
