@@ -78,6 +78,7 @@ class TrainConfig:
     sample_images: int = 8  # rows in samples/epoch_NNN.png
     val_images: int = 256  # at most this many validation images per epoch
     tensorboard: bool = False
+    max_minutes: float = 0.0  # stop after the epoch in which this much time ran out (0: no limit)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ def _check_value(key: str, value: Any, annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
     if origin is Literal:
         allowed = typing.get_args(annotation)
+        if isinstance(value, bool) and "off" in allowed:  # YAML 1.1 reads off/on as booleans
+            value = "auto" if value else "off"
         if value not in allowed:
             choices = " | ".join(str(a) for a in allowed)
             raise ConfigError(f"{key}: {value!r} is not one of {choices}")
@@ -118,6 +121,11 @@ def _check_value(key: str, value: Any, annotation: Any) -> Any:
     elif annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif annotation is str:
         if isinstance(value, str):
             return value
@@ -205,6 +213,8 @@ def validate(config: Config) -> Config:
         raise ConfigError(
             "loss.perceptual_network=efficientnet_lite0 is not available yet; use vgg16"
         )
+    if config.train.max_minutes < 0:
+        raise ConfigError(f"train.max_minutes must be >= 0, got {config.train.max_minutes}")
     if config.train.num_workers < 0:
         raise ConfigError(f"train.num_workers must be >= 0, got {config.train.num_workers}")
     return config

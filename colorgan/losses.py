@@ -72,7 +72,7 @@ class VGG16Features(nn.Module):
                 layers.append(nn.MaxPool2d(2, 2))
             else:
                 assert isinstance(item, int)
-                layers += [nn.Conv2d(c_in, item, 3, padding=1), nn.ReLU(inplace=False)]
+                layers += [nn.Conv2d(c_in, item, 3, padding=1), nn.ReLU(inplace=True)]
                 c_in = item
         self.features = nn.Sequential(*layers)
         self.mean: torch.Tensor

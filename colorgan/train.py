@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -516,7 +517,11 @@ def train(
             len(train_loader),
         )
         state.generator.train()
-        with stop_on_signals() as stop:
+        run_start = time.perf_counter()
+        with stop_on_signals() as stop, warnings.catch_warnings():
+            # GradScaler skips an optimizer step when it finds inf gradients; the schedule
+            # still advances, which is what we want, so its warning is noise.
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
             while state.epoch < config.train.epochs:
                 sampler.set_epoch(state.epoch, skip=state.epoch_items)
                 start = time.perf_counter()
@@ -560,6 +565,10 @@ def train(
                         writer, row, run_dir / "samples" / f"epoch_{state.epoch:03d}.png"
                     )
                 log.info(_format(row))
+                minutes = (time.perf_counter() - run_start) / 60.0
+                if 0 < config.train.max_minutes <= minutes:
+                    log.info("train.max_minutes=%g reached: stopping", config.train.max_minutes)
+                    break
         log.info("done: %s (best %s %.4f)", run_dir / "checkpoints", BEST_METRIC, state.best)
         return state.history
 

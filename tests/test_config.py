@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from colorgan.cli import main
+from colorgan.config import Config, ConfigError, from_dict, load_config, parse_set, to_dict
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_are_the_founding_recipe() -> None:
+    config = Config()
+    assert (config.optim.lr, config.train.batch_size, config.train.epochs) == (2e-4, 8, 10)
+    assert (config.model.base_channels, config.model.depth) == (64, 8)
+    assert config.loss.l1_weight == 100.0
+
+
+def test_set_overrides_yaml_and_parses_types(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 3\n  batch_size: 2\nloss:\n  gan_mode: hinge\n")
+    config = load_config(path, ["train.epochs=5", "optim.lr=1e-3", "model.spectral_norm=true"])
+    assert config.train.epochs == 5  # --set wins over the file
+    assert config.train.batch_size == 2
+    assert config.loss.gan_mode == "hinge"
+    assert config.optim.lr == pytest.approx(1e-3)
+    assert config.model.spectral_norm is True
+
+
+def test_int_is_accepted_for_float() -> None:
+    assert load_config(None, ["optim.lr=1"]).optim.lr == 1.0
+
+
+@pytest.mark.parametrize(
+    ("assignment", "fragment"),
+    [
+        ("train.epoch=3", "unknown key 'train.epoch'"),
+        ("trian.epochs=3", "unknown section 'trian'"),
+        ("train.epochs=three", "train.epochs: expected int"),
+        ("train.epochs=2.5", "train.epochs: expected int"),
+        ("loss.gan_mode=wgan", "not one of vanilla | lsgan | hinge"),
+        ("model.spectral_norm=maybe", "expected bool"),
+        ("data.image_size=100", "not a multiple of 2**model.depth=256"),
+        ("train.epochs", "expected section.key=value"),
+    ],
+)
+def test_bad_keys_and_values_are_errors(assignment: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=None) as info:
+        load_config(None, [assignment])
+    assert fragment in str(info.value)
+
+
+def test_unknown_key_in_yaml_names_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  widht: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'model.widht'"):
+        load_config(path)
+
+
+def test_cli_config_error_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["train", "--data", str(tmp_path), "--set", "train.nope=1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and "unknown key 'train.nope'" in err
+    assert "Traceback" not in err
+
+
+def test_round_trip_through_dict() -> None:
+    config = load_config(None, ["train.epochs=4", "model.norm=instance"])
+    assert from_dict(to_dict(config)) == config
+
+
+@pytest.mark.parametrize("name", ["tiny.yaml", "cpu-small.yaml", "seed-anime512.yaml"])
+def test_shipped_configs_load(name: str) -> None:
+    config = load_config(REPO / "configs" / name)
+    assert config.data.image_size % 2**config.model.depth == 0
+
+
+def test_seed_config_is_the_founding_recipe_exactly() -> None:
+    config = load_config(REPO / "configs" / "seed-anime512.yaml")
+    assert config.data.image_size == 512
+    assert (config.train.batch_size, config.train.epochs) == (8, 10)
+    assert config.optim.lr == 2e-4
+    assert config.loss.perceptual_weight > 0 and config.loss.adversarial_weight > 0
+
+
+def test_parse_set_reads_yaml_scalars() -> None:
+    assert parse_set(["a.b=1", "a.c=x y", "d.e=null"]) == {"a": {"b": 1, "c": "x y"}, "d": {"e": None}}
