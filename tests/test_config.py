@@ -88,4 +88,7 @@ def test_seed_config_is_the_founding_recipe_exactly() -> None:
 
 
 def test_parse_set_reads_yaml_scalars() -> None:
-    assert parse_set(["a.b=1", "a.c=x y", "d.e=null"]) == {"a": {"b": 1, "c": "x y"}, "d": {"e": None}}
+    assert parse_set(["a.b=1", "a.c=x y", "d.e=null"]) == {
+        "a": {"b": 1, "c": "x y"},
+        "d": {"e": None},
+    }

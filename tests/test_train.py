@@ -81,7 +81,7 @@ def test_metrics_jsonl_has_every_loss_each_epoch(run: Path) -> None:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     for row in rows:
-        assert ROW_KEYS <= row.keys()
+        assert row.keys() >= ROW_KEYS
         assert {"val_l1", "val_psnr", "val_delta_e", "val_colorfulness"} <= row.keys()
         assert all(isinstance(row[k], float) for k in LOSS_KEYS)
     assert rows[0]["step"] == 4  # 16 training images (4 held out; the broken file skipped) / 4
