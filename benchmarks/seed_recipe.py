@@ -29,8 +29,13 @@ def measure(amp: str, steps: int, size: int, batch: int, device: torch.device) -
     """Time `steps` training steps after warm-up; peak memory over the timed steps."""
     config = load_config(
         REPO / "configs" / "seed-anime512.yaml",
-        [f"train.amp={amp}", "loss.vgg_weights=random", f"data.image_size={size}",
-         f"train.batch_size={batch}", f"train.device={device}"],
+        [
+            f"train.amp={amp}",
+            "loss.vgg_weights=random",
+            f"data.image_size={size}",
+            f"train.batch_size={batch}",
+            f"train.device={device}",
+        ],
     )
     state = build_state(config, device, steps_per_epoch=1000)
     gen = torch.Generator(device=device).manual_seed(0)
@@ -75,12 +80,14 @@ def main() -> None:
         results[amp] = measure(amp, args.steps, args.size, args.batch, device)
         print(amp, {k: round(v, 3) for k, v in results[amp].items()}, flush=True)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    print(f"\nseed recipe, {args.size}x{args.size}, batch {args.batch}, {name}, torch {torch.__version__}")
+    print(f"\nseed recipe, {args.size}px, batch {args.batch}, {name}, torch {torch.__version__}")
     print(f"{'amp':<6}{'images/s':>10}{'s/step':>9}{'peak alloc GiB':>16}{'peak reserved GiB':>19}")
     for amp, r in results.items():
-        print(f"{amp:<6}{r['images_per_second']:>10.1f}{r['seconds_per_step']:>9.3f}"
-              f"{r.get('peak_allocated_gib', float('nan')):>16.2f}"
-              f"{r.get('peak_reserved_gib', float('nan')):>19.2f}")
+        print(
+            f"{amp:<6}{r['images_per_second']:>10.1f}{r['seconds_per_step']:>9.3f}"
+            f"{r.get('peak_allocated_gib', float('nan')):>16.2f}"
+            f"{r.get('peak_reserved_gib', float('nan')):>19.2f}"
+        )
     if args.json:
         meta = {"device": name, "torch": torch.__version__, "size": args.size, "batch": args.batch}
         args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
