@@ -110,6 +110,91 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _colorize_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "colorize",
+        help="colorize image files and folders with a trained model",
+        description="Colorize images of any size and mode (gray, color, 16-bit, with alpha, "
+        "EXIF-rotated). The model runs on the image's L channel scaled so its short side is "
+        "--size pixels; the predicted colors are upsampled onto the image's own full-resolution "
+        "L, so each output has the input's size, detail and lightness. Writes "
+        "DIR/<sub-folders>/<name>.<format> (a.png and a.jpg in one folder become a_png and "
+        "a_jpg); inputs are never overwritten. A file that cannot be read is named on stderr "
+        "and skipped; the exit status is then 1.",
+    )
+    p.add_argument("model", metavar="MODEL", type=Path, help="a colorgan training checkpoint (.pt)")
+    p.add_argument(
+        "inputs",
+        metavar="INPUT",
+        type=Path,
+        nargs="+",
+        help="image files and folders; folders are searched recursively for image files and "
+        "their sub-folders are kept under --out",
+    )
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    p.add_argument(
+        "--size",
+        type=int,
+        metavar="N",
+        help="working size: the short side the model sees, in pixels "
+        "(default: the checkpoint's data.image_size); outputs keep the input's size",
+    )
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        metavar="N",
+        help="files read and run through the model together (default 8)",
+    )
+    p.add_argument(
+        "--format",
+        choices=["png", "jpg", "webp"],
+        default="png",
+        help="output format (default png); jpg has no alpha, so transparent images are "
+        "flattened onto white (png and webp keep alpha)",
+    )
+    p.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="also write <name>_side_by_side.<format>: gray | color",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=100_000_000,
+        metavar="N",
+        help="refuse images with more pixels than this before decoding (default 100000000)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+
+def _cmd_colorize(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from colorgan.colorize import Failure, colorize_files, load_colorizer, plan_jobs
+
+    def report(failure: Failure) -> None:
+        tqdm.write(f"colorgan: {failure.path}: {failure.reason}", file=sys.stderr)
+
+    jobs, failures = plan_jobs(args.inputs, args.out, args.format, args.side_by_side)
+    colorizer = load_colorizer(args.model, args.device, args.batch_size)
+    for failure in failures:
+        report(failure)
+    job_failures = colorize_files(
+        colorizer,
+        jobs,
+        args.format,
+        size=args.size,
+        max_pixels=args.max_pixels,
+        on_failure=report,
+        progress=not args.quiet and len(jobs) > 1,
+    )
+    if not args.quiet:
+        print(f"colorized {len(jobs) - len(job_failures)} of {len(jobs)} image(s) into {args.out}")
+    return EXIT_FAILED if failures or job_failures else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -118,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _train_parser(sub)
+    _colorize_parser(sub)
     return parser
 
 
@@ -127,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="colorgan: %(levelname)s: %(message)s")
     warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
-    commands = {"train": _cmd_train}
+    commands = {"train": _cmd_train, "colorize": _cmd_colorize}
     try:
         return commands[args.command](args)
     except ColorganError as err:

@@ -1,0 +1,457 @@
+"""Colorizer: images of any size and mode, full-resolution L kept; files, folders, bad inputs.
+
+The model runs on the L channel at a working size: the image is scaled (aspect kept) so its
+short side is about `size` pixels (default: the checkpoint's training size, the scale the model
+learned at), with the long side capped at MAX_ASPECT * size, and each side rounded to a multiple
+of 2**depth. The predicted ab is upsampled bilinearly to the input's own resolution and joined
+with the input's own full-resolution L, so the output has the input's size, detail and Lab
+lightness (up to 8-bit rounding: a color outside sRGB loses chroma, never lightness).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+import zlib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from kornia.color import lab_to_rgb
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
+
+from colorgan.checkpoint import load_generator, resolve_device
+from colorgan.color import AB_SCALE, float_to_uint8, rgb_to_l_ab
+from colorgan.config import ColorganError
+from colorgan.data import find_images
+from colorgan.generator import Generator
+
+# l (B, 1, h, w) in [-1, 1] -> ab (B, 2, h, w) in [-1, 1]; a second backend (ONNX) is another one
+Predict = Callable[[torch.Tensor], torch.Tensor]
+
+FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
+DEFAULT_MAX_PIXELS = 100_000_000  # refused before decoding: a decompression-bomb guard
+MAX_ASPECT = 4  # the working image's long side is at most this many times the working size
+_STRIP_PIXELS = 4_000_000  # full-resolution color math runs on row strips of about this size
+_GAMUT_STEPS = 10  # bisection steps when fitting a color into sRGB: chroma within 0.1 %
+_GAMUT_TOLERANCE = 1e-4  # linear-RGB slack for float error; the final clip removes it
+_DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error)
+
+
+class UnreadableImage(ColorganError):
+    """An input file that cannot be decoded (or is refused) as an image."""
+
+
+@dataclass(frozen=True)
+class Picture:
+    """An upright image ready to colorize: its color values and its alpha, if any."""
+
+    rgb: torch.Tensor  # (3, H, W) uint8 in [0, 255], or float32 in [0, 1] for deeper sources
+    alpha: Image.Image | None  # mode "L", the same size, or None
+
+
+def to_picture(image: Image.Image) -> Picture:
+    """Any PIL mode -> Picture: EXIF orientation applied, alpha split off, deep gray scaled."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    alpha = None
+    if image.mode in ("RGBA", "RGBa", "LA", "La", "PA"):
+        rgba = image.convert("RGBA")
+        alpha = rgba.getchannel("A")
+        image = rgba.convert("RGB")
+    if image.mode in _DEEP_MODES:
+        values = np.asarray(image, dtype=np.float32)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+        if image.mode == "F" and values.max() <= 1.0:
+            top = 1.0
+        gray = torch.from_numpy(np.clip(values / top, 0.0, 1.0))
+        return Picture(gray.expand(3, -1, -1), alpha)
+    rgb = np.array(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.uint8)
+    return Picture(torch.from_numpy(rgb).permute(2, 0, 1), alpha)
+
+
+def to_image(rgb: torch.Tensor, alpha: Image.Image | None) -> Image.Image:
+    """(3, H, W) uint8 -> PIL RGB, or RGBA with `alpha` put back."""
+    image = Image.fromarray(rgb.permute(1, 2, 0).contiguous().cpu().numpy())
+    if alpha is not None:
+        image.putalpha(alpha)
+    return image
+
+
+def working_shape(height: int, width: int, size: int, multiple: int) -> tuple[int, int]:
+    """The (h, w) the model runs at: short side about `size`, aspect kept, long side at most
+    MAX_ASPECT * size, each side a multiple of `multiple`."""
+    scale = min(size / min(height, width), MAX_ASPECT * size / max(height, width))
+
+    def fit(side: int) -> int:
+        return max(multiple, round(side * scale / multiple) * multiple)
+
+    return fit(height), fit(width)
+
+
+def _strips(height: int, width: int) -> list[slice]:
+    """Row ranges of about _STRIP_PIXELS pixels each, covering `height` rows."""
+    step = max(1, _STRIP_PIXELS // width)
+    return [slice(top, top + step) for top in range(0, height, step)]
+
+
+def lightness(rgb: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Picture.rgb (3, H, W) -> l (1, 1, H, W) in [-1, 1] on `device`, converted in strips."""
+    parts = []
+    for rows in _strips(*rgb.shape[-2:]):
+        strip = rgb[:, rows].to(device)
+        strip = strip.float() / 255.0 if strip.dtype == torch.uint8 else strip.float()
+        parts.append(rgb_to_l_ab(strip[None])[0])
+    return torch.cat(parts, dim=2)
+
+
+def resize_l(l: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """l (1, 1, H, W) -> (1, 1, h, w), bilinear and antialiased; still in [-1, 1]."""
+    return F.interpolate(l, size=shape, mode="bilinear", antialias=True).clamp(-1.0, 1.0)
+
+
+def _outside(rgb: torch.Tensor) -> torch.Tensor:
+    """Unclipped sRGB (..., 3, H, W) -> (..., H, W) bool: the color is outside the gamut."""
+    return ((rgb < -_GAMUT_TOLERANCE) | (rgb > 1.0 + _GAMUT_TOLERANCE)).any(dim=-3)
+
+
+def _shrink_into_gamut(lab: torch.Tensor) -> torch.Tensor:
+    """Out-of-gamut Lab colors (3, N) -> unclipped sRGB (3, N), chroma scaled toward gray
+    (bisection) until inside: L and hue are kept."""
+    low = torch.zeros(lab.shape[1], device=lab.device)  # gray is always inside
+    high = torch.ones_like(low)
+    for _ in range(_GAMUT_STEPS):
+        mid = (low + high) / 2
+        scale = torch.stack([torch.ones_like(mid), mid, mid])
+        inside = ~_outside(lab_to_rgb((lab * scale)[:, None], clip=False))[0]
+        low, high = torch.where(inside, mid, low), torch.where(inside, high, mid)
+    scale = torch.stack([torch.ones_like(low), low, low])
+    return lab_to_rgb((lab * scale)[:, None], clip=False)[:, 0]
+
+
+def lab_in_gamut(l: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """l (1, 1, H, W) in [-1, 1] and ab (1, 2, H, W) -> sRGB (1, 3, H, W) in [0, 1] with the
+    same Lab L: a color outside sRGB loses chroma, not lightness (clipping RGB would change L)."""
+    lab = torch.cat([(l + 1.0) * 50.0, ab.clamp(-1.0, 1.0) * AB_SCALE], dim=1)
+    rgb = lab_to_rgb(lab, clip=False)
+    outside = _outside(rgb)  # (1, H, W)
+    if outside.any():
+        fixed = _shrink_into_gamut(lab.permute(1, 0, 2, 3)[:, outside])  # (3, N)
+        rgb.permute(1, 0, 2, 3)[:, outside] = fixed
+    return rgb.clamp(0.0, 1.0)
+
+
+def join(l: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """Full-res l (1, 1, H, W) in [-1, 1] + ab (1, 2, h, w) in [-1, 1], upsampled bilinearly
+    -> sRGB (3, H, W) uint8 on the CPU with the same Lab L (up to 8-bit rounding)."""
+    height, width = l.shape[-2:]
+    ab_full = F.interpolate(ab, size=(height, width), mode="bilinear", align_corners=False)
+    parts = [
+        float_to_uint8(lab_in_gamut(l[..., rows, :], ab_full[..., rows, :])).cpu()
+        for rows in _strips(height, width)
+    ]
+    return torch.cat(parts, dim=2)[0]
+
+
+def gray_image(picture: Picture) -> Image.Image:
+    """The picture as the model sees it: its Lab L as gray, alpha kept."""
+    l = lightness(picture.rgb, torch.device("cpu"))
+    return to_image(join(l, torch.zeros(1, 2, 1, 1)), picture.alpha)
+
+
+def _generator_predict(generator: Generator) -> Predict:
+    """The generator as a gradient-free l -> ab function."""
+
+    def predict(l: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return generator(l).float()  # (B, 2, h, w) in [-1, 1]
+
+    return predict
+
+
+class Colorizer:
+    """Colorizes images of any size with a model that maps l to ab at a working size."""
+
+    def __init__(
+        self,
+        predict: Predict,
+        image_size: int,
+        multiple: int,
+        device: torch.device,
+        batch_size: int = 8,
+    ) -> None:
+        if batch_size < 1:
+            raise ColorganError(f"batch size must be at least 1, got {batch_size}")
+        self.predict = predict
+        self.image_size = image_size  # default working size: the training size
+        self.multiple = multiple  # working sides are multiples of this (2**depth)
+        self.device = device
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, device: str | torch.device = "auto", batch_size: int = 8
+    ) -> Colorizer:
+        """Rebuild the generator from a training checkpoint alone ('auto': cuda, mps, cpu)."""
+        target = device if isinstance(device, torch.device) else resolve_device(device)
+        generator, config = load_generator(path)
+        generator.to(target)
+        return cls(
+            _generator_predict(generator),
+            config.data.image_size,
+            generator.multiple,
+            target,
+            batch_size,
+        )
+
+    def colorize(self, image: Image.Image, size: int | None = None) -> Image.Image:
+        """A color version of `image` at its own (upright) size; RGBA if it had alpha."""
+        return self.colorize_batch([image], size)[0]
+
+    def colorize_batch(
+        self, images: Sequence[Image.Image], size: int | None = None
+    ) -> list[Image.Image]:
+        """`colorize` for many images; equal working shapes share model batches."""
+        pictures = [to_picture(image) for image in images]
+        colored = self.colorize_pictures(pictures, size)
+        return [to_image(rgb, p.alpha) for rgb, p in zip(colored, pictures, strict=True)]
+
+    @torch.inference_mode()
+    def colorize_pictures(
+        self, pictures: Sequence[Picture], size: int | None = None
+    ) -> list[torch.Tensor]:
+        """Each picture's colors, (3, H, W) uint8 at its own size, its L kept."""
+        size = self.image_size if size is None else size
+        if size < 1:
+            raise ColorganError(f"working size must be a positive number of pixels, got {size}")
+        l_full = [lightness(p.rgb, self.device) for p in pictures]  # (1, 1, H, W) in [-1, 1]
+        shapes = [working_shape(l.shape[2], l.shape[3], size, self.multiple) for l in l_full]
+        ab_small: dict[int, torch.Tensor] = {}  # (1, 2, h, w) in [-1, 1]
+        for shape in dict.fromkeys(shapes):
+            same = [i for i, s in enumerate(shapes) if s == shape]
+            for start in range(0, len(same), self.batch_size):
+                chunk = same[start : start + self.batch_size]
+                ab = self.predict(torch.cat([resize_l(l_full[i], shape) for i in chunk]))
+                ab_small.update(zip(chunk, ab.split(1), strict=True))
+        return [join(l, ab_small[i]) for i, l in enumerate(l_full)]
+
+
+def load_colorizer(path: str | Path, device: str = "auto", batch_size: int = 8) -> Colorizer:
+    """A Colorizer for MODEL: a training checkpoint (.pt)."""
+    if Path(path).suffix.lower() == ".onnx":
+        raise ColorganError(f"{path}: ONNX models are not supported yet; give a .pt checkpoint")
+    return Colorizer.from_checkpoint(path, device, batch_size)
+
+
+def _decode_reason(err: BaseException) -> str:
+    if isinstance(err, FileNotFoundError):
+        return "no such file"
+    if isinstance(err, PermissionError):
+        return "permission denied"
+    if isinstance(err, IsADirectoryError):
+        return "is a folder"
+    if isinstance(err, UnidentifiedImageError):
+        return "not an image file (or a format Pillow cannot read)"
+    if isinstance(err, Image.DecompressionBombError):
+        return "refused: over Pillow's pixel limit, could be a decompression bomb"
+    lines = str(err).strip().splitlines()
+    detail = lines[0] if lines else type(err).__name__
+    return f"cannot decode ({detail})"
+
+
+def load_picture(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
+    """Decode an image file; more than `max_pixels` pixels are refused before decoding.
+    Raises UnreadableImage with a one-line reason."""
+    try:
+        with warnings.catch_warnings():  # Pillow's plugin warnings would break the one-line
+            warnings.simplefilter("ignore")  # report; the size limit below replaces its bomb one
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise UnreadableImage(
+                        f"{width}x{height} is {width * height:,} pixels, over the limit of "
+                        f"{max_pixels:,} (--max-pixels); refused before decoding"
+                    )
+                image.load()
+                return to_picture(image)
+    except (*_DECODE_ERRORS, Image.DecompressionBombError) as err:
+        raise UnreadableImage(_decode_reason(err)) from None
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input file and where its results go."""
+
+    source: Path
+    target: Path  # <out>/<relative folder>/<stem>.<format>
+    side_by_side: Path | None  # <out>/<relative folder>/<stem>_side_by_side.<format>
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An input that could not be colorized, and why (one line)."""
+
+    path: Path
+    reason: str
+
+
+def find_inputs(inputs: Sequence[Path], out: Path) -> tuple[list[tuple[Path, Path]], list[Failure]]:
+    """(file, folder relative to `out`) for each input file and each image file under an input
+    folder (recursively; an `out` inside that folder is skipped), each file once; and the
+    inputs that do not exist or hold no images."""
+    found: list[tuple[Path, Path]] = []
+    failures: list[Failure] = []
+    seen: set[Path] = set()
+    for given in inputs:
+        if given.is_dir():
+            # an output folder inside the input folder holds earlier results, not inputs
+            skipped = out.resolve() if given.resolve() in out.resolve().parents else None
+            try:
+                files = [p for p in find_images(given) if skipped not in p.resolve().parents]
+            except OSError as err:
+                failures.append(Failure(given, f"cannot list folder ({err.strerror or err})"))
+                continue
+            if not files:
+                failures.append(Failure(given, "no image files in this folder"))
+            pairs = [(p, p.parent.relative_to(given)) for p in files]
+        elif given.is_file():
+            pairs = [(given, Path())]
+        else:
+            failures.append(Failure(given, "no such file or folder"))
+            continue
+        for path, relative in pairs:
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                found.append((path, relative))
+    return found, failures
+
+
+def _key(path: Path) -> str:
+    return os.path.normpath(path).casefold()  # clashes on case-insensitive disks count too
+
+
+def name_outputs(
+    sources: Sequence[tuple[Path, Path]], out: Path, fmt: str, side_by_side: bool
+) -> list[Job]:
+    """Output paths for (file, relative folder) pairs. Files whose outputs would clash (a.png
+    and a.jpg in one folder) get their own suffix in the name (a_png.png, a_jpg.png); a clash
+    still left gets _2, _3, ... Raises if an output would overwrite an input."""
+    bases = [out / relative / path.stem for path, relative in sources]
+    counts = Counter(_key(base) for base in bases)
+    taken: set[str] = set()
+    jobs = []
+    for (path, _), base in zip(sources, bases, strict=True):
+        if counts[_key(base)] > 1 and path.suffix:
+            base = base.with_name(f"{base.name}_{path.suffix[1:].lower()}")
+        name, number = base.name, 1
+        while True:
+            target = base.with_name(f"{name}.{fmt}")
+            pair = base.with_name(f"{name}_side_by_side.{fmt}") if side_by_side else None
+            keys = {_key(target)} | ({_key(pair)} if pair else set())
+            if not keys & taken:
+                break
+            number += 1
+            name = f"{base.name}_{number}"
+        taken |= keys
+        jobs.append(Job(path, target, pair))
+    inputs = {path.resolve(): path for path, _ in sources}
+    for job in jobs:
+        for written in (job.target, job.side_by_side):
+            if written is not None and written.resolve() in inputs:
+                raise ColorganError(
+                    f"{written} would overwrite the input {inputs[written.resolve()]}; "
+                    f"choose another --out folder or --format"
+                )
+    return jobs
+
+
+def plan_jobs(
+    inputs: Sequence[Path], out: Path, fmt: str = "png", side_by_side: bool = False
+) -> tuple[list[Job], list[Failure]]:
+    """The jobs for files and folders given on the command line, and the inputs that failed."""
+    if fmt not in FORMATS:
+        raise ColorganError(f"unknown format {fmt!r}: use {', '.join(FORMATS)}")
+    if out.exists() and not out.is_dir():
+        raise ColorganError(f"{out}: exists and is not a folder; give an output folder")
+    sources, failures = find_inputs(inputs, out)
+    return name_outputs(sources, out, fmt, side_by_side), failures
+
+
+def _save(image: Image.Image, path: Path, fmt: str) -> None:
+    """Write atomically; JPEG has no alpha, so transparent images are flattened onto white."""
+    if fmt == "jpg" and image.mode == "RGBA":
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image).convert("RGB")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        image.save(tmp, format=FORMATS[fmt], **({} if fmt == "png" else {"quality": 95}))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def side_by_side_image(gray: Image.Image, color: Image.Image) -> Image.Image:
+    """gray | color, side by side."""
+    both = Image.new(color.mode, (gray.width + color.width, max(gray.height, color.height)))
+    both.paste(gray, (0, 0))
+    both.paste(color, (gray.width, 0))
+    return both
+
+
+def save_results(job: Job, picture: Picture, rgb: torch.Tensor, fmt: str) -> None:
+    """Write the colorized image (and gray | color if asked) for one job."""
+    color = to_image(rgb, picture.alpha)  # rgb: (3, H, W) uint8
+    _save(color, job.target, fmt)
+    if job.side_by_side is not None:
+        _save(side_by_side_image(gray_image(picture), color), job.side_by_side, fmt)
+
+
+def colorize_files(
+    colorizer: Colorizer,
+    jobs: Sequence[Job],
+    fmt: str = "png",
+    size: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    on_failure: Callable[[Failure], None] | None = None,
+    progress: bool = False,
+) -> list[Failure]:
+    """Colorize each job's file, `colorizer.batch_size` files at a time. Files that cannot be
+    read or written are passed to `on_failure`, skipped and returned; the rest go on."""
+    if max_pixels < 1:
+        raise ColorganError(f"--max-pixels must be positive, got {max_pixels}")
+    if size is not None and size < 1:
+        raise ColorganError(f"--size must be a positive number of pixels, got {size}")
+    failures: list[Failure] = []
+
+    def fail(path: Path, reason: str) -> None:
+        failures.append(Failure(path, reason))
+        if on_failure is not None:
+            on_failure(failures[-1])
+
+    bar_off = None if progress else True  # None: shown on a terminal only
+    with tqdm(total=len(jobs), desc="colorizing", unit="img", disable=bar_off) as bar:
+        for start in range(0, len(jobs), colorizer.batch_size):
+            loaded: list[tuple[Job, Picture]] = []
+            for job in jobs[start : start + colorizer.batch_size]:
+                try:
+                    loaded.append((job, load_picture(job.source, max_pixels)))
+                except UnreadableImage as err:
+                    fail(job.source, str(err))
+                    bar.update()
+            colored = colorizer.colorize_pictures([picture for _, picture in loaded], size)
+            for (job, picture), rgb in zip(loaded, colored, strict=True):
+                try:
+                    save_results(job, picture, rgb, fmt)
+                except OSError as err:
+                    fail(job.source, f"cannot write {job.target} ({err.strerror or err})")
+                bar.update()
+    return failures
