@@ -10,12 +10,20 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
+METRIC_KEYS = ("psnr", "ssim", "delta_e", "colorfulness")
+
+# Identical images have infinite PSNR; capping keeps means and JSON finite. 100 dB is above
+# any uint8 difference that matters (one level off in every pixel is 48 dB).
+PSNR_MAX = 100.0
+
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB of RGB images (B, 3, H, W) in [0, 1], one value per image: (B,)."""
-    return peak_signal_noise_ratio(
+    """PSNR in dB of RGB images (B, 3, H, W) in [0, 1], one value per image, capped at
+    PSNR_MAX (identical images): (B,)."""
+    values = peak_signal_noise_ratio(
         pred.float(), target.float(), data_range=1.0, reduction="none", dim=(1, 2, 3)
     )
+    return values.clamp(max=PSNR_MAX)
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -54,3 +62,15 @@ def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
     std = torch.sqrt(rg.var(dim=1, unbiased=False) + yb.var(dim=1, unbiased=False))
     mean = torch.sqrt(rg.mean(dim=1) ** 2 + yb.mean(dim=1) ** 2)
     return std + 0.3 * mean
+
+
+def image_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every METRIC_KEYS metric of RGB `pred` against `target`, both (B, 3, H, W) in [0, 1];
+    each value (B,) float64 on the CPU. Colorfulness is `pred`'s own."""
+    values = {
+        "psnr": psnr(pred, target),
+        "ssim": ssim(pred, target),
+        "delta_e": delta_e2000(pred, target),
+        "colorfulness": colorfulness(pred),
+    }
+    return {key: value.detach().double().cpu() for key, value in values.items()}
