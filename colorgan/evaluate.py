@@ -1,0 +1,194 @@
+"""Evaluation: make color images gray, colorize them, compare with the originals and with gray.
+
+Every image is center-cropped to a square of `size` pixels exactly as training's validation does
+(short side resized to `size`, center crop), colorized by the generator at that size, and both the
+output and the plain gray image are compared with the crop at that size. Outputs are rounded to
+8 bits first, as a saved file would be.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from colorgan.checkpoint import load_generator, resolve_device
+from colorgan.color import (
+    float_to_uint8,
+    l_ab_to_rgb,
+    rgb_to_gray_rgb,
+    rgb_to_l_ab,
+    uint8_to_float,
+)
+from colorgan.config import ColorganError
+from colorgan.data import ColorImages, scan_images
+from colorgan.generator import Generator
+from colorgan.metrics import METRIC_KEYS, colorfulness, image_metrics
+
+log = logging.getLogger("colorgan")
+
+RESULT_KEYS = (
+    "n_images",
+    "psnr",
+    "ssim",
+    "delta_e",
+    "colorfulness",
+    "colorfulness_reference",
+    "baseline_gray",
+)
+
+
+class EvaluateError(ColorganError):
+    """An evaluation that cannot run as asked."""
+
+
+def check_size(size: int, generator: Generator) -> int:
+    """`size` if the generator can run at it, else raise EvaluateError."""
+    multiple = generator.multiple
+    if size <= 0 or size % multiple:
+        raise EvaluateError(
+            f"--size {size} must be a positive multiple of {multiple} for this model "
+            f"(2**depth); try --size {max(1, round(size / multiple)) * multiple}"
+        )
+    return size
+
+
+@torch.no_grad()
+def colorize_crops(
+    generator: Generator, rgb: torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crops (B, 3, S, S) uint8 -> (gray, colorized), each (B, 3, S, S) float in [0, 1] on the
+    CPU, rounded to 8 bits. The model sees the Lab L of the 8-bit gray image, as a user's
+    gray file would give it, so output and gray share their lightness exactly."""
+    gray = uint8_to_float(float_to_uint8(rgb_to_gray_rgb(uint8_to_float(rgb.to(device)))))
+    l, _ = rgb_to_l_ab(gray)  # (B, 1, S, S) in [-1, 1]
+    ab_fake = generator(l).float()  # (B, 2, S, S) in [-1, 1]
+    fake = uint8_to_float(float_to_uint8(l_ab_to_rgb(l, ab_fake)))
+    return gray.cpu(), fake.cpu()
+
+
+def _make_fid(device: torch.device) -> list[Any] | None:
+    """Two torchmetrics FID metrics (model, gray), or None after one line saying why not."""
+    try:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        return [FrechetInceptionDistance(feature=2048).to(device) for _ in range(2)]
+    except ImportError:
+        log.warning(
+            "FID skipped: torchmetrics' FID needs the torch-fidelity package "
+            "(pip install torch-fidelity; its Inception weights download on first use)"
+        )
+    except Exception as err:  # optional extra: no network, a broken download, bad weights
+        reason = (str(err).strip().splitlines() or [""])[0]
+        log.warning(
+            "FID skipped: cannot load the Inception weights (%s: %s); they download on first "
+            "use and need a network connection",
+            type(err).__name__,
+            reason,
+        )
+    return None
+
+
+def _fid_values(fids: list[Any]) -> list[float] | None:
+    """The computed FIDs, or None (with a warning) when they cannot be computed."""
+    try:
+        return [float(fid.compute()) for fid in fids]
+    except (RuntimeError, ValueError) as err:
+        log.warning("FID skipped: %s", (str(err).strip().splitlines() or ["error"])[0])
+        return None
+
+
+def evaluate_images(
+    generator: Generator,
+    paths: Sequence[Path],
+    size: int,
+    device: torch.device,
+    batch_size: int = 16,
+    fid: bool = False,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Mean metrics of the generator's output and of the plain gray image on `paths`'
+    `size` x `size` center crops: a dict with RESULT_KEYS (+ `fid` when asked and possible)."""
+    loader = DataLoader(ColorImages(paths, size, train=False), batch_size=batch_size)
+    generator = generator.to(device).eval()
+    fids = _make_fid(device) if fid else None
+    sums = {"model": dict.fromkeys(METRIC_KEYS, 0.0), "gray": dict.fromkeys(METRIC_KEYS, 0.0)}
+    reference = 0.0
+    count = 0
+    for rgb in tqdm(loader, desc="evaluating", unit="batch", disable=True if quiet else None):
+        gray, fake = colorize_crops(generator, rgb, device)
+        real = uint8_to_float(rgb)
+        for name, output in (("model", fake), ("gray", gray)):
+            for key, values in image_metrics(output, real).items():
+                sums[name][key] += float(values.sum())
+        reference += float(colorfulness(real).sum())
+        count += rgb.shape[0]
+        if fids is not None:
+            for metric, output in zip(fids, (fake, gray), strict=True):
+                metric.update(rgb.to(device), real=True)
+                metric.update(float_to_uint8(output).to(device), real=False)
+    means = {name: {k: v / count for k, v in values.items()} for name, values in sums.items()}
+    result: dict[str, Any] = {"n_images": count, **means["model"]}
+    result["colorfulness_reference"] = reference / count
+    result["baseline_gray"] = means["gray"]
+    fid_values = _fid_values(fids) if fids is not None else None
+    if fid_values is not None:
+        result["fid"], result["baseline_gray"]["fid"] = fid_values
+    return result
+
+
+def evaluate_checkpoint(
+    checkpoint: Path,
+    data: Path,
+    size: int | None = None,
+    limit: int = 0,
+    device: str = "auto",
+    batch_size: int = 16,
+    fid: bool = False,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Evaluate the generator in `checkpoint` on the color images under `data` (at most `limit`
+    of them; 0: all), at `size` px (default: the checkpoint's data.image_size)."""
+    if batch_size <= 0 or limit < 0:
+        raise EvaluateError("--batch-size must be positive and --limit >= 0")
+    generator, config = load_generator(checkpoint)
+    size = check_size(size or config.data.image_size, generator)
+    scan = scan_images(data, config.data.gray_threshold, limit=limit, quiet=quiet)
+    if scan.grayscale or scan.unreadable:
+        log.warning(
+            "evaluating %d color image(s); skipped %d grayscale and %d unreadable",
+            len(scan.usable),
+            len(scan.grayscale),
+            len(scan.unreadable),
+        )
+    return evaluate_images(
+        generator, scan.usable, size, resolve_device(device), batch_size, fid, quiet
+    )
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The result as a small text table: model against the gray baseline."""
+    gray = result["baseline_gray"]
+    rows = [
+        ("psnr [dB]", "higher is better"),
+        ("ssim", "higher is better"),
+        ("delta_e", "CIEDE2000, lower is better"),
+        ("colorfulness", f"reference images: {result['colorfulness_reference']:.2f}"),
+    ]
+    keys = [*METRIC_KEYS, *(["fid"] if "fid" in result else [])]
+    if "fid" in result:
+        rows.append(("fid", "lower is better"))
+    lines = [f"{result['n_images']} image(s)", f"{'metric':<14}{'model':>9}{'gray':>9}"]
+    for key, (label, note) in zip(keys, rows, strict=True):
+        lines.append(f"{label:<14}{_number(result[key]):>9}{_number(gray[key]):>9}  {note}")
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    return f"{value:.4f}" if math.isfinite(value) and abs(value) < 10 else f"{value:.2f}"
