@@ -78,6 +78,9 @@ class TrainConfig:
     sample_images: int = 8  # rows in samples/epoch_NNN.png
     val_images: int = 256  # at most this many validation images per epoch
     tensorboard: bool = False
+    channels_last: bool = False  # channels-last memory layout (faster convs on recent GPUs)
+    compile: bool = False  # torch.compile the networks (slow first steps; opt-in)
+    sync_batchnorm: bool = False  # SyncBatchNorm across GPUs under torchrun
     max_minutes: float = 0.0  # stop after the epoch in which this much time ran out (0: no limit)
 
 

@@ -22,10 +22,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from colorgan import distributed
 from colorgan.checkpoint import (
     build_generator,
     link_checkpoint,
-    resolve_device,
     save_checkpoint,
 )
 from colorgan.color import l_ab_to_rgb, rgb_to_gray_rgb, uint8_to_float
@@ -40,6 +40,7 @@ from colorgan.data import (
     to_batch,
 )
 from colorgan.discriminator import Discriminator
+from colorgan.distributed import Dist
 from colorgan.figures import save_loss_curves, save_samples
 from colorgan.losses import (
     VGG16Features,
@@ -93,6 +94,13 @@ class State:
     sched_d: torch.optim.lr_scheduler.LRScheduler | None
     scaler: torch.amp.GradScaler
     dtype: torch.dtype | None
+    # What the step calls: the modules above, wrapped in DDP and/or torch.compile as configured.
+    # d_frozen is the discriminator for the generator's update, outside DDP (no D gradients).
+    g_run: torch.nn.Module
+    d_run: torch.nn.Module | None
+    d_frozen: torch.nn.Module | None
+    dist: Dist = field(default_factory=Dist)
+    total_steps: int = 1  # of the cosine schedule: train.epochs x steps per epoch
     epoch: int = 0  # completed epochs
     step: int = 0  # optimizer steps taken
     epoch_items: int = 0  # items of the current epoch done before an interruption
@@ -101,15 +109,43 @@ class State:
     sources: dict[str, str | None] = field(default_factory=dict)  # data folders, for resume
 
 
-def build_state(config: Config, device: torch.device, steps_per_epoch: int) -> State:
+def _prepare(
+    module: torch.nn.Module, config: Config, info: Dist, device: torch.device
+) -> torch.nn.Module:
+    """Apply train.sync_batchnorm and train.channels_last to `module` (in place where possible)."""
+    if config.train.sync_batchnorm and info.enabled:
+        if device.type != "cuda":
+            raise ColorganError("train.sync_batchnorm needs CUDA GPUs; turn it off for CPU runs")
+        module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    if config.train.channels_last:
+        module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return module
+
+
+def _runner(
+    module: torch.nn.Module, config: Config, info: Dist, device: torch.device
+) -> torch.nn.Module:
+    """The callable the step uses: DDP around `module` when distributed, compiled if asked."""
+    wrapped = distributed.wrap(module, info, device)
+    if config.train.compile:
+        compiled = torch.compile(wrapped)
+        assert isinstance(compiled, torch.nn.Module)
+        return compiled
+    return wrapped
+
+
+def build_state(
+    config: Config, device: torch.device, steps_per_epoch: int, info: Dist | None = None
+) -> State:
     """Fresh models, optimizers (AdamW) and cosine schedules over the whole run."""
+    info = info or Dist()
     torch.manual_seed(config.train.seed)
     m, o = config.model, config.optim
-    generator = build_generator(m).to(device)
-    discriminator = None
+    generator = _prepare(build_generator(m).to(device), config, info, device)
+    discriminator: torch.nn.Module | None = None
     if config.loss.adversarial_weight > 0:
         discriminator = Discriminator(m.disc_channels, m.disc_layers, m.disc_norm, m.spectral_norm)
-        discriminator = discriminator.to(device)
+        discriminator = _prepare(discriminator.to(device), config, info, device)
     vgg = (
         load_vgg16(config.loss.vgg_weights).to(device)
         if config.loss.perceptual_weight > 0
@@ -128,6 +164,10 @@ def build_state(config: Config, device: torch.device, steps_per_epoch: int) -> S
     opt_g = adamw(generator, o.lr)
     opt_d = adamw(discriminator, o.lr_d or o.lr) if discriminator is not None else None
     dtype = amp_dtype(config.train.amp, device)
+    d_run = _runner(discriminator, config, info, device) if discriminator is not None else None
+    d_frozen = d_run
+    if info.enabled and discriminator is not None:
+        d_frozen = _runner(discriminator, config, Dist(), device)
     return State(
         config=config,
         device=device,
@@ -140,6 +180,11 @@ def build_state(config: Config, device: torch.device, steps_per_epoch: int) -> S
         sched_d=cosine(opt_d) if opt_d is not None else None,
         scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
         dtype=dtype,
+        g_run=_runner(generator, config, info, device),
+        d_run=d_run,
+        d_frozen=d_frozen,
+        dist=info,
+        total_steps=total_steps,
     )
 
 
@@ -152,25 +197,31 @@ def _autocast(state: State) -> contextlib.AbstractContextManager[Any]:
 def train_step(state: State, batch: Batch) -> dict[str, float]:
     """One discriminator update, then one generator update. Returns the losses."""
     loss_cfg = state.config.loss
-    g, d, scaler = state.generator, state.discriminator, state.scaler
+    d, scaler = state.discriminator, state.scaler
+    if state.config.train.channels_last:
+        batch = Batch(
+            l=batch.l.contiguous(memory_format=torch.channels_last),
+            ab=batch.ab.contiguous(memory_format=torch.channels_last),
+        )
     with _autocast(state):
-        ab_fake = g(batch.l)  # (B, 2, H, W) in [-1, 1]
+        ab_fake = state.g_run(batch.l)  # (B, 2, H, W) in [-1, 1]
     zero = torch.zeros((), device=state.device)
     d_real = d_fake = zero
-    if d is not None and state.opt_d is not None:
+    if d is not None and state.opt_d is not None and state.d_run is not None:
+        d_run = state.d_run
         d.requires_grad_(True)
         state.opt_d.zero_grad(set_to_none=True)
         with _autocast(state):
             d_real, d_fake = d_losses(
-                d(batch.l, batch.ab), d(batch.l, ab_fake.detach()), loss_cfg.gan_mode
+                d_run(batch.l, batch.ab), d_run(batch.l, ab_fake.detach()), loss_cfg.gan_mode
             )
         scaler.scale(0.5 * (d_real + d_fake)).backward()  # halved as in pix2pix
         scaler.step(state.opt_d)
         d.requires_grad_(False)  # no D gradients from the generator's step
     g_adv = zero
     with _autocast(state):
-        if d is not None:
-            g_adv = g_adversarial_loss(d(batch.l, ab_fake), loss_cfg.gan_mode)
+        if state.d_frozen is not None:
+            g_adv = g_adversarial_loss(state.d_frozen(batch.l, ab_fake), loss_cfg.gan_mode)
         g_l1 = l1_loss(ab_fake, batch.ab)
         g_perc = perceptual_loss(state.vgg, batch.l, ab_fake, batch.ab) if state.vgg else zero
     g_total = (
@@ -187,7 +238,8 @@ def train_step(state: State, batch: Batch) -> dict[str, float]:
         state.sched_d.step()
     state.step += 1
     values = torch.stack([g_adv, g_l1, g_perc, g_total, d_real, d_fake, 0.5 * (d_real + d_fake)])
-    losses = dict(zip(LOSS_KEYS, values.detach().float().cpu().tolist(), strict=True))
+    values = distributed.mean_over_ranks(values.detach().float(), state.dist)
+    losses = dict(zip(LOSS_KEYS, values.cpu().tolist(), strict=True))
     if not all(math.isfinite(v) for v in losses.values()):
         shown = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
         raise NonFiniteLoss(
@@ -295,6 +347,9 @@ def restore(state: State, saved: dict[str, Any]) -> None:
             obj.load_state_dict(saved[key])
     state.opt_g.load_state_dict(saved["opt_g"])
     state.sched_g.load_state_dict(saved["sched_g"])
+    for sched in (state.sched_g, state.sched_d):
+        if sched is not None:
+            _retarget(sched, state.total_steps)
     if saved.get("scaler"):
         state.scaler.load_state_dict(saved["scaler"])
     state.epoch, state.step = int(saved["epoch"]), int(saved["step"])
@@ -302,6 +357,21 @@ def restore(state: State, saved: dict[str, Any]) -> None:
     state.best = float(saved.get("best", math.inf))
     state.history = list(saved.get("history", []))
     _set_rng_state(saved["rng"])
+
+
+def _retarget(sched: torch.optim.lr_scheduler.LRScheduler, total_steps: int) -> None:
+    """Stretch a restored cosine schedule to a new length (train.epochs changed on resume):
+    the learning rate continues from the closed-form value at the current step."""
+    assert isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR)
+    if sched.T_max == total_steps:
+        return
+    sched.T_max = total_steps
+    progress = min(sched.last_epoch, total_steps) / total_steps
+    for group, base in zip(sched.optimizer.param_groups, sched.base_lrs, strict=True):
+        group["lr"] = (
+            sched.eta_min + (base - sched.eta_min) * (1 + math.cos(math.pi * progress)) / 2
+        )
+    sched._last_lr = [group["lr"] for group in sched.optimizer.param_groups]
 
 
 def save(state: State, run_dir: Path, metrics: dict[str, Any] | None) -> None:
@@ -392,22 +462,22 @@ def run_epoch(
             d=f"{sums['d_total'] / images:.3f}",
             ips=f"{rate:.1f}",
         )
-        if stop:
-            raise Interrupted(stop[0])
+        if distributed.any_rank(bool(stop), state.dist, state.device):
+            raise Interrupted(stop[0] if stop else signal.SIGTERM)
     bar.close()
     return {k: v / max(images, 1) for k, v in sums.items()}, images, time.perf_counter() - start
 
 
 def _loaders(
-    config: Config, train_paths: list[Path], val_paths: list[Path], device: torch.device
+    config: Config, train_paths: list[Path], val_paths: list[Path], device: torch.device, info: Dist
 ) -> tuple[DataLoader[torch.Tensor], DataLoader[torch.Tensor], EpochSampler]:
     t = config.train
-    if len(train_paths) < t.batch_size:
+    if len(train_paths) < t.batch_size * info.world_size:
         raise DataError(
             f"only {len(train_paths)} training image(s) for train.batch_size={t.batch_size}; "
             f"add images or lower train.batch_size"
         )
-    sampler = EpochSampler(len(train_paths), t.seed, shuffle=True)
+    sampler = EpochSampler(len(train_paths), t.seed, True, info.rank, info.world_size)
     common: dict[str, Any] = {
         "num_workers": t.num_workers,
         "pin_memory": device.type == "cuda",
@@ -430,9 +500,11 @@ def _loaders(
     return train_loader, val_loader, sampler
 
 
-def _split(config: Config, data: Path, val_data: Path | None) -> tuple[list[Path], list[Path]]:
+def _split(
+    config: Config, data: Path, val_data: Path | None, quiet: bool
+) -> tuple[list[Path], list[Path]]:
     d = config.data
-    scan = scan_images(data, d.gray_threshold, limit=d.max_images)
+    scan = scan_images(data, d.gray_threshold, limit=d.max_images, quiet=quiet)
     log.info(
         "%s: %d usable color images, %d unreadable skipped, %d grayscale skipped",
         data,
@@ -441,7 +513,7 @@ def _split(config: Config, data: Path, val_data: Path | None) -> tuple[list[Path
         len(scan.grayscale),
     )
     if val_data is not None:
-        val_scan = scan_images(val_data, d.gray_threshold)
+        val_scan = scan_images(val_data, d.gray_threshold, quiet=quiet)
         log.info("%s: %d validation images", val_data, len(val_scan.usable))
         return scan.usable, val_scan.usable
     if d.val_fraction <= 0 or len(scan.usable) < 2:
@@ -461,19 +533,22 @@ class _TqdmHandler(logging.Handler):
 
 
 @contextlib.contextmanager
-def run_logging(run_dir: Path, quiet: bool) -> Iterator[None]:
-    """Send colorgan's log to the console and to RUN_DIR/train.log for the duration."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handlers: list[logging.Handler] = [logging.FileHandler(run_dir / "train.log", encoding="utf-8")]
-    handlers[0].setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
-    )
-    if not quiet:
-        handlers.append(_TqdmHandler())
+def run_logging(run_dir: Path, quiet: bool, main: bool = True) -> Iterator[None]:
+    """Send colorgan's log to the console and to RUN_DIR/train.log for the duration; processes
+    other than the main one only report errors."""
+    handlers: list[logging.Handler] = []
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(run_dir / "train.log", encoding="utf-8"))
+        handlers[0].setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+        )
+        if not quiet:
+            handlers.append(_TqdmHandler())
     for handler in handlers:
         log.addHandler(handler)
     old_level, old_propagate = log.level, log.propagate
-    log.setLevel(logging.INFO)
+    log.setLevel(logging.INFO if main else logging.ERROR)
     log.propagate = False
     try:
         yield
@@ -493,84 +568,118 @@ def train(
     resume: dict[str, Any] | None = None,
     quiet: bool = False,
 ) -> list[dict[str, Any]]:
-    """Train from scratch or from `resume` (a loaded checkpoint); returns the metrics history."""
-    with run_logging(run_dir, quiet):
-        device = resolve_device(config.train.device)
-        train_paths, val_paths = _split(config, data, val_data)
-        train_loader, val_loader, sampler = _loaders(config, train_paths, val_paths, device)
-        state = build_state(config, device, len(train_loader))
-        state.sources = {"data": str(data), "val_data": str(val_data) if val_data else None}
-        if resume is not None:
-            restore(state, resume)
-            log.info("resumed at epoch %d, step %d", state.epoch + 1, state.step)
-        save_config(config, run_dir / "config.yaml")
-        val_set = val_loader.dataset
-        assert isinstance(val_set, ColorImages)
-        samples_rgb = torch.stack(
-            [val_set[i] for i in range(min(config.train.sample_images, len(val_set)))]
-        )
-        writer = _tensorboard(run_dir) if config.train.tensorboard else None
-        log.info(
-            "training on %s (amp: %s), %d steps per epoch",
-            device,
-            state.dtype or "off",
-            len(train_loader),
-        )
-        state.generator.train()
-        run_start = time.perf_counter()
-        with stop_on_signals() as stop, warnings.catch_warnings():
-            # GradScaler skips an optimizer step when it finds inf gradients; the schedule
-            # still advances, which is what we want, so its warning is noise.
-            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
-            while state.epoch < config.train.epochs:
-                sampler.set_epoch(state.epoch, skip=state.epoch_items)
-                start = time.perf_counter()
-                try:
-                    losses, images, train_seconds = run_epoch(state, train_loader, stop, quiet)
-                except Interrupted as interrupt:
+    """Train from scratch or from `resume` (a loaded checkpoint); returns the metrics history.
+    Under torchrun, every process calls this; only rank 0 writes."""
+    info, device = distributed.init(config.train.device)
+    try:
+        with run_logging(run_dir, quiet, info.is_main):
+            quiet = quiet or not info.is_main
+            train_paths, val_paths = _split(config, data, val_data, quiet)
+            loaders = _loaders(config, train_paths, val_paths, device, info)
+            state = build_state(config, device, len(loaders[0]), info)
+            state.sources = {"data": str(data), "val_data": str(val_data) if val_data else None}
+            if resume is not None:
+                restore(state, resume)
+                log.info("resumed at epoch %d, step %d", state.epoch + 1, state.step)
+            if info.is_main:
+                save_config(config, run_dir / "config.yaml")
+            return _loop(state, *loaders, run_dir, quiet)
+    finally:
+        distributed.shutdown(info)
+
+
+def _loop(
+    state: State,
+    train_loader: DataLoader[torch.Tensor],
+    val_loader: DataLoader[torch.Tensor],
+    sampler: EpochSampler,
+    run_dir: Path,
+    quiet: bool,
+) -> list[dict[str, Any]]:
+    """Epochs until train.epochs (or train.max_minutes); saves a checkpoint if interrupted."""
+    config = state.config
+    val_set = val_loader.dataset
+    assert isinstance(val_set, ColorImages)
+    samples_rgb = torch.stack(
+        [val_set[i] for i in range(min(config.train.sample_images, len(val_set)))]
+    )
+    writer = _tensorboard(run_dir) if config.train.tensorboard and state.dist.is_main else None
+    log.info(
+        "training on %s x%d (amp: %s), %d steps per epoch",
+        state.device,
+        state.dist.world_size,
+        state.dtype or "off",
+        len(train_loader),
+    )
+    state.generator.train()
+    run_start = time.perf_counter()
+    with stop_on_signals() as stop, warnings.catch_warnings():
+        # GradScaler skips an optimizer step when it finds inf gradients; the schedule
+        # still advances, which is what we want, so its warning is noise.
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
+        while state.epoch < config.train.epochs:
+            sampler.set_epoch(state.epoch, skip=state.epoch_items)
+            start = time.perf_counter()
+            try:
+                losses, images, train_seconds = run_epoch(state, train_loader, stop, quiet)
+            except Interrupted:
+                if state.dist.is_main:
                     save(state, run_dir, None)
-                    log.warning(
-                        "interrupted at epoch %d, step %d; resume with: colorgan train "
-                        "--run-dir %s --resume auto",
-                        state.epoch + 1,
-                        state.step,
-                        run_dir,
-                    )
-                    raise interrupt
-                state.epoch += 1
-                state.epoch_items = 0
-                row: dict[str, Any] = {
-                    "epoch": state.epoch,
-                    "step": state.step,
-                    "lr": state.opt_g.param_groups[0]["lr"],
-                }
-                row.update(losses)
-                if state.discriminator is None:
-                    row.update({"g_adv": None, "d_real": None, "d_fake": None, "d_total": None})
-                row.update(validate(state, val_loader))
-                write_samples(
-                    state, samples_rgb, run_dir / "samples" / f"epoch_{state.epoch:03d}.png"
+                log.warning(
+                    "interrupted at epoch %d, step %d; resume with: colorgan train "
+                    "--run-dir %s --resume auto",
+                    state.epoch + 1,
+                    state.step,
+                    run_dir,
                 )
-                row["seconds"] = time.perf_counter() - start
-                row["images_per_second"] = images / max(train_seconds, 1e-9)
-                state.history.append(row)
-                is_best = row[BEST_METRIC] <= state.best
-                state.best = min(state.best, row[BEST_METRIC])
-                save(state, run_dir, row if is_best else {**row, BEST_METRIC: math.inf})
-                with (run_dir / "metrics.jsonl").open("a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(row) + "\n")
-                save_loss_curves(state.history, run_dir / "loss_curves.png")
-                if writer is not None:
-                    _tensorboard_epoch(
-                        writer, row, run_dir / "samples" / f"epoch_{state.epoch:03d}.png"
-                    )
-                log.info(_format(row))
-                minutes = (time.perf_counter() - run_start) / 60.0
-                if 0 < config.train.max_minutes <= minutes:
-                    log.info("train.max_minutes=%g reached: stopping", config.train.max_minutes)
-                    break
-        log.info("done: %s (best %s %.4f)", run_dir / "checkpoints", BEST_METRIC, state.best)
-        return state.history
+                raise
+            row = {"images_per_second": images * state.dist.world_size / max(train_seconds, 1e-9)}
+            _end_epoch(state, losses | row, start, val_loader, samples_rgb, run_dir, writer)
+            minutes = (time.perf_counter() - run_start) / 60.0
+            if 0 < config.train.max_minutes <= minutes and state.epoch < config.train.epochs:
+                log.info("train.max_minutes=%g reached: stopping", config.train.max_minutes)
+                break
+    log.info("done: %s (best %s %.4f)", run_dir / "checkpoints", BEST_METRIC, state.best)
+    return state.history
+
+
+def _end_epoch(
+    state: State,
+    measured: dict[str, float],
+    start: float,
+    val_loader: DataLoader[torch.Tensor],
+    samples_rgb: torch.Tensor,
+    run_dir: Path,
+    writer: Any,
+) -> None:
+    """Validate, write samples, metrics, curves and checkpoints (rank 0), then sync ranks."""
+    state.epoch += 1
+    state.epoch_items = 0
+    row: dict[str, Any] = {
+        "epoch": state.epoch,
+        "step": state.step,
+        "lr": state.opt_g.param_groups[0]["lr"],
+    }
+    row.update({k: measured[k] for k in LOSS_KEYS})
+    if state.discriminator is None:
+        row.update({"g_adv": None, "d_real": None, "d_fake": None, "d_total": None})
+    if state.dist.is_main:
+        row.update(validate(state, val_loader))
+        sample_path = run_dir / "samples" / f"epoch_{state.epoch:03d}.png"
+        write_samples(state, samples_rgb, sample_path)
+        row["seconds"] = time.perf_counter() - start
+        row["images_per_second"] = measured["images_per_second"]
+        state.history.append(row)
+        is_best = row[BEST_METRIC] <= state.best
+        state.best = min(state.best, row[BEST_METRIC])
+        save(state, run_dir, row if is_best else {**row, BEST_METRIC: math.inf})
+        with (run_dir / "metrics.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+        save_loss_curves(state.history, run_dir / "loss_curves.png")
+        if writer is not None:
+            _tensorboard_epoch(writer, row, sample_path)
+        log.info(_format(row))
+    distributed.barrier(state.dist)
 
 
 def _tensorboard(run_dir: Path) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -234,3 +235,24 @@ def test_sigterm_writes_resumable_checkpoint(data: Path, tmp_path: Path) -> None
     )
     assert code == 0
     assert torch.load(last, weights_only=True)["epoch"] == state["epoch"] + 1
+
+
+def test_more_epochs_on_resume_stretch_the_cosine_schedule() -> None:
+    from colorgan.config import load_config
+
+    config = load_config(TINY, ["train.epochs=2", "loss.perceptual_weight=0"])
+    state = train_module.build_state(config, torch.device("cpu"), steps_per_epoch=5)
+    for _ in range(10):  # run the schedule to its end without training
+        state.opt_g.step()
+        state.sched_g.step()
+    assert state.opt_g.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    saved = train_module.checkpoint_dict(state)
+    longer = load_config(TINY, ["train.epochs=4", "loss.perceptual_weight=0"])
+    resumed = train_module.build_state(longer, torch.device("cpu"), steps_per_epoch=5)
+    train_module.restore(resumed, saved)
+    # Half-way through the 4-epoch cosine: lr = 2e-4 * (1 + cos(pi / 2)) / 2 = 1e-4.
+    assert resumed.opt_g.param_groups[0]["lr"] == pytest.approx(1e-4)
+    resumed.opt_g.step()
+    resumed.sched_g.step()
+    expected = 2e-4 * (1 + math.cos(math.pi * 11 / 20)) / 2
+    assert resumed.opt_g.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-6)

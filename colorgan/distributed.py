@@ -1,0 +1,96 @@
+"""Multi-process training under torchrun: process group, DDP wrapping, cross-rank reductions."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from colorgan.checkpoint import resolve_device
+from colorgan.config import ColorganError
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where this process stands in a (possibly one-process) job."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    enabled: bool = False  # launched by torchrun, with a process group
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process writes logs, samples and checkpoints."""
+        return self.rank == 0
+
+
+def launched_by_torchrun() -> bool:
+    """True when torchrun (or another launcher setting its variables) started this process."""
+    return all(key in os.environ for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+
+
+def init(device_name: str) -> tuple[Dist, torch.device]:
+    """Join torchrun's process group (NCCL on CUDA, gloo on CPU) or run alone; pick the device."""
+    if not launched_by_torchrun():
+        return Dist(), resolve_device(device_name)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    world_size = int(os.environ["WORLD_SIZE"])
+    wants_cuda = device_name in ("auto", "cuda") or device_name.startswith("cuda")
+    if wants_cuda and torch.cuda.is_available():
+        if local_rank >= torch.cuda.device_count():
+            raise ColorganError(
+                f"local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible); "
+                f"lower --nproc_per_node"
+            )
+        device, backend = torch.device("cuda", local_rank), "nccl"
+        torch.cuda.set_device(device)
+    elif device_name in ("auto", "cpu"):
+        device, backend = torch.device("cpu"), "gloo"
+    else:
+        raise ColorganError(f"train.device={device_name} is not available under torchrun; use auto")
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return Dist(rank, local_rank, world_size, True), device
+
+
+def shutdown(info: Dist) -> None:
+    """Leave the process group, if this process joined one."""
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap(module: nn.Module, info: Dist, device: torch.device) -> nn.Module:
+    """DistributedDataParallel around `module` when distributed; `module` itself otherwise."""
+    if not info.enabled:
+        return module
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids)
+
+
+def mean_over_ranks(values: torch.Tensor, info: Dist) -> torch.Tensor:
+    """The element-wise mean of `values` over all ranks (a no-op alone)."""
+    if info.enabled:
+        values = values.clone()
+        dist.all_reduce(values)
+        values /= info.world_size
+    return values
+
+
+def any_rank(flag: bool, info: Dist, device: torch.device) -> bool:
+    """True on every rank if `flag` is true on any rank."""
+    if not info.enabled:
+        return flag
+    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(tensor)
+    return bool(tensor.item() > 0)
+
+
+def barrier(info: Dist) -> None:
+    """Wait for every rank (a no-op alone)."""
+    if info.enabled:
+        dist.barrier()
