@@ -58,7 +58,7 @@ def _train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _cmd_train(args: argparse.Namespace) -> int:
     from colorgan.checkpoint import load_checkpoint
     from colorgan.config import from_dict, load_config, to_dict
-    from colorgan.train import Interrupted, train
+    from colorgan.train import Interrupted, NonFiniteLoss, train
 
     resume_state = None
     run_dir: Path | None = args.run_dir
@@ -107,6 +107,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         train(config, data, run_dir, val_data=val_data, resume=resume_state, quiet=args.quiet)
     except Interrupted as interrupt:
         return 128 + interrupt.signum
+    except NonFiniteLoss as err:  # the run failed; it is not a usage error
+        print(f"colorgan: error: {err}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
