@@ -113,6 +113,58 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _prepare_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "prepare",
+        help="resize a folder of training images once, so training loads them faster",
+        description="Write every image under SRC to DST (same sub-folders and names) with its "
+        "short side resized to --size pixels, decoded and resized as training does (EXIF "
+        "orientation applied, RGB); images already that small or smaller are kept at their own "
+        "size, never upscaled. Train on DST with data.image_size=N. Re-runs skip outputs newer "
+        "than their inputs. A file that cannot be read is named on stderr and skipped; the exit "
+        "status is then 1.",
+    )
+    p.add_argument("src", metavar="SRC", type=Path, help="folder of images (searched recursively)")
+    p.add_argument("dst", metavar="DST", type=Path, help="output folder, outside SRC")
+    p.add_argument(
+        "--size", type=int, required=True, metavar="N", help="short side of the outputs in pixels"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="K",
+        help="processes working in parallel (default: the number of CPU cores)",
+    )
+    p.add_argument(
+        "--format",
+        choices=["keep", "jpg", "png"],
+        default="keep",
+        help="output format (default keep: each file's own format; GIF becomes PNG); JPEG is "
+        "written with full-resolution chroma (4:4:4)",
+    )
+    p.add_argument(
+        "--quality", type=int, default=95, metavar="Q", help="JPEG/WEBP quality 1-100 (default 95)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from colorgan.prepare import Settings, describe, prepare
+
+    def report(path: Path, reason: str) -> None:
+        tqdm.write(f"colorgan: {path}: {reason}", file=sys.stderr)
+
+    settings = Settings(size=args.size, fmt=args.format, quality=args.quality)
+    summary = prepare(
+        args.src, args.dst, settings, args.workers, progress=not args.quiet, on_failure=report
+    )
+    if not args.quiet:
+        print(describe(summary, args.dst, args.size))
+    return EXIT_FAILED if summary.failed else EXIT_OK
+
+
 def _colorize_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "colorize",
@@ -298,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _train_parser(sub)
+    _prepare_parser(sub)
     _colorize_parser(sub)
     _evaluate_parser(sub)
     _demo_parser(sub)
@@ -312,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
     commands = {
         "train": _cmd_train,
+        "prepare": _cmd_prepare,
         "colorize": _cmd_colorize,
         "evaluate": _cmd_evaluate,
         "demo": _cmd_demo,

@@ -84,6 +84,16 @@ def load_rgb(path: Path, min_side: int = 0) -> Image.Image:
         return pil_to_rgb(upright)
 
 
+def resize_short_side(image: Image.Image, size: int) -> Image.Image:
+    """`image` scaled (aspect kept, bicubic, up or down) so its short side is `size` pixels;
+    `colorgan prepare` uses the same resize, so prepared data gives the same training crops."""
+    scale = size / min(image.size)
+    resized = (max(size, round(image.width * scale)), max(size, round(image.height * scale)))
+    if resized == image.size:
+        return image
+    return image.resize(resized, Image.Resampling.BICUBIC, reducing_gap=3.0)
+
+
 def is_grayscale(image: Image.Image, mean_chroma_below: float) -> bool:
     """True if an RGB image has (almost) no color: low mean chroma or few colored pixels."""
     small = image.copy()
@@ -190,11 +200,7 @@ class ColorImages(Dataset[torch.Tensor]):
     def load(self, index: int, seed: int) -> torch.Tensor:
         """The crop of image `index`; raises if the file cannot be decoded."""
         size = self.image_size
-        image = load_rgb(self.paths[index], min_side=size)
-        scale = size / min(image.size)
-        resized = (max(size, round(image.width * scale)), max(size, round(image.height * scale)))
-        if resized != image.size:
-            image = image.resize(resized, Image.Resampling.BICUBIC, reducing_gap=3.0)
+        image = resize_short_side(load_rgb(self.paths[index], min_side=size), size)
         gen = torch.Generator().manual_seed(seed) if self.train else None
         image = image.crop(_crop_box(image.width, image.height, size, gen))
         if gen is not None and bool(torch.rand((), generator=gen) < 0.5):
