@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from colorgan import demo
 from colorgan.cli import main
 from colorgan.config import load_config
 from colorgan.data import is_grayscale
@@ -71,10 +72,10 @@ def test_write_scenes_replaces_earlier_ones(tmp_path: Path) -> None:
 
 def test_fit_budget_chooses_epochs_and_a_safety_limit() -> None:
     config = load_config(None, list(DEMO_SETTINGS))  # batch 16
-    # 800 images: 50 steps of 0.5 s (+10% loading, + validation, + 2 s) is about 32 s an epoch
-    fitted = fit_budget(config, n_train=800, n_val=64, seconds=170.0, step_seconds=0.5)
-    assert fitted.train.epochs == 5
-    assert fitted.train.max_minutes == pytest.approx(170.0 / 60.0)
+    # 800 images: 50 steps of 0.5 s (+5% loading, + validation, + 1 s) is about 28 s an epoch
+    fitted = fit_budget(config, n_train=800, n_val=64, seconds=180.0, step_seconds=0.5)
+    assert fitted.train.epochs == 6
+    assert fitted.train.max_minutes == pytest.approx(3.0)
     assert fit_budget(config, 800, 64, seconds=-5.0, step_seconds=0.5).train.epochs == 1
 
 
@@ -93,6 +94,14 @@ def test_fit_folder_keeps_what_one_epoch_can_hold_and_splits_like_train() -> Non
     assert set(train_paths + val_paths) == set(paths[:50])
     _, train_all, val_all = fit_folder(config, paths, budget_images=1e9)
     assert len(train_all) == 80 and len(val_all) == 20
+
+
+@pytest.mark.parametrize(("load", "expected"), [(0.2, 4), (1.4, 3), (3.0, 1), (9.0, 1)])
+def test_demo_trains_on_the_idle_cpu_threads(
+    load: float, expected: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(demo.os, "getloadavg", lambda: (load, load, load))
+    assert demo._idle_cpu_threads(4) == expected
 
 
 def test_demo_writes_data_figure_metrics_and_run(tmp_path: Path) -> None:
