@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from colorgan import demo
 from colorgan.cli import main
@@ -37,15 +35,6 @@ TINY = (
     "train.val_images=8",
     "train.sample_images=4",
 )
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run faster on one thread, above all on a CPU the suite shares."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_scenes_are_seeded_colorful_and_sky_over_ground() -> None:

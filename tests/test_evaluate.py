@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,15 +14,6 @@ from colorgan import checkpoint, config
 from colorgan.cli import main
 from colorgan.evaluate import RESULT_KEYS, colorize_crops
 from colorgan.metrics import METRIC_KEYS, PSNR_MAX
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run faster on one thread, above all on a CPU the suite shares."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
