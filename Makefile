@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test lint install
+.PHONY: demo test lint install chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,5 +27,13 @@ lint: install
 	$(BIN)/ruff format --check colorgan tests benchmarks
 	$(BIN)/mypy colorgan
 
-test: lint
+# tests/test_browser.py drives Debian's Chromium (no browser download): installed here when
+# missing and we are root with apt-get (CI); elsewhere those tests skip unless
+# COLORGAN_REQUIRE_BROWSER=1 (.ci/run sets it).
+chromium:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
+
+test: lint chromium
 	$(BIN)/python -m pytest -q --durations=10

@@ -177,7 +177,9 @@ def _colorize_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "a_jpg); inputs are never overwritten. A file that cannot be read is named on stderr "
         "and skipped; the exit status is then 1.",
     )
-    p.add_argument("model", metavar="MODEL", type=Path, help="a colorgan training checkpoint (.pt)")
+    p.add_argument(
+        "model", metavar="MODEL", type=Path, help="a training checkpoint (.pt) or an exported .onnx"
+    )
     p.add_argument(
         "inputs",
         metavar="INPUT",
@@ -342,6 +344,74 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint's generator to ONNX",
+        description="Write the generator of a training checkpoint as an ONNX file (dynamic batch, "
+        "height and width; sides multiples of 2**model.depth), with the checkpoint's working "
+        "size and depth in its metadata, atomically. The file is then checked in onnxruntime "
+        "against PyTorch. `colorize` and `serve` take it as MODEL. Needs "
+        "pip install 'colorgan[onnx]'.",
+    )
+    p.add_argument("checkpoint", type=Path, help="a colorgan training checkpoint (.pt)")
+    p.add_argument("--onnx", type=Path, required=True, metavar="FILE", help="the .onnx to write")
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from colorgan.export import export_onnx
+
+    delta = export_onnx(args.checkpoint, args.onnx)
+    size_mb = args.onnx.stat().st_size / 2**20
+    print(f"wrote {args.onnx} ({size_mb:.1f} MB); onnxruntime vs PyTorch: max |Δab| {delta:.1e}")
+    return EXIT_OK
+
+
+def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="a web page (and HTTP endpoint) that colorizes dropped images",
+        description="Serve a page where dropped images come back colorized (before/after view, "
+        "working size control, download), and POST /api/colorize?size=N, which takes an image "
+        "(as the body or a multipart file) and answers the colorized PNG. Listens on loopback "
+        "unless --host says otherwise. Needs pip install 'colorgan[serve]'.",
+    )
+    p.add_argument(
+        "model", metavar="MODEL", type=Path, help="a training checkpoint (.pt) or an exported .onnx"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument(
+        "--port", type=int, default=8000, metavar="N", help="port (default 8000; 0: any free one)"
+    )
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=25.0,
+        metavar="MB",
+        help="refuse uploads larger than this many MiB (default 25)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=40_000_000,
+        metavar="N",
+        help="refuse images with more pixels than this, before decoding (default 40000000)",
+    )
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from colorgan.serve import Limits, serve
+
+    if args.max_upload_mb <= 0 or args.max_pixels < 1:
+        raise ColorganError("--max-upload-mb and --max-pixels must be positive")
+    if not 0 <= args.port <= 65535:
+        raise ColorganError(f"--port must be from 0 to 65535, got {args.port}")
+    limits = Limits(int(args.max_upload_mb * 2**20), args.max_pixels)
+    serve(args.model, args.host, args.port, args.device, limits)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -354,6 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     _colorize_parser(sub)
     _evaluate_parser(sub)
     _demo_parser(sub)
+    _export_parser(sub)
+    _serve_parser(sub)
     return parser
 
 
@@ -369,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
         "colorize": _cmd_colorize,
         "evaluate": _cmd_evaluate,
         "demo": _cmd_demo,
+        "export": _cmd_export,
+        "serve": _cmd_serve,
     }
     try:
         return commands[args.command](args)

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -200,7 +201,10 @@ class Colorizer:
     def from_checkpoint(
         cls, path: str | Path, device: str | torch.device = "auto", batch_size: int = 8
     ) -> Colorizer:
-        """Rebuild the generator from a training checkpoint alone ('auto': cuda, mps, cpu)."""
+        """Rebuild the generator from a training checkpoint alone ('auto': cuda, mps, cpu);
+        an exported .onnx file runs in onnxruntime instead (see from_onnx)."""
+        if Path(path).suffix.lower() == ".onnx":
+            return cls.from_onnx(path, str(device), batch_size)
         target = device if isinstance(device, torch.device) else resolve_device(device)
         generator, config = load_generator(path)
         generator.to(target)
@@ -211,6 +215,14 @@ class Colorizer:
             target,
             batch_size,
         )
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, device: str = "auto", batch_size: int = 8) -> Colorizer:
+        """A generator exported by `colorgan export`, run by onnxruntime ('auto': CUDA, cpu)."""
+        from colorgan.export import load_onnx  # onnxruntime is optional: imported on use
+
+        model = load_onnx(path, device)
+        return cls(model.predict, model.image_size, model.multiple, model.device, batch_size)
 
     def colorize(self, image: Image.Image, size: int | None = None) -> Image.Image:
         """A color version of `image` at its own (upright) size; RGBA if it had alpha."""
@@ -245,9 +257,7 @@ class Colorizer:
 
 
 def load_colorizer(path: str | Path, device: str = "auto", batch_size: int = 8) -> Colorizer:
-    """A Colorizer for MODEL: a training checkpoint (.pt)."""
-    if Path(path).suffix.lower() == ".onnx":
-        raise ColorganError(f"{path}: ONNX models are not supported yet; give a .pt checkpoint")
+    """A Colorizer for MODEL: a training checkpoint (.pt) or an exported .onnx file."""
     return Colorizer.from_checkpoint(path, device, batch_size)
 
 
@@ -267,8 +277,9 @@ def _decode_reason(err: BaseException) -> str:
     return f"cannot decode ({detail})"
 
 
-def load_picture(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
-    """Decode an image file; more than `max_pixels` pixels are refused before decoding.
+def load_picture(path: Path | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
+    """Decode an image file (or open binary file object); more than `max_pixels` pixels are
+    refused before decoding.
     Raises UnreadableImage with a one-line reason."""
     try:
         with warnings.catch_warnings():  # Pillow's plugin warnings would break the one-line

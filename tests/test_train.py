@@ -206,7 +206,7 @@ def test_sigterm_writes_resumable_checkpoint(data: Path, tmp_path: Path) -> None
         "--set",
         "train.epochs=30",
     ]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     last = run_dir / "checkpoints" / "last.pt"
     deadline = time.monotonic() + 120

@@ -1,0 +1,231 @@
+"""ONNX: export a checkpoint's generator (dynamic batch, height and width) and run it back with
+onnxruntime as a Colorizer backend.
+
+The file holds the generator only, l (B, 1, H, W) in [-1, 1] -> ab (B, 2, H, W) in [-1, 1], with
+H and W any multiples of 2**depth, plus metadata_props naming the checkpoint's working size and
+depth, so an .onnx file alone rebuilds a Colorizer with the same defaults as the .pt it came from.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from colorgan.checkpoint import load_generator, resolve_device
+from colorgan.config import ColorganError
+from colorgan.generator import Generator
+
+OPSET = 18  # the torch.export-based exporter's own opset (17 is the floor the task sets)
+META_IMAGE_SIZE = "colorgan.image_size"  # the training size: the default working size
+META_DEPTH = "colorgan.depth"  # working sides are multiples of 2**depth
+META_BASE_CHANNELS = "colorgan.base_channels"
+META_FORMAT = "colorgan.format"
+ONNX_FORMAT = "1"
+EXPORT_TOLERANCE = 1e-3  # max |Δab| between onnxruntime and PyTorch accepted by the export check
+INSTALL_HINT = "pip install 'colorgan[onnx]'"
+
+
+class MissingDependency(ColorganError):
+    """An optional package that this command needs is not installed."""
+
+
+class OnnxModelError(ColorganError):
+    """An .onnx file that is missing, unreadable or not a colorgan export."""
+
+
+@dataclass(frozen=True)
+class OnnxModel:
+    """An exported generator loaded in onnxruntime, with the metadata a Colorizer needs."""
+
+    predict: Callable[[torch.Tensor], torch.Tensor]  # l (B,1,h,w) -> ab (B,2,h,w), in [-1, 1]
+    image_size: int
+    multiple: int
+    device: torch.device  # where the pre- and post-processing run
+    provider: str  # the onnxruntime execution provider in use
+
+
+def _import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise MissingDependency(
+            f"running an .onnx model needs onnxruntime: {INSTALL_HINT}"
+        ) from None
+    return onnxruntime
+
+
+@contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's log lines (torchvision, which we never use, is missing) and its
+    deprecation warnings about torch internals: the command's output stays one line."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _onnx_program(generator: Generator, metadata: dict[str, str]) -> Any:
+    """The generator as a torch.onnx.ONNXProgram with dynamic batch, height and width."""
+    try:
+        import onnxscript  # noqa: F401  (the exporter needs it; fail with the install hint)
+    except ImportError:
+        raise MissingDependency(
+            f"exporting to ONNX needs onnx and onnxscript: {INSTALL_HINT}"
+        ) from None
+    m = generator.multiple
+    example = torch.zeros(2, 1, 2 * m, 2 * m)  # batch 2: a size-1 dim would be specialised
+    dims = {
+        0: torch.export.Dim("batch"),
+        2: m * torch.export.Dim("h"),
+        3: m * torch.export.Dim("w"),
+    }
+    with _quiet_exporter():
+        program = torch.onnx.export(
+            generator,
+            (example,),
+            dynamo=True,
+            opset_version=OPSET,
+            input_names=["l"],
+            output_names=["ab"],
+            dynamic_shapes={"l": dims},
+            external_data=False,
+            verbose=False,
+        )
+    if program is None:  # only the legacy exporter returns None
+        raise RuntimeError("torch.onnx.export(dynamo=True) returned no program")
+    program.model.metadata_props.update(metadata)
+    return program
+
+
+def _save_atomically(program: Any, path: Path) -> None:
+    """Write the ONNX file so that a crash leaves the old file or the new one, whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        program.save(tmp, external_data=False)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)  # an exported model is for sharing: not mkstemp's 0600
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def export_onnx(checkpoint: str | Path, out: str | Path) -> float:
+    """Export a checkpoint's generator to `out` (.onnx); returns the max |Δab| between
+    onnxruntime and PyTorch on a random input at the working size (checked ≤ 1e-3)."""
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise ColorganError(f"{out}: the ONNX file's name must end in .onnx")
+    generator, config = load_generator(checkpoint)
+    metadata = {
+        META_IMAGE_SIZE: str(config.data.image_size),
+        META_DEPTH: str(config.model.depth),
+        META_BASE_CHANNELS: str(config.model.base_channels),
+        META_FORMAT: ONNX_FORMAT,
+    }
+    program = _onnx_program(generator, metadata)
+    try:
+        _save_atomically(program, out)
+    except OSError as err:
+        raise ColorganError(f"cannot write {out}: {err.strerror or err}") from None
+    return check_export(generator, out, config.data.image_size)
+
+
+def check_export(generator: Generator, path: Path, size: int) -> float:
+    """Max |Δab| of the .onnx file against the generator on a random (1, 1, size, size) input;
+    raises if it is over EXPORT_TOLERANCE."""
+    side = max(generator.multiple, round(size / generator.multiple) * generator.multiple)
+    l = torch.rand(1, 1, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.inference_mode():
+        expected = generator(l)
+    got = load_onnx(path, "cpu").predict(l)
+    delta = float((got - expected).abs().max())
+    if not delta <= EXPORT_TOLERANCE:
+        raise ColorganError(f"{path}: onnxruntime differs from PyTorch by {delta:.2g} in ab")
+    return delta
+
+
+def _providers(onnxruntime: Any, device: str) -> list[Any]:
+    """onnxruntime execution providers for 'auto' | 'cpu' | 'cuda' | 'cuda:N'."""
+    cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    if device == "cpu" or (device == "auto" and not cuda):
+        return ["CPUExecutionProvider"]
+    if device != "auto" and device != "cuda" and not device.startswith("cuda:"):
+        raise ColorganError(f"ONNX models run on auto, cpu, cuda or cuda:N, not {device!r}")
+    if not cuda:
+        raise ColorganError(
+            f"device {device!r} asked for, but this onnxruntime has no CUDA provider "
+            f"(pip install onnxruntime-gpu); use cpu"
+        )
+    index = device.partition(":")[2]
+    if index and not index.isdigit():
+        raise ColorganError(f"{device!r} is not a device; use auto, cpu, cuda or cuda:N")
+    gpu = ("CUDAExecutionProvider", {"device_id": int(index or 0)})
+    return [gpu, "CPUExecutionProvider"]
+
+
+def _metadata_int(meta: dict[str, str], key: str, path: Path) -> int:
+    try:
+        return int(meta[key])
+    except (KeyError, ValueError):
+        raise OnnxModelError(
+            f"{path}: not a colorgan export (no {key} in its metadata); "
+            f"make one with `colorgan export CHECKPOINT --onnx FILE`"
+        ) from None
+
+
+def _session_predict(session: Any, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """An onnxruntime session as an l -> ab function on torch tensors."""
+    name = session.get_inputs()[0].name
+
+    def predict(l: torch.Tensor) -> torch.Tensor:
+        feed = {name: l.detach().to("cpu", torch.float32).contiguous().numpy()}
+        return torch.from_numpy(session.run(None, feed)[0]).to(device)  # (B, 2, h, w)
+
+    return predict
+
+
+def load_onnx(path: str | Path, device: str = "auto") -> OnnxModel:
+    """An exported .onnx generator in onnxruntime (CUDA provider when asked or 'auto' finds one)."""
+    onnxruntime = _import_onnxruntime()
+    path = Path(path)
+    if not path.is_file():
+        raise OnnxModelError(f"{path}: no such ONNX file")
+    providers = _providers(onnxruntime, device)
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: its warnings would break the one-line reports
+    try:
+        session = onnxruntime.InferenceSession(str(path), options, providers=providers)
+    except Exception as err:
+        detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise OnnxModelError(f"{path}: cannot load the ONNX model ({detail})") from None
+    meta = session.get_modelmeta().custom_metadata_map
+    image_size = _metadata_int(meta, META_IMAGE_SIZE, path)
+    depth = _metadata_int(meta, META_DEPTH, path)
+    provider = session.get_providers()[0]
+    torch_device = torch.device("cpu")
+    if provider == "CUDAExecutionProvider" and torch.cuda.is_available():
+        # pre- and post-processing beside the model, on its GPU, when this torch has CUDA too
+        torch_device = resolve_device("cuda" if device == "auto" else device)
+    return OnnxModel(
+        _session_predict(session, torch_device), image_size, 2**depth, torch_device, provider
+    )
