@@ -56,6 +56,8 @@ def _train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
     from colorgan.checkpoint import load_checkpoint
     from colorgan.config import from_dict, load_config, to_dict
     from colorgan.train import Interrupted, NonFiniteLoss, train
@@ -103,6 +105,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("--data DIR is required: a folder of color images to train on")
     if run_dir is None:
         run_dir = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    # A fresh network's first CPU steps make denormal floats, which run several times slower.
+    torch.set_flush_denormal(True)
     try:
         train(config, data, run_dir, val_data=val_data, resume=resume_state, quiet=args.quiet)
     except Interrupted as interrupt:
