@@ -14,6 +14,18 @@ from colorgan.config import ColorganError, ConfigError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+def _add_set_and_quiet(p: argparse.ArgumentParser, set_help: str) -> None:
+    p.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help=set_help,
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars or console log")
+
+
 def _train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "train",
@@ -44,15 +56,9 @@ def _train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="PATH|auto",
         help="continue from a checkpoint; 'auto' picks RUN_DIR/checkpoints/last.pt if there is one",
     )
-    p.add_argument(
-        "--set",
-        dest="assignments",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one config key, e.g. --set train.epochs=5 (repeatable; applied last)",
+    _add_set_and_quiet(
+        p, "override one config key, e.g. --set train.epochs=5 (repeatable; applied last)"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars or console log")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -323,15 +329,7 @@ def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument(
         "--data", type=Path, help="train on this folder of color images instead (held-out split)"
     )
-    p.add_argument(
-        "--set",
-        dest="assignments",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override a key of the demo's small config, e.g. --set train.device=cpu",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bars or console log")
+    _add_set_and_quiet(p, "override a key of the demo's small config, e.g. --set train.device=cpu")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
