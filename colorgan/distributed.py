@@ -69,7 +69,11 @@ def wrap(module: nn.Module, info: Dist, device: torch.device) -> nn.Module:
     if not info.enabled:
         return module
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids)
+    # broadcast_buffers=False: DDP would otherwise overwrite BatchNorm's running statistics in
+    # place before every forward, and the discriminator runs twice (real, fake) before its
+    # backward, whose saved tensors then fail autograd's version check on CUDA. Each rank keeps
+    # its own running statistics (used only in eval mode); rank 0's are saved.
+    return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
 
 
 def mean_over_ranks(values: torch.Tensor, info: Dist) -> torch.Tensor:
