@@ -14,6 +14,10 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet $(TORCH)
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
@@ -22,7 +26,7 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/colorgan demo
 
-lint: install
+lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check colorgan tests benchmarks
 	$(BIN)/ruff format --check colorgan tests benchmarks
 	$(BIN)/mypy colorgan
