@@ -189,6 +189,7 @@ def _prepare_many(
 
 
 def _read_manifest(dst: Path) -> dict[str, object] | None:
+    """The settings a previous run left in DST, if any."""
     try:
         loaded = json.loads((dst / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -211,15 +212,18 @@ def prepare(
     check_folders(src, dst)
     jobs = plan(src, dst, settings.fmt)
     wanted = {"colorgan_prepare": 1, **asdict(settings)}
-    same_settings = _read_manifest(dst) == wanted
     summary = Summary()
-    if not same_settings:  # an interrupted run must not leave other settings' outputs "current"
-        (dst / MANIFEST).unlink(missing_ok=True)
-    else:
+    same_settings = _read_manifest(dst) == wanted
+    if same_settings:
         stale = [job for job in jobs if not is_up_to_date(job)]
         summary.up_to_date = len(jobs) - len(stale)
         jobs = stale
-    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+        if not same_settings:  # an interrupted run must not leave these outputs looking current
+            (dst / MANIFEST).unlink(missing_ok=True)
+    except OSError as err:
+        raise PrepareError(f"cannot write to {dst}: {err.strerror or err}") from None
     bar = tqdm(
         total=len(jobs) + summary.up_to_date,
         initial=summary.up_to_date,
@@ -239,7 +243,10 @@ def prepare(
             summary.kept += 1
         bar.update()
     bar.close()
-    (dst / MANIFEST).write_text(json.dumps(wanted) + "\n", encoding="utf-8")
+    try:
+        (dst / MANIFEST).write_text(json.dumps(wanted) + "\n", encoding="utf-8")
+    except OSError as err:
+        raise PrepareError(f"cannot write to {dst}: {err.strerror or err}") from None
     return summary
 
 
