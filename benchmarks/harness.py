@@ -1,0 +1,131 @@
+"""What every benchmark shares: the device, timing, a description of the machine, JSON output.
+
+The benchmarks import `colorgan` from the repository they sit in (not from whatever colorgan the
+environment has installed), so a fresh clone measures its own code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' -> cuda when present, else cpu; anything else as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued device work, so a wall-clock reading covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    """Seconds one call of `fn` takes, device work included."""
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def median_seconds(fn: Callable[[], Any], device: torch.device, warmup: int, runs: int) -> float:
+    """Median seconds of `runs` calls of `fn` after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    return statistics.median(timed(fn, device) for _ in range(runs))
+
+
+def cpu_model() -> str:
+    """The CPU's model name (lscpu), or what platform knows."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        out = ""
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    """Date, device, CPU, core and thread counts, load and library versions, for the JSON."""
+    meta: dict[str, Any] = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "device": str(device),
+        "cpu": cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+    with contextlib.suppress(OSError):  # not on every platform
+        meta["load_average_1min"] = os.getloadavg()[0]
+    if device.type == "cuda":
+        meta["gpu"] = torch.cuda.get_device_name(device)
+        meta["cuda"] = torch.version.cuda
+    return meta
+
+
+def describe(meta: dict[str, Any]) -> str:
+    """One line saying where the numbers come from."""
+    where = meta.get("gpu") or f"{meta['cpu']} ({meta['torch_threads']} threads)"
+    load = meta.get("load_average_1min")
+    return f"{meta['date']}  {where}  torch {meta['torch']}" + (
+        f"  load {load:.1f}" if load is not None else ""
+    )
+
+
+def write_json(path: Path | None, results: dict[str, Any]) -> None:
+    """Write `results` to `path` (if given) as indented JSON."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {path}")
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    """A plain-text table; floats printed with 3 significant-ish digits."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+        return str(value)
+
+    text = [[cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in text)) for i, h in enumerate(header)]
+    lines = [
+        "  ".join(
+            h.ljust(w) if i == 0 else h.rjust(w)
+            for i, (h, w) in enumerate(zip(header, widths, strict=True))
+        )
+    ]
+    for row in text:
+        lines.append(
+            "  ".join(
+                v.ljust(w) if i == 0 else v.rjust(w)
+                for i, (v, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    return "\n".join(lines)
