@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from colorgan.color import l_ab_to_rgb
 from colorgan.config import ColorganError
@@ -145,9 +146,14 @@ def perceptual_loss(
     vgg: VGG16Features, l: torch.Tensor, ab_fake: torch.Tensor, ab_real: torch.Tensor
 ) -> torch.Tensor:
     """Mean L1 between VGG16 activations of the RGB rebuilt from (l, ab_fake) and (l, ab_real)."""
-    rgb_fake = l_ab_to_rgb(l, ab_fake)
+    # The Lab -> RGB conversion runs in fp32 with many elementwise steps; recomputing it in the
+    # backward pass instead of keeping its intermediates saves about 1 GiB at 512 px, batch 8.
+    rgb_fake = checkpoint(l_ab_to_rgb, l, ab_fake, use_reentrant=False)
+    assert isinstance(rgb_fake, torch.Tensor)
     with torch.no_grad():
         targets = vgg(l_ab_to_rgb(l, ab_real))
     feats = vgg(rgb_fake)
-    losses = [F.l1_loss(f.float(), t.float()) for f, t in zip(feats, targets, strict=True)]
+    # Mean absolute difference in the features' own dtype: F.l1_loss (or .float()) would keep
+    # fp32 copies of every feature map for backward under autocast, about 1 GiB at 512 px.
+    losses = [(f - t).abs().mean().float() for f, t in zip(feats, targets, strict=True)]
     return torch.stack(losses).mean()
