@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import sys
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator
@@ -40,6 +41,18 @@ from colorgan.train import State, build_state, train_step
 
 GIB = 2**30
 SEED_CONFIG = harness.REPO / "configs" / "seed-anime512.yaml"
+PACKAGE = harness.REPO / "colorgan"
+
+
+def colorgan_line() -> str:
+    """The innermost line of colorgan's own code on the call stack: "module.py:LINE function"."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        path = Path(frame.f_code.co_filename)
+        if path.parent == PACKAGE:
+            return f"{path.name}:{frame.f_lineno} {frame.f_code.co_name}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return "elsewhere"
 
 
 class SavedTensors:
@@ -49,11 +62,13 @@ class SavedTensors:
 
     def __init__(self, exclude: set[int]) -> None:
         self.exclude = exclude  # storages of parameters and buffers, counted elsewhere
-        self.live: dict[int, list[Any]] = {}  # data_ptr -> [bytes, references, part]
+        self.live: dict[int, list[Any]] = {}  # data_ptr -> [bytes, references, part, source]
         self.by_part: dict[str, int] = defaultdict(int)
+        self.by_source: dict[str, int] = defaultdict(int)
         self.current = 0
         self.peak = 0
         self.peak_by_part: dict[str, int] = {}
+        self.peak_by_source: dict[str, int] = {}
         self.label = "losses"
         self.weight_shapes: dict[str, set[tuple[int, ...]]] = {}
 
@@ -66,12 +81,15 @@ class SavedTensors:
         entry = self.live.get(key)
         if entry is None:
             is_weight = tuple(tensor.shape) in self.weight_shapes.get(self.label, set())
-            part = f"{self.label} {'weights' if is_weight else 'activations'}"
-            entry = self.live[key] = [storage.nbytes(), 0, part]
+            kind = "weights" if is_weight else "activations"
+            part, source = f"{self.label} {kind}", f"{colorgan_line()} {kind}"
+            entry = self.live[key] = [storage.nbytes(), 0, part, source]
             self.current += entry[0]
             self.by_part[part] += entry[0]
+            self.by_source[source] += entry[0]
             if self.current > self.peak:
                 self.peak, self.peak_by_part = self.current, dict(self.by_part)
+                self.peak_by_source = dict(self.by_source)
         entry[1] += 1
         return _Kept(self, key, tensor.detach())  # detached: no reference cycle via grad_fn
 
@@ -87,6 +105,7 @@ class SavedTensors:
         if entry[1] == 0:
             self.current -= entry[0]
             self.by_part[entry[2]] -= entry[0]
+            self.by_source[entry[3]] -= entry[0]
             del self.live[key]
 
     @contextmanager
@@ -174,13 +193,27 @@ def saved_peak(amp: str, size: int, batch: int, device: torch.device) -> dict[st
     data = random_batch(batch, size, device)
     with counter.labelled(networks(state)):
         train_step(state, data)
-    return {"peak": counter.peak, "parts": counter.peak_by_part, "static": static_bytes(state)}
+    return {
+        "peak": counter.peak,
+        "parts": counter.peak_by_part,
+        "sources": counter.peak_by_source,
+        "static": static_bytes(state),
+    }
 
 
 def scaled(probe: dict[str, Any], factor: float) -> dict[str, Any]:
     """A probe's peak with its activations multiplied by `factor` (more images or pixels)."""
-    parts = {k: v * factor if k.endswith("activations") else v for k, v in probe["parts"].items()}
-    return {"peak": sum(parts.values()), "parts": parts, "static": probe["static"]}
+
+    def scale(values: dict[str, int]) -> dict[str, float]:
+        return {k: v * factor if k.endswith("activations") else v for k, v in values.items()}
+
+    parts = scale(probe["parts"])
+    return {
+        "peak": sum(parts.values()),
+        "parts": parts,
+        "sources": scale(probe["sources"]),
+        "static": probe["static"],
+    }
 
 
 def measured_peak(amp: str, size: int, batch: int, device: torch.device) -> dict[str, float]:
@@ -216,6 +249,7 @@ def estimate(args: argparse.Namespace, amp: str, device: torch.device) -> dict[s
     result: dict[str, Any] = {k: v / GIB for k, v in static.items()}
     result["saved_for_backward_peak"] = peak["peak"] / GIB
     result["saved_parts_at_peak"] = {k: v / GIB for k, v in peak["parts"].items()}
+    result["saved_sources_at_peak"] = {k: v / GIB for k, v in peak["sources"].items() if v}
     result["estimate"] = sum(static.values()) / GIB + result["saved_for_backward_peak"]
     if device.type == "cuda":
         direct = saved_peak(amp, args.size, args.batch, device)
@@ -244,6 +278,8 @@ def print_results(results: dict[str, Any], args: argparse.Namespace) -> None:
         parts = sorted(r["saved_parts_at_peak"].items(), key=lambda kv: -kv[1])
         split = ", ".join(f"{k} {v:.2f}" for k, v in parts if v >= 0.005)
         print(f"{amp}: saved for backward at the peak, GiB: {split}")
+        sources = sorted(r["saved_sources_at_peak"].items(), key=lambda kv: -kv[1])[:8]
+        print(harness.table([f"{amp}: kept for backward at the peak, by line", "GiB"], sources))
     print(
         f"saved tensors counted at {args.probe_size}px batch {args.probe_batch}, activations "
         f"scaled linearly to {args.size}px batch {args.batch}; transient buffers not counted"
