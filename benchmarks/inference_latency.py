@@ -8,9 +8,11 @@
    the convolutions, bf16 autocast), beside the pix2pix reference U-Net (from
    train_throughput.py) run eagerly.
 
-Each figure is the median of --runs calls after --warmup untimed ones (bf16 on a CPU without
-native bf16, which is emulated and about 30x slower: a single call); CPU always, CUDA too when
-present (or as --devices says). --compile adds torch.compile variants (minutes to build on a CPU).
+Each figure is the median of --runs calls after --warmup untimed ones, the variants timed in
+turns (bf16 on a CPU without native bf16, which is emulated and some 30x slower: a single call);
+CPU always, CUDA too when present (or as --devices says). --compile adds torch.compile variants
+(inductor, weights frozen); --profile N prints the top ops of the reference's forward and of the
+fastest colorgan variant.
 
     python benchmarks/inference_latency.py --sizes 256 512 1024 --json inference.json
 """
@@ -21,8 +23,9 @@ import argparse
 import contextlib
 import copy
 import functools
+import statistics
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from train_throughput import ReferenceUNet, generator_gflops
+from train_throughput import ReferenceUNet, generator_gflops, profile
 
 from colorgan.checkpoint import build_generator, save_checkpoint
 from colorgan.colorize import Colorizer
@@ -159,18 +162,34 @@ def folding_error(device: torch.device) -> float:
         return float((generator(l) - fold_batchnorm(generator)(l)).abs().max())
 
 
+def interleaved_ms(
+    calls: Mapping[str, Callable[[], Any]],
+    device: torch.device,
+    warmup: int,
+    runs: int,
+    once: frozenset[str] = frozenset(),
+) -> dict[str, float]:
+    """Median ms of each call, timed in turns (one call of each per round, so a busy machine
+    slows all alike) after `warmup` untimed ones; calls named in `once` run a single time."""
+    for name, call in calls.items():
+        for _ in range(0 if name in once else warmup):
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for round_ in range(runs):
+        for name, call in calls.items():
+            if round_ == 0 or name not in once:
+                times[name].append(harness.timed(call, device))
+    for name, seconds in times.items():
+        print(f"{name} on {device}: {statistics.median(seconds) * 1e3:.0f} ms", flush=True)
+    return {name: statistics.median(seconds) * 1e3 for name, seconds in times.items()}
+
+
 def colorizer_ms(
     colorizer: Colorizer, sizes: list[int], device: torch.device, warmup: int, runs: int
 ) -> dict[str, float]:
     """Median ms of Colorizer.colorize on a grayscale image of each size."""
-    results = {}
-    for size in sizes:
-        image = gray_image(size)
-        call = functools.partial(colorizer.colorize, image)
-        seconds = harness.median_seconds(call, device, warmup, runs)
-        results[str(size)] = seconds * 1e3
-        print(f"colorize {size}px on {device}: {seconds * 1e3:.0f} ms", flush=True)
-    return results
+    calls = {str(size): functools.partial(colorizer.colorize, gray_image(size)) for size in sizes}
+    return interleaved_ms(calls, device, warmup, runs)
 
 
 def cpu_has_bf16() -> bool:
@@ -179,20 +198,26 @@ def cpu_has_bf16() -> bool:
 
 
 def measure(
-    device: torch.device, sizes: list[int], warmup: int, runs: int, compile_too: bool
+    device: torch.device,
+    sizes: list[int],
+    warmup: int,
+    runs: int,
+    compile_too: bool,
+    profile_rows: int = 0,
 ) -> dict[str, Any]:
     """Both measurements on one device."""
     with tempfile.TemporaryDirectory() as folder:
         colorizer = Colorizer.from_checkpoint(make_checkpoint(Path(folder)), device)
         colorize = colorizer_ms(colorizer, sizes, device, warmup, runs)
     variants = forward_variants(device, compile_too)
-    forward = {}
-    for name, call in variants.items():
-        # Without native bf16 (AVX512-BF16/AMX) a CPU emulates it, about 10x slower: one call.
-        once = "bf16" in name and device.type == "cpu" and not cpu_has_bf16()
-        forward[name] = harness.median_seconds(call, device, *(0, 1) if once else (warmup, runs))
-        forward[name] *= 1e3
-        print(f"forward 512 on {device}, {name}: {forward[name]:.0f} ms", flush=True)
+    # Without native bf16 (AVX512-BF16 or AMX) a CPU emulates it, some 30x slower: one call.
+    emulated = device.type == "cpu" and not cpu_has_bf16()
+    once = frozenset(name for name in variants if "bf16" in name and emulated)
+    forward = interleaved_ms(variants, device, warmup, runs, once)
+    if profile_rows:
+        fastest = min((n for n in forward if n.startswith("colorgan")), key=forward.__getitem__)
+        names = ["reference eager (no_grad)", fastest]
+        profile({name: variants[name] for name in names}, device, profile_rows)
     reference_ms = forward["reference eager (no_grad)"]
     return {
         "colorize_ms": colorize,
@@ -219,6 +244,9 @@ def main() -> None:
     parser.add_argument(
         "--compile", action="store_true", help="also torch.compile variants (slow to build)"
     )
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="ROWS", help="print the top ops of a forward"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.threads:
@@ -226,7 +254,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     for name in args.devices:
         device = harness.pick_device(name)
-        result = measure(device, args.sizes, args.warmup, args.runs, args.compile)
+        result = measure(device, args.sizes, args.warmup, args.runs, args.compile, args.profile)
         meta = harness.machine(device)
         results[str(device)] = result | {"meta": meta}
         print(f"\n{device}: {harness.describe(meta)}")
