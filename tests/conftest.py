@@ -10,6 +10,15 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+def train_args(data: Path, run_dir: Path, *extra: str) -> list[str]:
+    """`colorgan train` arguments: the tiny config, quiet, then `extra`."""
+    return ["train", "--config", str(TINY), "--data", str(data), "--run-dir", str(run_dir),
+            "--quiet", *extra]  # fmt: skip
+
 
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:

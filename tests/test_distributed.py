@@ -13,7 +13,7 @@ import torch
 
 from colorgan.cli import main
 from colorgan.distributed import Dist, any_rank, launched_by_torchrun, mean_over_ranks
-from tests.conftest import write_color_folder
+from tests.conftest import train_args, write_color_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,16 +39,7 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
         "2",
         "-m",
         "colorgan",
-        "train",
-        "--config",
-        str(REPO / "configs" / "tiny.yaml"),
-        "--data",
-        str(data),
-        "--run-dir",
-        str(run_dir),
-        "--quiet",
-        "--set",
-        "train.epochs=2",
+        *train_args(data, run_dir, "--set", "train.epochs=2"),
     ]
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

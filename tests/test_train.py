@@ -17,28 +17,15 @@ from PIL import Image
 
 import colorgan.train as train_module
 from colorgan.cli import main
-from tests.conftest import write_color_folder
+from tests.conftest import TINY, train_args, write_color_folder
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = str(REPO / "configs" / "tiny.yaml")
 LOSS_KEYS = {"g_adv", "g_l1", "g_perceptual", "g_total", "d_real", "d_fake", "d_total"}
 ROW_KEYS = {"epoch", "step", "lr", "seconds", "images_per_second"} | LOSS_KEYS
 
 
 def _train(data: Path, run_dir: Path, *extra: str) -> int:
-    return main(
-        [
-            "train",
-            "--config",
-            TINY,
-            "--data",
-            str(data),
-            "--run-dir",
-            str(run_dir),
-            "--quiet",
-            *extra,
-        ]
-    )
+    return main(train_args(data, run_dir, *extra))
 
 
 @pytest.fixture(scope="module")
@@ -195,16 +182,7 @@ def test_sigterm_writes_resumable_checkpoint(data: Path, tmp_path: Path) -> None
         sys.executable,
         "-m",
         "colorgan",
-        "train",
-        "--config",
-        TINY,
-        "--data",
-        str(data),
-        "--run-dir",
-        str(run_dir),
-        "--quiet",
-        "--set",
-        "train.epochs=30",
+        *train_args(data, run_dir, "--set", "train.epochs=30"),
     ]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
