@@ -36,24 +36,10 @@ from PIL import Image
 from torch import nn
 from train_throughput import ReferenceUNet, generator_gflops, profile
 
-from colorgan.checkpoint import build_generator, save_checkpoint
 from colorgan.colorize import Colorizer
-from colorgan.config import load_config, to_dict
 from colorgan.generator import Generator
 
 WORKING_SIZE = 512
-
-
-def make_checkpoint(folder: Path) -> Path:
-    """A colorgan checkpoint with random weights: working size 512, width 64, depth 8."""
-    config = load_config(
-        None, [f"data.image_size={WORKING_SIZE}", "model.base_channels=64", "model.depth=8"]
-    )
-    torch.manual_seed(0)
-    generator = build_generator(config.model)
-    path = folder / "random-512.pt"
-    save_checkpoint({"config": to_dict(config), "generator": generator.state_dict()}, path)
-    return path
 
 
 def gray_image(size: int) -> Image.Image:
@@ -207,7 +193,9 @@ def measure(
 ) -> dict[str, Any]:
     """Both measurements on one device."""
     with tempfile.TemporaryDirectory() as folder:
-        colorizer = Colorizer.from_checkpoint(make_checkpoint(Path(folder)), device)
+        colorizer = Colorizer.from_checkpoint(
+            harness.random_checkpoint(Path(folder) / "random-512.pt", WORKING_SIZE), device
+        )
         colorize = colorizer_ms(colorizer, sizes, device, warmup, runs)
     variants = forward_variants(device, compile_too)
     # Without native bf16 (AVX512-BF16 or AMX) a CPU emulates it, some 30x slower: one call.

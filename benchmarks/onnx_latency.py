@@ -22,25 +22,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import harness  # puts this repository's colorgan first on the path
 import numpy as np
 import torch
 from PIL import Image
 
-from colorgan.checkpoint import build_generator, save_checkpoint
 from colorgan.colorize import Colorizer, resize_l
-from colorgan.config import load_config, to_dict
 from colorgan.export import export_onnx
 
 
 def write_models(folder: Path, size: int) -> tuple[Path, Path]:
     """A random-weight checkpoint at width 64, depth 8, and its ONNX export."""
-    config = load_config(
-        None, [f"data.image_size={size}", "model.base_channels=64", "model.depth=8"]
-    )
-    torch.manual_seed(0)
-    generator = build_generator(config.model)
-    checkpoint = folder / "model.pt"
-    save_checkpoint({"config": to_dict(config), "generator": generator.state_dict()}, checkpoint)
+    checkpoint = harness.random_checkpoint(folder / "model.pt", size)
     onnx_path = folder / "model.onnx"
     export_onnx(checkpoint, onnx_path)
     return checkpoint, onnx_path

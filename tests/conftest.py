@@ -10,6 +10,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from colorgan.checkpoint import build_generator, save_checkpoint
+from colorgan.config import load_config, to_dict
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
 
@@ -18,6 +21,22 @@ def train_args(data: Path, run_dir: Path, *extra: str) -> list[str]:
     """`colorgan train` arguments: the tiny config, quiet, then `extra`."""
     return ["train", "--config", str(TINY), "--data", str(data), "--run-dir", str(run_dir),
             "--quiet", *extra]  # fmt: skip
+
+
+AB_BIAS = (0.25, 0.35)  # the tiny model's colors: a clear orange cast, so outputs are not gray
+
+
+def make_tiny_checkpoint(path: Path, ab_bias: tuple[float, float] | None = AB_BIAS) -> Path:
+    """An untrained 32 px checkpoint (width 8, depth 3), seeded; with `ab_bias` its output is
+    visibly colored."""
+    config = load_config(None, ["data.image_size=32", "model.base_channels=8", "model.depth=3"])
+    torch.manual_seed(0)
+    generator = build_generator(config.model)
+    if ab_bias is not None:
+        with torch.no_grad():
+            generator.head[0].bias.copy_(torch.tensor(ab_bias))
+    save_checkpoint({"config": to_dict(config), "generator": generator.state_dict()}, path)
+    return path
 
 
 @pytest.fixture(autouse=True)

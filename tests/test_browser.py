@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from tests.test_export import make_tiny_checkpoint
+from tests.conftest import make_tiny_checkpoint
 from tests.test_serve import start_server
 
 CHROMIUM = Path("/usr/bin/chromium")

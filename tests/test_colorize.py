@@ -15,27 +15,16 @@ import torch
 from PIL import Image, ImageOps
 
 import colorgan
-from colorgan.checkpoint import build_generator, save_checkpoint
 from colorgan.cli import main
 from colorgan.color import rgb_to_l_ab
 from colorgan.colorize import Colorizer, lab_in_gamut, name_outputs, working_shape
-from colorgan.config import load_config, to_dict
-from tests.conftest import make_color_image
-
-AB_BIAS = (0.25, 0.35)  # the test model's colors: a clear orange cast, so outputs are not gray
+from tests.conftest import make_color_image, make_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny untrained checkpoint (32 px, depth 3) whose output is visibly colored."""
-    config = load_config(None, ["data.image_size=32", "model.base_channels=8", "model.depth=3"])
-    torch.manual_seed(0)
-    generator = build_generator(config.model)
-    with torch.no_grad():
-        generator.head[0].bias.copy_(torch.tensor(AB_BIAS))
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_checkpoint({"config": to_dict(config), "generator": generator.state_dict()}, path)
-    return path
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")
 
 
 @pytest.fixture(scope="module")

@@ -10,20 +10,17 @@ import pytest
 import torch
 from PIL import Image
 
-from colorgan import checkpoint, config
+from colorgan import checkpoint
 from colorgan.cli import main
 from colorgan.evaluate import RESULT_KEYS, colorize_crops
 from colorgan.metrics import METRIC_KEYS, PSNR_MAX
+from tests.conftest import make_tiny_checkpoint
 
 
 @pytest.fixture
 def tiny_checkpoint(tmp_path: Path) -> Path:
     """An untrained 32 px generator saved as a colorgan checkpoint."""
-    cfg = config.load_config(None, ["data.image_size=32", "model.base_channels=8", "model.depth=3"])
-    g = checkpoint.build_generator(cfg.model)
-    path = tmp_path / "tiny.pt"
-    checkpoint.save_checkpoint({"config": config.to_dict(cfg), "generator": g.state_dict()}, path)
-    return path
+    return make_tiny_checkpoint(tmp_path / "tiny.pt", ab_bias=None)
 
 
 def run_evaluate(*args: str) -> int:

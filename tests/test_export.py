@@ -12,26 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
-from colorgan.checkpoint import build_generator, load_generator, save_checkpoint
+from colorgan.checkpoint import load_generator
 from colorgan.cli import main
 from colorgan.colorize import Colorizer
-from colorgan.config import ColorganError, load_config, to_dict
+from colorgan.config import ColorganError
 from colorgan.export import load_onnx
-from tests.conftest import make_color_image
+from tests.conftest import make_color_image, make_tiny_checkpoint
 
 CUDA_ONNX = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-AB_BIAS = (0.25, 0.35)  # a clear orange cast, so outputs are visibly colored
-
-
-def make_tiny_checkpoint(path: Path) -> Path:
-    """A tiny untrained checkpoint (32 px, width 8, depth 3) whose output is visibly colored."""
-    config = load_config(None, ["data.image_size=32", "model.base_channels=8", "model.depth=3"])
-    torch.manual_seed(0)
-    generator = build_generator(config.model)
-    with torch.no_grad():
-        generator.head[0].bias.copy_(torch.tensor(AB_BIAS))
-    save_checkpoint({"config": to_dict(config), "generator": generator.state_dict()}, path)
-    return path
 
 
 @pytest.fixture(scope="module")

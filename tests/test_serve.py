@@ -22,8 +22,7 @@ from colorgan.cli import main
 from colorgan.colorize import Colorizer
 from colorgan.config import ColorganError
 from colorgan.serve import Limits, create_app, listen
-from tests.conftest import make_color_image
-from tests.test_export import make_tiny_checkpoint
+from tests.conftest import make_color_image, make_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 
