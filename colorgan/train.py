@@ -379,13 +379,13 @@ def _retarget(sched: torch.optim.lr_scheduler.LRScheduler, total_steps: int) -> 
     sched._last_lr = [group["lr"] for group in sched.optimizer.param_groups]
 
 
-def save(state: State, run_dir: Path, metrics: dict[str, Any] | None) -> None:
+def save(state: State, run_dir: Path, epoch_done: bool, is_best: bool = False) -> None:
     """last.pt always; epoch_NNN.pt (keeping the newest N) and best.pt after a full epoch."""
     folder = run_dir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     last = folder / "last.pt"
     keep = state.config.train.keep_checkpoints
-    if metrics is None or keep <= 0:
+    if not epoch_done or keep <= 0:
         save_checkpoint(checkpoint_dict(state), last)
     else:
         epoch_file = folder / f"epoch_{state.epoch:03d}.pt"
@@ -393,7 +393,7 @@ def save(state: State, run_dir: Path, metrics: dict[str, Any] | None) -> None:
         link_checkpoint(epoch_file, last)
         for old in sorted(folder.glob("epoch_*.pt"))[:-keep]:
             old.unlink()
-    if metrics is not None and metrics.get(BEST_METRIC, math.inf) <= state.best:
+    if epoch_done and is_best:
         link_checkpoint(last, folder / "best.pt")
 
 
@@ -629,7 +629,7 @@ def _loop(
                 losses, images, train_seconds = run_epoch(state, train_loader, stop, quiet)
             except Interrupted:
                 if state.dist.is_main:
-                    save(state, run_dir, None)
+                    save(state, run_dir, epoch_done=False)
                 log.warning(
                     "interrupted at epoch %d, step %d; resume with: colorgan train "
                     "--run-dir %s --resume auto",
@@ -677,7 +677,7 @@ def _end_epoch(
         state.history.append(row)
         is_best = row[BEST_METRIC] <= state.best
         state.best = min(state.best, row[BEST_METRIC])
-        save(state, run_dir, row if is_best else {**row, BEST_METRIC: math.inf})
+        save(state, run_dir, epoch_done=True, is_best=is_best)
         with (run_dir / "metrics.jsonl").open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
         save_loss_curves(state.history, run_dir / "loss_curves.png")
