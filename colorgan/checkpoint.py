@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from colorgan.config import ColorganError, Config, ModelConfig, from_dict
-from colorgan.generator import Generator
+from colorgan.generator import ColorModel, Generator, Lite0UNet
 
 FORMAT_VERSION = 1
 
@@ -40,8 +40,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_generator(model: ModelConfig) -> Generator:
-    """The generator a model config describes."""
+def build_generator(model: ModelConfig, pretrained: bool = False) -> ColorModel:
+    """The generator a model config describes; `pretrained` loads the Lite0 encoder's ImageNet
+    weights (for a fresh run; a checkpoint brings its own)."""
+    if model.encoder == "efficientnet_lite0":
+        return Lite0UNet(model.base_channels, model.norm, model.dropout, pretrained=pretrained)
     return Generator(
         base_channels=model.base_channels,
         depth=model.depth,
@@ -100,7 +103,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def load_generator(
     path: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[Generator, Config]:
+) -> tuple[ColorModel, Config]:
     """Rebuild the generator (EMA weights when the checkpoint has them) from a checkpoint alone,
     in eval mode, with the config it was trained with."""
     state = load_checkpoint(path, map_location)

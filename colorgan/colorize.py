@@ -31,7 +31,7 @@ from colorgan.checkpoint import load_generator, resolve_device
 from colorgan.color import AB_SCALE, float_to_uint8, rgb_to_l_ab
 from colorgan.config import ColorganError
 from colorgan.data import find_images
-from colorgan.generator import Generator
+from colorgan.generator import ColorModel
 
 # l (B, 1, h, w) in [-1, 1] -> ab (B, 2, h, w) in [-1, 1]; a second backend (ONNX) is another one
 Predict = Callable[[torch.Tensor], torch.Tensor]
@@ -168,7 +168,7 @@ def gray_image(picture: Picture) -> Image.Image:
     return to_image(join(l, torch.zeros(1, 2, 1, 1)), picture.alpha)
 
 
-def _generator_predict(generator: Generator) -> Predict:
+def _generator_predict(generator: ColorModel) -> Predict:
     """The generator as a gradient-free l -> ab function."""
 
     def predict(l: torch.Tensor) -> torch.Tensor:

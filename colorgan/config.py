@@ -25,6 +25,9 @@ Norm = Literal["batch", "instance", "none"]
 Amp = Literal["auto", "off", "bf16", "fp16"]
 
 
+LITE0_DEPTH = 5  # EfficientNet-Lite0's encoder halves the size five times (stride 32)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     image_size: int = 256  # training crop, pixels; a multiple of 2**model.depth
@@ -44,6 +47,8 @@ class ModelConfig:
     disc_layers: int = 3  # 3 gives the 70x70 PatchGAN
     disc_norm: Norm = "batch"
     spectral_norm: bool = False
+    # efficientnet_lite0 only: the pretrained encoder's weights stay fixed for this many epochs
+    freeze_encoder_epochs: int = 0
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,8 @@ class LossConfig:
     gan_mode: GanMode = "vanilla"
     perceptual_network: Literal["vgg16", "efficientnet_lite0"] = "vgg16"
     vgg_weights: str = "torchvision"  # "torchvision" (download), a file path, or "random"
+    real_label: float = 1.0  # D's target for real images; 0.9 is one-sided label smoothing
+    instance_noise: float = 0.0  # std of noise on D's ab inputs, fading linearly to 0 by the end
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the networks (slow first steps; opt-in)
     sync_batchnorm: bool = False  # SyncBatchNorm across GPUs under torchrun
     max_minutes: float = 0.0  # stop after the epoch in which this much time ran out (0: no limit)
+    pretrain_epochs: int = 0  # first epochs on L1 (+ perceptual) alone, before the adversarial part
+    ema_decay: float = 0.0  # EMA of the generator for validation, samples and inference (0: off)
 
 
 @dataclass(frozen=True)
@@ -210,12 +219,31 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"data.val_fraction must be in [0, 1), got {config.data.val_fraction}")
     if not 0.0 <= config.model.dropout < 1.0:
         raise ConfigError(f"model.dropout must be in [0, 1), got {config.model.dropout}")
-    if config.model.encoder != "unet":
-        raise ConfigError("model.encoder=efficientnet_lite0 is not available yet; use unet")
-    if config.loss.perceptual_network != "vgg16":
+    if config.model.encoder == "efficientnet_lite0" and config.model.depth != LITE0_DEPTH:
         raise ConfigError(
-            "loss.perceptual_network=efficientnet_lite0 is not available yet; use vgg16"
+            f"model.encoder=efficientnet_lite0 downsamples {LITE0_DEPTH} times: "
+            f"set model.depth={LITE0_DEPTH}"
         )
+    counts = {
+        "model.freeze_encoder_epochs": config.model.freeze_encoder_epochs,
+        "train.pretrain_epochs": config.train.pretrain_epochs,
+    }
+    for key, count in counts.items():
+        if count < 0:
+            raise ConfigError(f"{key} must be >= 0, got {count}")
+    if config.loss.adversarial_weight > 0 and config.train.pretrain_epochs >= config.train.epochs:
+        raise ConfigError(
+            f"train.pretrain_epochs={config.train.pretrain_epochs} leaves no adversarial epochs "
+            f"in train.epochs={config.train.epochs}; lower it or set loss.adversarial_weight=0"
+        )
+    if not 0.0 <= config.train.ema_decay < 1.0:
+        raise ConfigError(f"train.ema_decay must be in [0, 1), got {config.train.ema_decay}")
+    if not 0.0 < config.loss.real_label <= 1.0:
+        raise ConfigError(f"loss.real_label must be in (0, 1], got {config.loss.real_label}")
+    if config.loss.real_label < 1.0 and config.loss.gan_mode == "hinge":
+        raise ConfigError("loss.real_label < 1 has no meaning for gan_mode=hinge; use 1.0")
+    if config.loss.instance_noise < 0:
+        raise ConfigError(f"loss.instance_noise must be >= 0, got {config.loss.instance_noise}")
     if config.train.max_minutes < 0:
         raise ConfigError(f"train.max_minutes must be >= 0, got {config.train.max_minutes}")
     if config.train.num_workers < 0:

@@ -31,7 +31,7 @@ from colorgan.config import ColorganError, Config, load_config
 from colorgan.data import ColorImages, find_images, scan_images, split_paths, to_batch
 from colorgan.evaluate import colorize_crops, evaluate_images, format_table
 from colorgan.figures import image_grid
-from colorgan.generator import Generator
+from colorgan.generator import ColorModel
 from colorgan.train import build_state, train, train_step
 
 log = logging.getLogger("colorgan")
@@ -259,7 +259,7 @@ def _fresh_run_dir(run_dir: Path) -> None:
 
 
 def save_comparison(
-    generator: Generator, paths: Sequence[Path], size: int, device: torch.device, path: Path
+    generator: ColorModel, paths: Sequence[Path], size: int, device: torch.device, path: Path
 ) -> None:
     """Write a gray | model | truth grid of the first eight of `paths`, enlarged to >= 128 px."""
     crops = ColorImages(paths[:8], size, train=False)
@@ -274,7 +274,7 @@ def save_comparison(
 
 
 def _report(
-    generator: Generator, config: Config, eval_paths: list[Path], out: Path, quiet: bool
+    generator: ColorModel, config: Config, eval_paths: list[Path], out: Path, quiet: bool
 ) -> dict[str, Any]:
     """Evaluate on the held-out images; write comparison.png and metrics.json into `out`."""
     device = resolve_device(config.train.device)

@@ -22,7 +22,7 @@ import torch
 
 from colorgan.checkpoint import load_generator, resolve_device
 from colorgan.config import ColorganError
-from colorgan.generator import Generator
+from colorgan.generator import ColorModel
 
 OPSET = 18  # the torch.export-based exporter's own opset (17 is the floor the task sets)
 META_IMAGE_SIZE = "colorgan.image_size"  # the training size: the default working size
@@ -78,7 +78,7 @@ def _quiet_exporter() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _onnx_program(generator: Generator, metadata: dict[str, str]) -> Any:
+def _onnx_program(generator: ColorModel, metadata: dict[str, str]) -> Any:
     """The generator as a torch.onnx.ONNXProgram with dynamic batch, height and width."""
     try:
         import onnxscript  # noqa: F401  (the exporter needs it; fail with the install hint)
@@ -150,7 +150,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path) -> float:
     return check_export(generator, out, config.data.image_size)
 
 
-def check_export(generator: Generator, path: Path, size: int) -> float:
+def check_export(generator: ColorModel, path: Path, size: int) -> float:
     """Max |Δab| of the .onnx file against the generator on a random (1, 1, size, size) input;
     raises if it is over EXPORT_TOLERANCE."""
     side = max(generator.multiple, round(size / generator.multiple) * generator.multiple)

@@ -1,9 +1,16 @@
-"""The generator: a U-Net with skip connections, l (B, 1, H, W) in -> ab (B, 2, H, W) out."""
+"""The generators: U-Nets with skip connections, l (B, 1, H, W) in -> ab (B, 2, H, W) out.
+
+`Generator` is the founding spec's (pix2pix's) U-Net, trained from scratch. `Lite0UNet` puts a
+decoder on an ImageNet-pretrained EfficientNet-Lite0 encoder (`model.encoder=efficientnet_lite0`).
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from colorgan.lite0 import TAP_CHANNELS, load_lite0, to_input
 
 Norm = str  # "batch" | "instance" | "none"
 
@@ -99,12 +106,7 @@ class Generator(nn.Module):
 
     def forward(self, l: torch.Tensor) -> torch.Tensor:
         """l: (B, 1, H, W) in [-1, 1] -> ab: (B, 2, H, W) in [-1, 1]."""
-        height, width = l.shape[-2:]
-        if height % self.multiple or width % self.multiple:
-            raise ValueError(
-                f"input size {height}x{width} is not a multiple of 2**depth={self.multiple}; "
-                f"resize or pad it, or use a model with a smaller depth"
-            )
+        _check_size(l, self.multiple)
         skips = []
         x = l
         for block in self.down:
@@ -115,3 +117,82 @@ class Generator(nn.Module):
             x = block(x)
             x = torch.cat([x, skips.pop()], dim=1)
         return self.head(x)
+
+
+def _check_size(l: torch.Tensor, multiple: int) -> None:
+    height, width = l.shape[-2:]
+    if height % multiple or width % multiple:
+        raise ValueError(
+            f"input size {height}x{width} is not a multiple of 2**depth={multiple}; "
+            f"resize or pad it, or use a model with a smaller depth"
+        )
+
+
+def _conv_block(c_in: int, c_out: int, norm: Norm, dropout: float = 0.0) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=norm == "none"),
+        norm_layer(norm, c_out),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=norm == "none"),
+        norm_layer(norm, c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class Lite0UNet(nn.Module):
+    """A U-Net on a pretrained EfficientNet-Lite0 encoder.
+
+    L is rescaled to [0, 1], repeated to three channels and ImageNet-normalised for the encoder,
+    whose features at strides 2, 4, 8, 16 and 32 are the skips. Each decoder level upsamples
+    bilinearly, joins the skip and applies two 3x3 conv-norm-ReLU layers; widths are
+    8, 4, 2, 1 x `base_channels` from stride 16 to 2, and a last full-resolution layer also sees
+    L itself. Always 5 downsamplings (`depth`), so sides are multiples of 32.
+    """
+
+    depth = 5
+
+    def __init__(
+        self,
+        base_channels: int = 32,
+        norm: Norm = "batch",
+        dropout: float = 0.0,
+        pretrained: bool = True,
+    ) -> None:
+        super().__init__()
+        self.encoder = load_lite0(pretrained=pretrained, head=False)
+        widths = [8 * base_channels, 4 * base_channels, 2 * base_channels, base_channels]
+        skips = list(reversed(TAP_CHANNELS[:-1]))  # stride 16, 8, 4, 2
+        c_in = TAP_CHANNELS[-1]
+        blocks = []
+        for i, (skip, width) in enumerate(zip(skips, widths, strict=True)):
+            blocks.append(_conv_block(c_in + skip, width, norm, dropout if i < 2 else 0.0))
+            c_in = width
+        self.decoder = nn.ModuleList(blocks)
+        self.full = nn.Sequential(
+            nn.Conv2d(c_in + 1, base_channels, 3, padding=1, bias=norm == "none"),
+            norm_layer(norm, base_channels),
+            nn.ReLU(inplace=True),
+        )
+        self.head = nn.Sequential(nn.Conv2d(base_channels, 2, 1), nn.Tanh())
+        for part in (self.decoder, self.full, self.head):
+            init_weights(part)  # the encoder keeps its ImageNet weights
+
+    @property
+    def multiple(self) -> int:
+        """Height and width must be multiples of this."""
+        return 2**self.depth
+
+    def forward(self, l: torch.Tensor) -> torch.Tensor:
+        """l: (B, 1, H, W) in [-1, 1] -> ab: (B, 2, H, W) in [-1, 1]."""
+        _check_size(l, self.multiple)
+        feats = self.encoder.features(to_input((l + 1.0) * 0.5))
+        x = feats.pop()
+        for block in self.decoder:
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, feats.pop()], dim=1))
+        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.head(self.full(torch.cat([x, l], dim=1)))
+
+
+ColorModel = Generator | Lite0UNet  # either generator: same input, output and `multiple`

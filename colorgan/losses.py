@@ -1,4 +1,5 @@
-"""Losses: adversarial (vanilla | lsgan | hinge), L1 on ab, and VGG16 perceptual."""
+"""Losses: adversarial (vanilla | lsgan | hinge), L1 on ab, and perceptual (VGG16 or
+EfficientNet-Lite0 features)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from torch.utils.checkpoint import checkpoint
 
 from colorgan.color import l_ab_to_rgb
 from colorgan.config import ColorganError
+from colorgan.lite0 import Lite0Features
 
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 # torchvision's vgg16().features, up to relu4_3: "M" is a 2x2 max-pool.
@@ -26,16 +28,18 @@ class WeightsError(ColorganError):
 
 
 def d_losses(
-    real: torch.Tensor, fake: torch.Tensor, mode: str
+    real: torch.Tensor, fake: torch.Tensor, mode: str, real_label: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Discriminator losses on real and fake patch logits (any shape): (loss_real, loss_fake)."""
+    """Discriminator losses on real and fake patch logits (any shape): (loss_real, loss_fake).
+    `real_label` < 1 is one-sided label smoothing (Salimans et al. 2016; vanilla and lsgan)."""
+    target = torch.full_like(real, real_label)
     if mode == "vanilla":
         return (
-            F.binary_cross_entropy_with_logits(real, torch.ones_like(real)),
+            F.binary_cross_entropy_with_logits(real, target),
             F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)),
         )
     if mode == "lsgan":
-        return F.mse_loss(real, torch.ones_like(real)), F.mse_loss(fake, torch.zeros_like(fake))
+        return F.mse_loss(real, target), F.mse_loss(fake, torch.zeros_like(fake))
     if mode == "hinge":
         return F.relu(1.0 - real).mean(), F.relu(1.0 + fake).mean()
     raise ValueError(f"unknown gan mode {mode!r}")
@@ -142,16 +146,24 @@ def load_vgg16(weights: str) -> VGG16Features:
     return vgg
 
 
+def load_perceptual(network: str, vgg_weights: str) -> nn.Module:
+    """The frozen network `loss.perceptual_network` names: RGB in [0, 1] -> feature maps."""
+    if network == "efficientnet_lite0":
+        return Lite0Features()
+    return load_vgg16(vgg_weights)
+
+
 def perceptual_loss(
-    vgg: VGG16Features, l: torch.Tensor, ab_fake: torch.Tensor, ab_real: torch.Tensor
+    net: nn.Module, l: torch.Tensor, ab_fake: torch.Tensor, ab_real: torch.Tensor
 ) -> torch.Tensor:
-    """Mean L1 between VGG16 activations of the RGB rebuilt from (l, ab_fake) and (l, ab_real)."""
+    """Mean L1 between the feature maps `net` (VGG16 or Lite0) gives for the RGB rebuilt from
+    (l, ab_fake) and from (l, ab_real)."""
     # Recomputed in the backward pass rather than keeping its fp32 intermediates.
     rgb_fake = checkpoint(l_ab_to_rgb, l, ab_fake, use_reentrant=False)
     assert isinstance(rgb_fake, torch.Tensor)
     with torch.no_grad():
-        targets = vgg(l_ab_to_rgb(l, ab_real))
-    feats = vgg(rgb_fake)
+        targets = net(l_ab_to_rgb(l, ab_real))
+    feats = net(rgb_fake)
     # |f - t| in the features' own dtype, averaged in fp32: F.l1_loss (autocast runs it in fp32)
     # would keep fp32 copies of every feature map for backward, about 1.5 GiB at 512 px, batch 8.
     # Identical in fp32; under bf16 the difference is rounded to bf16 (loss value ~0.2% apart).

@@ -24,7 +24,17 @@ def test_single_process_helpers_are_no_ops() -> None:
     assert any_rank(True, Dist(), torch.device("cpu")) is True
 
 
-def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        # the pretrained-encoder U-Net with its two optimizer groups, unfrozen mid-run, and EMA
+        ["--set", "model.encoder=efficientnet_lite0", "--set", "model.depth=5",
+         "--set", "model.freeze_encoder_epochs=1", "--set", "train.ema_decay=0.9"],
+    ],
+    ids=["unet", "lite0"],
+)  # fmt: skip
+def test_torchrun_two_cpu_processes(tmp_path: Path, extra: list[str]) -> None:
     data = write_color_folder(tmp_path / "data", 20)
     run_dir = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
@@ -39,7 +49,7 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
         "2",
         "-m",
         "colorgan",
-        *train_args(data, run_dir, "--set", "train.epochs=2"),
+        *train_args(data, run_dir, "--set", "train.epochs=2", *extra),
     ]
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
