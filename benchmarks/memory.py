@@ -164,7 +164,11 @@ def random_batch(batch: int, size: int, device: torch.device) -> Batch:
 
 def networks(state: State) -> dict[str, nn.Module]:
     """The step's networks by name."""
-    found = {"generator": state.generator, "discriminator": state.discriminator, "vgg16": state.vgg}
+    found = {
+        "generator": state.generator,
+        "discriminator": state.discriminator,
+        "perceptual": state.perceptual,
+    }
     return {name: module for name, module in found.items() if module is not None}
 
 

@@ -41,13 +41,14 @@ from colorgan.data import (
 )
 from colorgan.discriminator import Discriminator
 from colorgan.distributed import Dist
+from colorgan.ema import EMA
 from colorgan.figures import save_loss_curves, save_samples
+from colorgan.generator import Lite0UNet
 from colorgan.losses import (
-    VGG16Features,
     d_losses,
     g_adversarial_loss,
     l1_loss,
-    load_vgg16,
+    load_perceptual,
     perceptual_loss,
 )
 from colorgan.metrics import colorfulness, delta_e2000, psnr
@@ -87,7 +88,7 @@ class State:
     device: torch.device
     generator: torch.nn.Module
     discriminator: torch.nn.Module | None
-    vgg: VGG16Features | None
+    perceptual: torch.nn.Module | None  # frozen VGG16 or Lite0 features
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer | None
     sched_g: torch.optim.lr_scheduler.LRScheduler
@@ -100,6 +101,7 @@ class State:
     d_run: torch.nn.Module | None
     d_frozen: torch.nn.Module | None
     dist: Dist = field(default_factory=Dist)
+    ema: EMA | None = None  # train.ema_decay > 0
     total_steps: int = 1  # of the cosine schedule: train.epochs x steps per epoch
     epoch: int = 0  # completed epochs
     step: int = 0  # optimizer steps taken
@@ -141,13 +143,13 @@ def build_state(
     info = info or Dist()
     torch.manual_seed(config.train.seed)
     m, o = config.model, config.optim
-    generator = _prepare(build_generator(m).to(device), config, info, device)
+    generator = _prepare(build_generator(m, pretrained=True).to(device), config, info, device)
     discriminator: torch.nn.Module | None = None
     if config.loss.adversarial_weight > 0:
         discriminator = Discriminator(m.disc_channels, m.disc_layers, m.disc_norm, m.spectral_norm)
         discriminator = _prepare(discriminator.to(device), config, info, device)
-    vgg = (
-        load_vgg16(config.loss.vgg_weights).to(device)
+    perceptual = (
+        load_perceptual(config.loss.perceptual_network, config.loss.vgg_weights).to(device)
         if config.loss.perceptual_weight > 0
         else None
     )
@@ -156,7 +158,7 @@ def build_state(
     def adamw(model: torch.nn.Module, lr: float) -> torch.optim.AdamW:
         # fused: the same update in one kernel per device (7x faster than the CPU default here)
         return torch.optim.AdamW(
-            model.parameters(),
+            _param_groups(model),
             lr=lr,
             betas=(o.beta1, o.beta2),
             weight_decay=o.weight_decay,
@@ -178,7 +180,7 @@ def build_state(
         device=device,
         generator=generator,
         discriminator=discriminator,
-        vgg=vgg,
+        perceptual=perceptual,
         opt_g=opt_g,
         opt_d=opt_d,
         sched_g=cosine(opt_g),
@@ -190,7 +192,46 @@ def build_state(
         d_frozen=d_frozen,
         dist=info,
         total_steps=total_steps,
+        ema=EMA(generator, config.train.ema_decay) if config.train.ema_decay > 0 else None,
     )
+
+
+def _param_groups(model: torch.nn.Module) -> list[dict[str, Any]]:
+    """One group, or for the Lite0 U-Net two: [decoder, encoder], so that the encoder's learning
+    rate can be held at 0 while model.freeze_encoder_epochs lasts."""
+    if isinstance(model, Lite0UNet):
+        encoder = {id(p) for p in model.encoder.parameters()}
+        rest = [p for p in model.parameters() if id(p) not in encoder]
+        return [{"params": rest}, {"params": list(model.encoder.parameters())}]
+    return [{"params": list(model.parameters())}]
+
+
+def encoder_frozen(state: State) -> bool:
+    """Whether the Lite0 encoder is still held fixed (model.freeze_encoder_epochs)."""
+    return (
+        isinstance(state.generator, Lite0UNet)
+        and state.epoch < state.config.model.freeze_encoder_epochs
+    )
+
+
+def train_mode(state: State) -> None:
+    """Generator to training mode, except a frozen encoder, whose BatchNorm keeps its ImageNet
+    statistics."""
+    state.generator.train()
+    if encoder_frozen(state):
+        assert isinstance(state.generator, Lite0UNet)
+        state.generator.encoder.eval()
+
+
+def adversarial(state: State) -> bool:
+    """Whether this epoch trains against the discriminator (after train.pretrain_epochs)."""
+    return state.discriminator is not None and state.epoch >= state.config.train.pretrain_epochs
+
+
+def _noise(state: State, ab: torch.Tensor) -> torch.Tensor:
+    """Instance noise on D's ab input: loss.instance_noise at the start, fading to 0 linearly."""
+    sigma = state.config.loss.instance_noise * max(0.0, 1.0 - state.step / state.total_steps)
+    return ab + sigma * torch.randn_like(ab) if sigma > 0 else ab
 
 
 def _autocast(state: State) -> contextlib.AbstractContextManager[Any]:
@@ -212,23 +253,31 @@ def train_step(state: State, batch: Batch) -> dict[str, float]:
         ab_fake = state.g_run(batch.l)  # (B, 2, H, W) in [-1, 1]
     zero = torch.zeros((), device=state.device)
     d_real = d_fake = zero
-    if d is not None and state.opt_d is not None and state.d_run is not None:
+    use_d = adversarial(state)
+    if use_d and d is not None and state.opt_d is not None and state.d_run is not None:
         d_run = state.d_run
         d.requires_grad_(True)
         state.opt_d.zero_grad(set_to_none=True)
         with _autocast(state):
             d_real, d_fake = d_losses(
-                d_run(batch.l, batch.ab), d_run(batch.l, ab_fake.detach()), loss_cfg.gan_mode
+                d_run(batch.l, _noise(state, batch.ab)),
+                d_run(batch.l, _noise(state, ab_fake.detach())),
+                loss_cfg.gan_mode,
+                loss_cfg.real_label,
             )
         scaler.scale(0.5 * (d_real + d_fake)).backward()  # halved as in pix2pix
         scaler.step(state.opt_d)
         d.requires_grad_(False)  # no D gradients from the generator's step
     g_adv = zero
     with _autocast(state):
-        if state.d_frozen is not None:
-            g_adv = g_adversarial_loss(state.d_frozen(batch.l, ab_fake), loss_cfg.gan_mode)
+        if use_d and state.d_frozen is not None:
+            g_adv = g_adversarial_loss(
+                state.d_frozen(batch.l, _noise(state, ab_fake)), loss_cfg.gan_mode
+            )
         g_l1 = l1_loss(ab_fake, batch.ab)
-        g_perc = perceptual_loss(state.vgg, batch.l, ab_fake, batch.ab) if state.vgg else zero
+        g_perc = zero
+        if state.perceptual is not None:
+            g_perc = perceptual_loss(state.perceptual, batch.l, ab_fake, batch.ab)
     g_total = (
         loss_cfg.adversarial_weight * g_adv.float()
         + loss_cfg.l1_weight * g_l1
@@ -236,11 +285,16 @@ def train_step(state: State, batch: Batch) -> dict[str, float]:
     )
     state.opt_g.zero_grad(set_to_none=True)
     scaler.scale(g_total).backward()
+    if len(state.opt_g.param_groups) == 2:  # the Lite0 encoder's group: lr 0 while frozen
+        groups = state.opt_g.param_groups
+        groups[1]["lr"] = 0.0 if encoder_frozen(state) else groups[0]["lr"]
     scaler.step(state.opt_g)
     scaler.update()
     state.sched_g.step()
     if state.sched_d is not None:
         state.sched_d.step()
+    if state.ema is not None:
+        state.ema.update(state.generator)
     state.step += 1
     values = torch.stack([g_adv, g_l1, g_perc, g_total, d_real, d_fake, 0.5 * (d_real + d_fake)])
     values = distributed.mean_over_ranks(values.detach().float(), state.dist)
@@ -256,8 +310,10 @@ def train_step(state: State, batch: Batch) -> dict[str, float]:
 
 @torch.no_grad()
 def validate(state: State, loader: DataLoader[torch.Tensor]) -> dict[str, float]:
-    """Mean ab L1, PSNR, CIEDE2000 and colorfulness of the generator on the validation images."""
-    state.generator.eval()
+    """Mean ab L1, PSNR, CIEDE2000 and colorfulness of the generator (its EMA when there is
+    one) on the validation images."""
+    generator = eval_generator(state)
+    generator.eval()
     sums: dict[str, float] = {
         "val_l1": 0.0,
         "val_psnr": 0.0,
@@ -268,7 +324,7 @@ def validate(state: State, loader: DataLoader[torch.Tensor]) -> dict[str, float]
     for rgb in loader:
         batch = to_batch(rgb, state.device)
         with _autocast(state):
-            ab_fake = state.generator(batch.l)
+            ab_fake = generator(batch.l)
         real = uint8_to_float(rgb.to(state.device))
         fake = l_ab_to_rgb(batch.l, ab_fake.float())
         n = rgb.shape[0]
@@ -277,21 +333,27 @@ def validate(state: State, loader: DataLoader[torch.Tensor]) -> dict[str, float]
         sums["val_delta_e"] += delta_e2000(fake, real).sum().item()
         sums["val_colorfulness"] += colorfulness(fake).sum().item()
         count += n
-    state.generator.train()
+    train_mode(state)
     return {k: v / max(count, 1) for k, v in sums.items()}
 
 
 @torch.no_grad()
 def write_samples(state: State, rgb: torch.Tensor, path: Path) -> None:
     """gray | generated | truth for the fixed sample images."""
-    state.generator.eval()
+    generator = eval_generator(state)
+    generator.eval()
     batch = to_batch(rgb, state.device)
     with _autocast(state):
-        ab_fake = state.generator(batch.l)
+        ab_fake = generator(batch.l)
     real = uint8_to_float(rgb)
     fake = l_ab_to_rgb(batch.l, ab_fake.float()).cpu()
     save_samples(rgb_to_gray_rgb(real), fake, real, path)
-    state.generator.train()
+    train_mode(state)
+
+
+def eval_generator(state: State) -> torch.nn.Module:
+    """What validation, samples and inference use: the EMA weights when train.ema_decay > 0."""
+    return state.ema.module if state.ema is not None else state.generator
 
 
 def _rng_state() -> dict[str, Any]:
@@ -323,6 +385,8 @@ def checkpoint_dict(state: State) -> dict[str, Any]:
         "best": state.best,
         "best_metric": BEST_METRIC,
         "generator": state.generator.state_dict(),
+        "generator_ema": state.ema.module.state_dict() if state.ema is not None else None,
+        "ema_updates": state.ema.updates if state.ema is not None else 0,
         "discriminator": sd(state.discriminator),
         "opt_g": state.opt_g.state_dict(),
         "opt_d": sd(state.opt_d),
@@ -338,6 +402,12 @@ def checkpoint_dict(state: State) -> dict[str, Any]:
 def restore(state: State, saved: dict[str, Any]) -> None:
     """Load a checkpoint_dict into `state` (models, optimizers, schedules, scaler, RNG)."""
     state.generator.load_state_dict(saved["generator"])
+    if state.ema is not None:
+        if saved.get("generator_ema") is not None:
+            state.ema.module.load_state_dict(saved["generator_ema"])
+            state.ema.updates = int(saved.get("ema_updates", 0))
+        else:  # train.ema_decay switched on at resume: start the average here
+            state.ema.module.load_state_dict(saved["generator"])
     pairs = [
         (state.discriminator, "discriminator"),
         (state.opt_d, "opt_d"),
@@ -616,7 +686,10 @@ def _loop(
         state.dtype or "off",
         len(train_loader),
     )
-    state.generator.train()
+    if config.train.pretrain_epochs and state.discriminator is not None:
+        log.info(
+            "epochs 1-%d: generator warm-up without the discriminator", config.train.pretrain_epochs
+        )
     run_start = time.perf_counter()
     with stop_on_signals() as stop, warnings.catch_warnings():
         # GradScaler skips an optimizer step when it finds inf gradients; the schedule
@@ -624,6 +697,7 @@ def _loop(
         warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
         while state.epoch < config.train.epochs:
             sampler.set_epoch(state.epoch, skip=state.epoch_items)
+            train_mode(state)
             start = time.perf_counter()
             try:
                 losses, images, train_seconds = run_epoch(state, train_loader, stop, quiet)
@@ -666,7 +740,8 @@ def _end_epoch(
         "lr": state.opt_g.param_groups[0]["lr"],
     }
     row.update({k: measured[k] for k in LOSS_KEYS})
-    if state.discriminator is None:
+    adversarial_epoch = state.epoch > state.config.train.pretrain_epochs
+    if state.discriminator is None or not adversarial_epoch:
         row.update({"g_adv": None, "d_real": None, "d_fake": None, "d_total": None})
     if state.dist.is_main:
         row.update(validate(state, val_loader))
@@ -675,8 +750,10 @@ def _end_epoch(
         row["seconds"] = time.perf_counter() - start
         row["images_per_second"] = measured["images_per_second"]
         state.history.append(row)
-        is_best = row[BEST_METRIC] <= state.best
-        state.best = min(state.best, row[BEST_METRIC])
+        # Warm-up epochs (no D yet) do not compete for best.pt: their dull colors score well.
+        warm_up = state.discriminator is not None and not adversarial_epoch
+        is_best = not warm_up and row[BEST_METRIC] <= state.best
+        state.best = state.best if warm_up else min(state.best, row[BEST_METRIC])
         save(state, run_dir, epoch_done=True, is_best=is_best)
         with (run_dir / "metrics.jsonl").open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
