@@ -267,9 +267,12 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "evaluate",
         help="measure a checkpoint on a folder of color images",
         description="Make each color image under DIR gray, colorize it and compare it with the "
-        "original: PSNR, SSIM, mean CIEDE2000 (delta_e) and colorfulness, beside the same metrics "
-        "of the plain gray image (baseline_gray). Images are center-cropped to --size pixels as in "
-        "training's validation, colorized and measured at that size.",
+        "original: PSNR, SSIM, mean CIEDE2000 (delta_e) and colorfulness, and the distance of the "
+        "set of outputs to the set of originals (fd_lite0: Frechet distance, kid_lite0: KID x1000, "
+        "on EfficientNet-Lite0 ImageNet features at 224 px; an offline stand-in for FID, not "
+        "comparable with Inception FIDs), beside the same metrics of the plain gray image "
+        "(baseline_gray). Images are center-cropped to --size pixels as in training's validation, "
+        "colorized and measured at that size.",
     )
     p.add_argument("checkpoint", type=Path, help="a colorgan training checkpoint (.pt)")
     p.add_argument(

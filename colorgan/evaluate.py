@@ -3,7 +3,8 @@
 Every image is center-cropped to a square of `size` pixels exactly as training's validation does
 (short side resized to `size`, center crop), colorized by the generator at that size, and both the
 output and the plain gray image are compared with the crop at that size. Outputs are rounded to
-8 bits first, as a saved file would be.
+8 bits first, as a saved file would be. `fd_lite0` and `kid_lite0` compare the set of outputs (and
+of gray images) with the set of crops on EfficientNet-Lite0 features (`colorgan.distribution`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,14 @@ from colorgan.color import (
 )
 from colorgan.config import ColorganError
 from colorgan.data import ColorImages, scan_images
-from colorgan.generator import Generator
+from colorgan.distribution import (
+    DISTRIBUTION_KEYS,
+    MIN_IMAGES,
+    distribution_distances,
+    lite0_features,
+)
+from colorgan.generator import ColorModel
+from colorgan.lite0 import EfficientNetLite0, load_lite0
 from colorgan.metrics import METRIC_KEYS, colorfulness, image_metrics
 
 log = logging.getLogger("colorgan")
@@ -40,15 +48,17 @@ RESULT_KEYS = (
     "delta_e",
     "colorfulness",
     "colorfulness_reference",
+    *DISTRIBUTION_KEYS,
     "baseline_gray",
 )
+GRAY_KEYS = (*METRIC_KEYS, *DISTRIBUTION_KEYS)
 
 
 class EvaluateError(ColorganError):
     """An evaluation that cannot run as asked."""
 
 
-def check_size(size: int, generator: Generator) -> int:
+def check_size(size: int, generator: ColorModel) -> int:
     """`size` if the generator can run at it, else raise EvaluateError."""
     multiple = generator.multiple
     if size <= 0 or size % multiple:
@@ -61,7 +71,7 @@ def check_size(size: int, generator: Generator) -> int:
 
 @torch.no_grad()
 def colorize_crops(
-    generator: Generator, rgb: torch.Tensor, device: torch.device
+    generator: ColorModel, rgb: torch.Tensor, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Crops (B, 3, S, S) uint8 -> (gray, colorized), each (B, 3, S, S) float in [0, 1] on the
     CPU, rounded to 8 bits. The model sees the Lab L of the 8-bit gray image, as a user's
@@ -104,8 +114,37 @@ def _fid_values(fids: list[Any]) -> list[float] | None:
         return None
 
 
+def _load_feature_network(device: torch.device) -> EfficientNetLite0 | None:
+    """The pretrained Lite0 for fd_lite0 / kid_lite0, or None after one line saying why not."""
+    try:
+        return load_lite0(pretrained=True).to(device).eval()
+    except ColorganError as err:
+        log.warning("fd_lite0 and kid_lite0 not computed (null): %s", err)
+        return None
+
+
+def _distances(features: dict[str, list[torch.Tensor]] | None) -> dict[str, dict[str, Any]]:
+    """fd_lite0 and kid_lite0 of the model's and the gray images' features against the real
+    ones', per name; None values (after one line saying why) when they are undefined."""
+    undefined = {name: dict.fromkeys(DISTRIBUTION_KEYS) for name in ("model", "gray")}
+    if features is None:
+        return undefined
+    real = torch.cat(features["real"])
+    if len(real) < MIN_IMAGES:
+        log.warning(
+            "fd_lite0 and kid_lite0 need at least %d images, got %d: reported as null",
+            MIN_IMAGES,
+            len(real),
+        )
+        return undefined
+    return {
+        name: dict(distribution_distances(torch.cat(features[name]), real))
+        for name in ("model", "gray")
+    }
+
+
 def evaluate_images(
-    generator: Generator,
+    generator: ColorModel,
     paths: Sequence[Path],
     size: int,
     device: torch.device,
@@ -117,6 +156,8 @@ def evaluate_images(
     `size` x `size` center crops: a dict with RESULT_KEYS (+ `fid` when asked and possible)."""
     loader = DataLoader(ColorImages(paths, size, train=False), batch_size=batch_size)
     generator = generator.to(device).eval()
+    network = _load_feature_network(device)
+    features: dict[str, list[torch.Tensor]] = {"model": [], "gray": [], "real": []}
     fids = _make_fid(device) if fid else None
     sums = {"model": dict.fromkeys(METRIC_KEYS, 0.0), "gray": dict.fromkeys(METRIC_KEYS, 0.0)}
     reference = 0.0
@@ -129,6 +170,9 @@ def evaluate_images(
                 sums[name][key] += float(values.sum())
         reference += float(colorfulness(real).sum())
         count += rgb.shape[0]
+        if network is not None:
+            for name, images in (("model", fake), ("gray", gray), ("real", real)):
+                features[name].append(lite0_features(network, images))
         if fids is not None:
             for metric, output in zip(fids, (fake, gray), strict=True):
                 metric.update(rgb.to(device), real=True)
@@ -136,7 +180,9 @@ def evaluate_images(
     means = {name: {k: v / count for k, v in values.items()} for name, values in sums.items()}
     result: dict[str, Any] = {"n_images": count, **means["model"]}
     result["colorfulness_reference"] = reference / count
-    result["baseline_gray"] = means["gray"]
+    distances = _distances(features if network is not None else None)
+    result.update(distances["model"])
+    result["baseline_gray"] = {**means["gray"], **distances["gray"]}
     fid_values = _fid_values(fids) if fids is not None else None
     if fid_values is not None:
         result["fid"], result["baseline_gray"]["fid"] = fid_values
@@ -180,8 +226,10 @@ def format_table(result: dict[str, Any]) -> str:
         ("ssim", "higher is better"),
         ("delta_e", "CIEDE2000, lower is better"),
         ("colorfulness", f"reference images: {result['colorfulness_reference']:.2f}"),
+        ("fd_lite0", "Lite0 Fréchet distance to the originals, lower is better"),
+        ("kid_lite0", "Lite0 KID x1000 (trust on small sets), lower is better"),
     ]
-    keys = [*METRIC_KEYS, *(["fid"] if "fid" in result else [])]
+    keys = [*GRAY_KEYS, *(["fid"] if "fid" in result else [])]
     if "fid" in result:
         rows.append(("fid", "lower is better"))
     lines = [f"{result['n_images']} image(s)", f"{'metric':<14}{'model':>9}{'gray':>9}"]
@@ -190,5 +238,7 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _number(value: float) -> str:
+def _number(value: float | None) -> str:
+    if value is None:
+        return "n/a"
     return f"{value:.4f}" if math.isfinite(value) and abs(value) < 10 else f"{value:.2f}"

@@ -21,8 +21,7 @@ from colorgan.demo import (
     run_demo,
     write_scenes,
 )
-from colorgan.evaluate import RESULT_KEYS
-from colorgan.metrics import METRIC_KEYS
+from colorgan.evaluate import GRAY_KEYS, RESULT_KEYS
 
 # One short epoch at 32 px: seconds on a slow CPU.
 TINY = (
@@ -104,7 +103,7 @@ def test_demo_writes_data_figure_metrics_and_run(tmp_path: Path) -> None:
     assert len((out / "run" / "metrics.jsonl").read_text().splitlines()) == 1
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == result
-    assert tuple(saved) == RESULT_KEYS and tuple(saved["baseline_gray"]) == METRIC_KEYS
+    assert tuple(saved) == RESULT_KEYS and tuple(saved["baseline_gray"]) == GRAY_KEYS
     assert saved["n_images"] == 4
 
 
