@@ -61,6 +61,7 @@ class LossConfig:
     vgg_weights: str = "torchvision"  # "torchvision" (download), a file path, or "random"
     real_label: float = 1.0  # D's target for real images; 0.9 is one-sided label smoothing
     instance_noise: float = 0.0  # std of noise on D's ab inputs, fading linearly to 0 by the end
+    rebalance: float = 0.0  # chroma re-balancing of L1 by color rarity (0: off; 0.5: Zhang et al.)
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,8 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"loss.real_label must be in (0, 1], got {config.loss.real_label}")
     if config.loss.real_label < 1.0 and config.loss.gan_mode == "hinge":
         raise ConfigError("loss.real_label < 1 has no meaning for gan_mode=hinge; use 1.0")
+    if not 0.0 <= config.loss.rebalance < 1.0:
+        raise ConfigError(f"loss.rebalance must be in [0, 1), got {config.loss.rebalance}")
     if config.loss.instance_noise < 0:
         raise ConfigError(f"loss.instance_noise must be >= 0, got {config.loss.instance_noise}")
     if config.train.max_minutes < 0:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from kornia.filters import gaussian_blur2d
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -56,9 +57,45 @@ def g_adversarial_loss(fake: torch.Tensor, mode: str) -> torch.Tensor:
     raise ValueError(f"unknown gan mode {mode!r}")
 
 
-def l1_loss(ab_fake: torch.Tensor, ab_real: torch.Tensor) -> torch.Tensor:
-    """Mean absolute error on normalised ab."""
-    return F.l1_loss(ab_fake.float(), ab_real.float())
+def l1_loss(
+    ab_fake: torch.Tensor, ab_real: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean absolute error on normalised ab; with `weights` (a `rebalance_weights` grid), each
+    pixel's error is weighted by how rare its true color is."""
+    if weights is None:
+        return F.l1_loss(ab_fake.float(), ab_real.float())
+    error = (ab_fake.float() - ab_real.float()).abs().mean(dim=1)  # (B, H, W)
+    return (error * weights[ab_bins(ab_real)]).mean()
+
+
+# Chroma re-balancing (Zhang, Isola & Efros 2016, "Colorful Image Colorization", sec. 2.2): the
+# ab plane in 10-unit Lab bins, as theirs; a pixel's L1 is weighted by the inverse of its bin's
+# smoothed frequency mixed with a uniform prior, so rare colors count as much as the common ones.
+AB_BINS = 22  # per axis: [-110, 110] in steps of 10 Lab units
+
+
+def ab_bins(ab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grid indices (i_a, i_b), each (B, H, W), of normalised ab (B, 2, H, W) in [-1, 1]."""
+    index = ((ab.float() + 1.0) * (AB_BINS / 2.0)).long().clamp_(0, AB_BINS - 1)
+    return index[:, 0], index[:, 1]
+
+
+def ab_histogram(ab: torch.Tensor) -> torch.Tensor:
+    """Pixel counts (AB_BINS, AB_BINS) of normalised ab (B, 2, H, W)."""
+    i_a, i_b = ab_bins(ab)
+    flat = (i_a * AB_BINS + i_b).flatten()
+    return torch.bincount(flat, minlength=AB_BINS * AB_BINS).view(AB_BINS, AB_BINS).double()
+
+
+def rebalance_weights(counts: torch.Tensor, strength: float) -> torch.Tensor:
+    """Per-bin weights w = 1 / (strength * p + (1 - strength) / Q), p the histogram smoothed by
+    a Gaussian of sigma 5 Lab units and Q the number of bins, scaled so that the mean weight
+    over the training pixels is 1. strength 0 gives all ones; Zhang et al. use 0.5."""
+    p = counts.float() / counts.sum().clamp(min=1)
+    p = gaussian_blur2d(p[None, None], (5, 5), (0.5, 0.5), border_type="constant")[0, 0]
+    p = p / p.sum().clamp(min=1e-12)
+    weights = 1.0 / (strength * p + (1.0 - strength) / p.numel())
+    return weights / (p * weights).sum()
 
 
 class VGG16Features(nn.Module):

@@ -45,11 +45,13 @@ from colorgan.ema import EMA
 from colorgan.figures import save_loss_curves, save_samples
 from colorgan.generator import Lite0UNet
 from colorgan.losses import (
+    ab_histogram,
     d_losses,
     g_adversarial_loss,
     l1_loss,
     load_perceptual,
     perceptual_loss,
+    rebalance_weights,
 )
 from colorgan.metrics import colorfulness, delta_e2000, psnr
 
@@ -102,6 +104,8 @@ class State:
     d_frozen: torch.nn.Module | None
     dist: Dist = field(default_factory=Dist)
     ema: EMA | None = None  # train.ema_decay > 0
+    ab_counts: torch.Tensor | None = None  # training ab histogram, for loss.rebalance
+    l1_weights: torch.Tensor | None = None  # per-ab-bin L1 weights from it
     total_steps: int = 1  # of the cosine schedule: train.epochs x steps per epoch
     epoch: int = 0  # completed epochs
     step: int = 0  # optimizer steps taken
@@ -274,7 +278,7 @@ def train_step(state: State, batch: Batch) -> dict[str, float]:
             g_adv = g_adversarial_loss(
                 state.d_frozen(batch.l, _noise(state, ab_fake)), loss_cfg.gan_mode
             )
-        g_l1 = l1_loss(ab_fake, batch.ab)
+        g_l1 = l1_loss(ab_fake, batch.ab, state.l1_weights)
         g_perc = zero
         if state.perceptual is not None:
             g_perc = perceptual_loss(state.perceptual, batch.l, ab_fake, batch.ab)
@@ -387,6 +391,7 @@ def checkpoint_dict(state: State) -> dict[str, Any]:
         "generator": state.generator.state_dict(),
         "generator_ema": state.ema.module.state_dict() if state.ema is not None else None,
         "ema_updates": state.ema.updates if state.ema is not None else 0,
+        "ab_counts": state.ab_counts,
         "discriminator": sd(state.discriminator),
         "opt_g": state.opt_g.state_dict(),
         "opt_d": sd(state.opt_d),
@@ -431,6 +436,8 @@ def restore(state: State, saved: dict[str, Any]) -> None:
     state.epoch_items = int(saved.get("epoch_items", 0))
     state.best = float(saved.get("best", math.inf))
     state.history = list(saved.get("history", []))
+    if saved.get("ab_counts") is not None:
+        state.ab_counts = saved["ab_counts"]
     _set_rng_state(saved["rng"])
 
 
@@ -575,6 +582,19 @@ def _loaders(
     return train_loader, val_loader, sampler
 
 
+def ab_counts(config: Config, paths: list[Path], quiet: bool, limit: int = 2000) -> torch.Tensor:
+    """Histogram of the training images' ab (center crops; at most `limit` images, evenly
+    spaced) for loss.rebalance. Computed once and kept in the checkpoint."""
+    step = max(1, math.ceil(len(paths) / limit))
+    images = ColorImages(paths[::step], config.data.image_size, train=False)
+    loader = DataLoader(images, batch_size=32, num_workers=config.train.num_workers)
+    counts = torch.zeros(1)
+    for rgb in tqdm(loader, desc="color histogram", leave=False, disable=True if quiet else None):
+        counts = counts + ab_histogram(to_batch(rgb, torch.device("cpu")).ab)
+    log.info("loss.rebalance: ab histogram of %d training images", len(images))
+    return counts
+
+
 def _split(
     config: Config, data: Path, val_data: Path | None, quiet: bool
 ) -> tuple[list[Path], list[Path]]:
@@ -656,6 +676,11 @@ def train(
             if resume is not None:
                 restore(state, resume)
                 log.info("resumed at epoch %d, step %d", state.epoch + 1, state.step)
+            if config.loss.rebalance > 0:
+                if state.ab_counts is None:
+                    state.ab_counts = ab_counts(config, train_paths, quiet)
+                weights = rebalance_weights(state.ab_counts, config.loss.rebalance)
+                state.l1_weights = weights.to(device)
             if info.is_main:
                 save_config(config, run_dir / "config.yaml")
             return _loop(state, *loaders, run_dir, quiet)

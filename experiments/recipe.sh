@@ -29,6 +29,7 @@ args() {  # VARIANT -> config file and --set overrides
     noise) echo "${base[@]}" --set loss.instance_noise=0.1 ;;
     lrd) echo "${base[@]}" --set optim.lr_d=1e-4 ;;
     lsgan) echo "${base[@]}" --set loss.gan_mode=lsgan ;;
+    rebal) echo "${base[@]}" --set loss.rebalance=0.5 ;;              # chroma re-balancing
     lite0perc) echo "${base[@]}" --set loss.perceptual_network=efficientnet_lite0 \
       --set loss.perceptual_weight=1.0 ;;
     lite0enc) echo "${base[@]}" "${lite0[@]}" ;;

@@ -16,7 +16,7 @@ from colorgan.cli import main
 from colorgan.config import ConfigError, load_config
 from colorgan.data import Batch
 from colorgan.ema import EMA
-from colorgan.losses import d_losses
+from colorgan.losses import AB_BINS, ab_bins, ab_histogram, d_losses, l1_loss, rebalance_weights
 from colorgan.train import _noise, build_state, eval_generator, train_step
 from tests.conftest import REPO, train_args, write_color_folder
 
@@ -178,3 +178,32 @@ def test_warm_up_and_ema_through_the_cli(tmp_path: Path) -> None:
     # best.pt comes from an adversarial epoch, never from the warm-up.
     best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
     assert best["epoch"] >= 2
+
+
+def test_rebalance_weights_favour_rare_colors_and_average_one() -> None:
+    common = torch.zeros(1, 2, 8, 8)  # gray pixels
+    rare = torch.full((1, 2, 1, 1), 0.5)  # one strongly colored pixel
+    counts = ab_histogram(common) * 99 + ab_histogram(rare)
+    weights = rebalance_weights(counts, 0.5)
+    gray_bin, rare_bin = ab_bins(common), ab_bins(rare)
+    assert weights[rare_bin].item() > 5 * weights[gray_bin][0, 0, 0].item()
+    assert torch.allclose(rebalance_weights(counts, 0.0), torch.ones(AB_BINS, AB_BINS))
+    # Weighted L1 is the per-pixel weight times the channel-mean absolute error.
+    fake, real = torch.zeros(1, 2, 1, 2), torch.tensor([[[[0.0, 0.5]], [[0.0, 0.5]]]])
+    expected = (weights[ab_bins(real)] * torch.tensor([[[0.0, 0.5]]])).mean()
+    assert l1_loss(fake, real, weights).item() == pytest.approx(expected.item())
+    assert l1_loss(fake, real, None).item() == pytest.approx(0.25)
+
+
+def test_rebalance_through_the_cli_keeps_its_histogram_on_resume(tmp_path: Path) -> None:
+    data = write_color_folder(tmp_path / "data", 20)
+    run_dir = tmp_path / "run"
+    extra = ["--set", "loss.rebalance=0.5", "--set", "loss.perceptual_weight=0"]
+    assert main(train_args(data, run_dir, *extra, "--set", "train.epochs=1")) == 0
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    counts = state["ab_counts"]
+    assert counts.shape == (AB_BINS, AB_BINS) and counts.sum() == 16 * 32 * 32  # 16 train images
+    resume = ["train", "--resume", str(run_dir / "checkpoints" / "last.pt"), "--quiet"]
+    assert main([*resume, "--set", "train.epochs=2"]) == 0
+    again = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert again["epoch"] == 2 and torch.equal(again["ab_counts"], counts)
