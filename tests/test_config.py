@@ -79,9 +79,11 @@ def test_shipped_configs_load(name: str) -> None:
     assert config.data.image_size % 2**config.model.depth == 0
 
 
-def test_seed_config_is_the_founding_recipe_exactly() -> None:
+def test_seed_config_is_the_founding_recipe() -> None:
     config = load_config(REPO / "configs" / "seed-anime512.yaml")
     assert config.data.image_size == 512
+    assert config.model.encoder == "efficientnet_lite0"  # the recipe experiments' winner
+    assert (config.loss.perceptual_network, config.loss.l1_weight) == ("vgg16", 100.0)
     assert (config.train.batch_size, config.train.epochs) == (8, 10)
     assert config.optim.lr == 2e-4
     assert config.loss.perceptual_weight > 0 and config.loss.adversarial_weight > 0
