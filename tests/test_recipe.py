@@ -207,3 +207,12 @@ def test_rebalance_through_the_cli_keeps_its_histogram_on_resume(tmp_path: Path)
     assert main([*resume, "--set", "train.epochs=2"]) == 0
     again = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert again["epoch"] == 2 and torch.equal(again["ab_counts"], counts)
+
+
+def test_lr_d_sets_the_discriminator_learning_rate_only() -> None:
+    state = _state("optim.lr_d=1e-4")
+    assert state.opt_d is not None
+    assert state.opt_d.param_groups[0]["lr"] == 1e-4
+    assert state.opt_g.param_groups[0]["lr"] == 2e-4
+    same = _state()
+    assert same.opt_d is not None and same.opt_d.param_groups[0]["lr"] == 2e-4
