@@ -225,13 +225,16 @@ def validate(config: Config) -> Config:
             f"model.encoder=efficientnet_lite0 downsamples {LITE0_DEPTH} times: "
             f"set model.depth={LITE0_DEPTH}"
         )
-    counts = {
+    non_negatives = {
         "model.freeze_encoder_epochs": config.model.freeze_encoder_epochs,
         "train.pretrain_epochs": config.train.pretrain_epochs,
+        "train.max_minutes": config.train.max_minutes,
+        "train.num_workers": config.train.num_workers,
+        "loss.instance_noise": config.loss.instance_noise,
     }
-    for key, count in counts.items():
-        if count < 0:
-            raise ConfigError(f"{key} must be >= 0, got {count}")
+    for key, value in non_negatives.items():
+        if value < 0:
+            raise ConfigError(f"{key} must be >= 0, got {value}")
     if config.loss.adversarial_weight > 0 and config.train.pretrain_epochs >= config.train.epochs:
         raise ConfigError(
             f"train.pretrain_epochs={config.train.pretrain_epochs} leaves no adversarial epochs "
@@ -245,12 +248,6 @@ def validate(config: Config) -> Config:
         raise ConfigError("loss.real_label < 1 has no meaning for gan_mode=hinge; use 1.0")
     if not 0.0 <= config.loss.rebalance < 1.0:
         raise ConfigError(f"loss.rebalance must be in [0, 1), got {config.loss.rebalance}")
-    if config.loss.instance_noise < 0:
-        raise ConfigError(f"loss.instance_noise must be >= 0, got {config.loss.instance_noise}")
-    if config.train.max_minutes < 0:
-        raise ConfigError(f"train.max_minutes must be >= 0, got {config.train.max_minutes}")
-    if config.train.num_workers < 0:
-        raise ConfigError(f"train.num_workers must be >= 0, got {config.train.num_workers}")
     return config
 
 

@@ -23,6 +23,17 @@ def train_args(data: Path, run_dir: Path, *extra: str) -> list[str]:
             "--quiet", *extra]  # fmt: skip
 
 
+# A small training step for unit tests of build_state/train_step: 32 px, tiny G and D, no VGG.
+SMALL_STEP = [
+    "data.image_size=32",
+    "model.base_channels=8",
+    "model.depth=5",
+    "model.disc_channels=8",
+    "model.disc_layers=2",
+    "loss.perceptual_weight=0",
+    "train.device=cpu",
+]
+
 AB_BIAS = (0.25, 0.35)  # the tiny model's colors: a clear orange cast, so outputs are not gray
 
 

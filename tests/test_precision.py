@@ -8,16 +8,9 @@ import torch
 from colorgan.config import load_config
 from colorgan.data import Batch
 from colorgan.train import amp_dtype, build_state, train_step
+from tests.conftest import SMALL_STEP
 
-BASE = [
-    "data.image_size=32",
-    "model.base_channels=8",
-    "model.depth=5",
-    "model.disc_channels=8",
-    "model.disc_layers=2",
-    "loss.perceptual_weight=0",
-    "train.device=cpu",
-]
+BASE = SMALL_STEP
 
 
 def _losses(*extra: str, steps: int = 3) -> list[dict[str, float]]:

@@ -18,18 +18,9 @@ from colorgan.data import Batch
 from colorgan.ema import EMA
 from colorgan.losses import AB_BINS, ab_bins, ab_histogram, d_losses, l1_loss, rebalance_weights
 from colorgan.train import _noise, build_state, eval_generator, train_step
-from tests.conftest import REPO, train_args, write_color_folder
+from tests.conftest import REPO, SMALL_STEP, train_args, write_color_folder
 
-BASE = [
-    "data.image_size=32",
-    "model.base_channels=8",
-    "model.depth=5",
-    "model.disc_channels=8",
-    "model.disc_layers=2",
-    "loss.perceptual_weight=0",
-    "train.device=cpu",
-    "train.epochs=4",
-]
+BASE = [*SMALL_STEP, "train.epochs=4"]
 
 
 def _state(*extra: str):  # type: ignore[no-untyped-def]
