@@ -33,6 +33,8 @@ args() {  # VARIANT -> config file and --set overrides
     lite0perc) echo "${base[@]}" --set loss.perceptual_network=efficientnet_lite0 \
       --set loss.perceptual_weight=1.0 ;;
     lite0enc) echo "${base[@]}" "${lite0[@]}" ;;
+    lite0both) echo "${base[@]}" "${lite0[@]}" --set loss.perceptual_network=efficientnet_lite0 \
+      --set loss.perceptual_weight=1.0 ;;
     cpu-small) echo configs/cpu-small.yaml ;;                          # the adopted recipe
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac
