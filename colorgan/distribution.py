@@ -54,8 +54,8 @@ def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
     """Fréchet distance between Gaussians fitted to features (N, D) and (M, D):
     |mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr sqrt(S_a S_b), with unbiased covariances."""
     _check_sets(feats_a, feats_b)
-    a = feats_a.double() - feats_a.double().mean(dim=0)  # centred, (N, D)
-    b = feats_b.double() - feats_b.double().mean(dim=0)
+    mu_a, mu_b = feats_a.double().mean(dim=0), feats_b.double().mean(dim=0)
+    a, b = feats_a.double() - mu_a, feats_b.double() - mu_b  # centred, (N, D) and (M, D)
     n, m = len(a), len(b)
     # S_a S_b = a^T a b^T b / ((N-1)(M-1)) has the nonzero eigenvalues of (a b^T)(a b^T)^T, so
     # tr sqrt(S_a S_b) is the nuclear norm of a b^T: exact, with no matrix square root of a
@@ -64,7 +64,7 @@ def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
     r_a = torch.linalg.qr(a, mode="r").R
     r_b = torch.linalg.qr(b, mode="r").R
     trace_sqrt = torch.linalg.matrix_norm(r_a @ r_b.T, ord="nuc") / math.sqrt((n - 1) * (m - 1))
-    mean_term = (feats_a.double().mean(dim=0) - feats_b.double().mean(dim=0)).square().sum()
+    mean_term = (mu_a - mu_b).square().sum()
     traces = a.square().sum() / (n - 1) + b.square().sum() / (m - 1)
     return max(0.0, float(mean_term + traces - 2.0 * trace_sqrt))  # >= 0 but for rounding
 

@@ -14,14 +14,12 @@ from torch.utils.checkpoint import checkpoint
 
 from colorgan.color import l_ab_to_rgb
 from colorgan.config import ColorganError
-from colorgan.lite0 import Lite0Features
+from colorgan.lite0 import IMAGENET_MEAN, IMAGENET_STD, Lite0Features
 
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 # torchvision's vgg16().features, up to relu4_3: "M" is a 2x2 max-pool.
 _VGG16_LAYOUT: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512]
 _VGG16_TAPS = (3, 8, 15, 22)  # indices in `features` of relu1_2, relu2_2, relu3_3, relu4_3
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class WeightsError(ColorganError):
@@ -119,8 +117,8 @@ class VGG16Features(nn.Module):
         self.features = nn.Sequential(*layers)
         self.mean: torch.Tensor
         self.std: torch.Tensor
-        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
     def forward(self, rgb: torch.Tensor) -> list[torch.Tensor]:
         """rgb: (B, 3, H, W) in [0, 1] -> activations at relu1_2, relu2_2, relu3_3, relu4_3."""

@@ -757,6 +757,7 @@ def _end_epoch(
     writer: Any,
 ) -> None:
     """Validate, write samples, metrics, curves and checkpoints (rank 0), then sync ranks."""
+    trained_adversarially = adversarial(state)  # for the epoch just finished
     state.epoch += 1
     state.epoch_items = 0
     row: dict[str, Any] = {
@@ -765,8 +766,7 @@ def _end_epoch(
         "lr": state.opt_g.param_groups[0]["lr"],
     }
     row.update({k: measured[k] for k in LOSS_KEYS})
-    adversarial_epoch = state.epoch > state.config.train.pretrain_epochs
-    if state.discriminator is None or not adversarial_epoch:
+    if not trained_adversarially:
         row.update({"g_adv": None, "d_real": None, "d_fake": None, "d_total": None})
     if state.dist.is_main:
         row.update(validate(state, val_loader))
@@ -776,7 +776,7 @@ def _end_epoch(
         row["images_per_second"] = measured["images_per_second"]
         state.history.append(row)
         # Warm-up epochs (no D yet) do not compete for best.pt: their dull colors score well.
-        warm_up = state.discriminator is not None and not adversarial_epoch
+        warm_up = state.discriminator is not None and not trained_adversarially
         is_best = not warm_up and row[BEST_METRIC] <= state.best
         state.best = state.best if warm_up else min(state.best, row[BEST_METRIC])
         save(state, run_dir, epoch_done=True, is_best=is_best)
