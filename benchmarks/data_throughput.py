@@ -29,7 +29,8 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 
-from colorgan.data import ColorImages, EpochSampler, find_images
+from colorgan.data import ColorImages, EpochSampler
+from colorgan.files import find_images
 from colorgan.prepare import Settings, prepare
 
 SOURCE_SIZE = 768

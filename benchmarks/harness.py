@@ -25,15 +25,22 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
-from colorgan.checkpoint import build_generator, save_checkpoint  # noqa: E402
+from colorgan.checkpoint import save_checkpoint  # noqa: E402
 from colorgan.config import load_config, to_dict  # noqa: E402
+from colorgan.generator import build_generator  # noqa: E402
 
 
 def random_checkpoint(path: Path, size: int) -> Path:
     """A colorgan checkpoint with seeded random weights: U-Net width 64, depth 8, working size
     `size`."""
     config = load_config(
-        None, [f"data.image_size={size}", "model.base_channels=64", "model.depth=8"]
+        None,
+        [
+            "model.encoder=unet",
+            f"data.image_size={size}",
+            "model.base_channels=64",
+            "model.depth=8",
+        ],
     )
     torch.manual_seed(0)
     generator = build_generator(config.model)

@@ -35,9 +35,10 @@ import harness
 import torch
 from torch import nn
 
+from colorgan.batch import Batch
 from colorgan.config import load_config
-from colorgan.data import Batch
-from colorgan.train import State, build_state, train_step
+from colorgan.state import State, build_state
+from colorgan.train import train_step
 
 GIB = 2**30
 SEED_CONFIG = harness.REPO / "configs" / "seed-anime512.yaml"

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from colorgan.batch import Batch
 from colorgan.colorize import Colorizer, resize_l
 from colorgan.export import export_onnx
 
@@ -66,8 +67,8 @@ def measure(size: int, runs: int, warmup: int) -> dict[str, float]:
             {
                 "colorize_pt_ms": lambda: by_pt.colorize(image),
                 "colorize_onnx_ms": lambda: by_onnx.colorize(image),
-                "model_pt_ms": lambda: by_pt.predict(l),
-                "model_onnx_ms": lambda: by_onnx.predict(l),
+                "model_pt_ms": lambda: by_pt.predict(Batch(l=l)),
+                "model_onnx_ms": lambda: by_onnx.predict(Batch(l=l)),
             },
             runs,
             warmup,

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
+from colorgan.batch import Batch
 from colorgan.config import load_config
-from colorgan.data import Batch
-from colorgan.train import build_state, train_step
+from colorgan.state import build_state
+from colorgan.train import train_step
 
 REPO = Path(__file__).resolve().parents[1]
 

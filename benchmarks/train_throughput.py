@@ -30,9 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from colorgan.batch import Batch
 from colorgan.config import load_config
-from colorgan.data import Batch
-from colorgan.train import State, build_state, train_step
+from colorgan.state import State, build_state
+from colorgan.train import train_step
 
 # ---- the pix2pix reference, from the paper -----------------------------------------------------
 
@@ -188,6 +189,7 @@ def colorgan_state(size: int, batch: int, device: torch.device, extra: list[str]
     config = load_config(
         None,
         [
+            "model.encoder=unet",
             f"data.image_size={size}",
             "model.base_channels=64",
             f"model.depth={int(math.log2(size))}",

@@ -1,4 +1,6 @@
-"""The `colorgan` command line: argument parsing and error reporting only."""
+"""The `colorgan` command line: argument parsing and error reporting only. Each command hands
+its options to the module that does the work; options several commands share are defined once
+below, with defaults taken from the modules that own them."""
 
 from __future__ import annotations
 
@@ -6,15 +8,17 @@ import argparse
 import logging
 import sys
 import warnings
-from datetime import datetime
 from pathlib import Path
 
-from colorgan.config import ColorganError, ConfigError
+from colorgan import colorize, files, serve
+from colorgan.device import DEVICE_CHOICES
+from colorgan.errors import ColorganError, Interrupted, NonFiniteLoss
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+MODEL_HELP = "a training checkpoint (.pt) or an exported .onnx"
 
 
-def _add_set_and_quiet(p: argparse.ArgumentParser, set_help: str) -> None:
+def _set_option(p: argparse.ArgumentParser, set_help: str) -> None:
     p.add_argument(
         "--set",
         dest="assignments",
@@ -23,7 +27,30 @@ def _add_set_and_quiet(p: argparse.ArgumentParser, set_help: str) -> None:
         metavar="SECTION.KEY=VALUE",
         help=set_help,
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars or console log")
+
+
+def _quiet_option(p: argparse.ArgumentParser, what: str = "no progress bars") -> None:
+    p.add_argument("--quiet", action="store_true", help=what)
+
+
+def _device_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help=DEVICE_CHOICES)
+
+
+def _model_argument(
+    p: argparse.ArgumentParser, name: str = "model", what: str = MODEL_HELP
+) -> None:
+    p.add_argument(name, metavar=name.upper(), type=Path, help=what)
+
+
+def _max_pixels_option(p: argparse.ArgumentParser, default: int) -> None:
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=default,
+        metavar="N",
+        help=f"refuse images with more pixels than this before decoding (default {default})",
+    )
 
 
 def _train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,65 +83,23 @@ def _train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="PATH|auto",
         help="continue from a checkpoint; 'auto' picks RUN_DIR/checkpoints/last.pt if there is one",
     )
-    _add_set_and_quiet(
-        p, "override one config key, e.g. --set train.epochs=5 (repeatable; applied last)"
-    )
+    _set_option(p, "override one config key, e.g. --set train.epochs=5 (repeatable; applied last)")
+    _quiet_option(p, "no progress bars or console log")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import torch
+    from colorgan.train import train_from_options
 
-    from colorgan.checkpoint import load_checkpoint
-    from colorgan.config import from_dict, load_config, to_dict
-    from colorgan.train import Interrupted, NonFiniteLoss, train
-
-    resume_state = None
-    run_dir: Path | None = args.run_dir
-    if args.resume == "auto":
-        if run_dir is None:
-            raise ConfigError("--resume auto needs --run-dir to know which run to continue")
-        candidate = run_dir / "checkpoints" / "last.pt"
-        if candidate.is_file():
-            resume_state = load_checkpoint(candidate)
-        else:
-            print(
-                f"colorgan: no checkpoint in {candidate.parent}; starting a new run",
-                file=sys.stderr,
-            )
-    elif args.resume:
-        resume_state = load_checkpoint(args.resume)
-        if run_dir is None:
-            run_dir = Path(args.resume).resolve().parent.parent
-    if resume_state is not None:
-        saved = from_dict(resume_state["config"])
-        config = load_config(args.config, args.assignments, base=saved)
-        changed = [
-            f"{section}.{key}"
-            for section, values in to_dict(config).items()
-            for key, value in values.items()
-            if to_dict(saved)[section][key] != value
-        ]
-        if changed:
-            logging.getLogger("colorgan").warning(
-                "resuming with changed keys: %s", ", ".join(changed)
-            )
-    else:
-        config = load_config(args.config, args.assignments)
-    data: Path | None = args.data
-    val_data: Path | None = args.val_data
-    if resume_state is not None and data is None:
-        sources = resume_state.get("sources") or {}
-        data = Path(sources["data"]) if sources.get("data") else None
-        if val_data is None and sources.get("val_data"):
-            val_data = Path(sources["val_data"])
-    if data is None:
-        raise ConfigError("--data DIR is required: a folder of color images to train on")
-    if run_dir is None:
-        run_dir = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-    # A fresh network's first CPU steps make denormal floats, which run several times slower.
-    torch.set_flush_denormal(True)
     try:
-        train(config, data, run_dir, val_data=val_data, resume=resume_state, quiet=args.quiet)
+        train_from_options(
+            args.config,
+            args.assignments,
+            args.data,
+            args.val_data,
+            args.run_dir,
+            args.resume,
+            quiet=args.quiet,
+        )
     except Interrupted as interrupt:
         return 128 + interrupt.signum
     except NonFiniteLoss as err:  # the run failed; it is not a usage error
@@ -155,7 +140,7 @@ def _prepare_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--quality", type=int, default=95, metavar="Q", help="JPEG/WEBP quality 1-100 (default 95)"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    _quiet_option(p, "no progress bar or summary")
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
@@ -187,9 +172,7 @@ def _colorize_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "a_jpg); inputs are never overwritten. A file that cannot be read is named on stderr "
         "and skipped; the exit status is then 1.",
     )
-    p.add_argument(
-        "model", metavar="MODEL", type=Path, help="a training checkpoint (.pt) or an exported .onnx"
-    )
+    _model_argument(p)
     p.add_argument(
         "inputs",
         metavar="INPUT",
@@ -206,13 +189,14 @@ def _colorize_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="working size: the short side the model sees, in pixels "
         "(default: the checkpoint's data.image_size); outputs keep the input's size",
     )
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    _device_option(p)
     p.add_argument(
         "--batch-size",
         type=int,
-        default=8,
+        default=colorize.DEFAULT_BATCH_SIZE,
         metavar="N",
-        help="files read and run through the model together (default 8)",
+        help=f"files read and run through the model together (default "
+        f"{colorize.DEFAULT_BATCH_SIZE})",
     )
     p.add_argument(
         "--format",
@@ -226,14 +210,8 @@ def _colorize_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         action="store_true",
         help="also write <name>_side_by_side.<format>: gray | color",
     )
-    p.add_argument(
-        "--max-pixels",
-        type=int,
-        default=100_000_000,
-        metavar="N",
-        help="refuse images with more pixels than this before decoding (default 100000000)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    _max_pixels_option(p, files.DEFAULT_MAX_PIXELS)
+    _quiet_option(p, "no progress bar or summary")
 
 
 def _cmd_colorize(args: argparse.Namespace) -> int:
@@ -274,7 +252,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "(baseline_gray). Images are center-cropped to --size pixels as in training's validation, "
         "colorized and measured at that size.",
     )
-    p.add_argument("checkpoint", type=Path, help="a colorgan training checkpoint (.pt)")
+    _model_argument(p, "checkpoint", "a colorgan training checkpoint (.pt)")
     p.add_argument(
         "--data", type=Path, required=True, help="folder of color images (searched recursively)"
     )
@@ -283,20 +261,18 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     p.add_argument("--limit", type=int, default=0, help="use at most N images (default: all)")
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    _device_option(p)
     p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
     p.add_argument(
         "--fid",
         action="store_true",
         help="also compute FID (needs the torch-fidelity package and Inception weights)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _quiet_option(p)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    import json
-
-    from colorgan.evaluate import evaluate_checkpoint, format_table
+    from colorgan.evaluate import evaluate_checkpoint, format_table, write_json
 
     result = evaluate_checkpoint(
         args.checkpoint,
@@ -310,11 +286,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     )
     print(format_table(result))
     if args.json is not None:
-        try:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        except OSError as err:
-            raise ColorganError(f"cannot write {args.json}: {err.strerror or err}") from None
+        write_json(result, args.json)
         print(f"wrote {args.json}")
     return EXIT_OK
 
@@ -332,7 +304,8 @@ def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument(
         "--data", type=Path, help="train on this folder of color images instead (held-out split)"
     )
-    _add_set_and_quiet(p, "override a key of the demo's small config, e.g. --set train.device=cpu")
+    _set_option(p, "override a key of the demo's small config, e.g. --set train.device=cpu")
+    _quiet_option(p, "no progress bars or console log")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -359,7 +332,7 @@ def _export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "against PyTorch. `colorize` and `serve` take it as MODEL. Needs "
         "pip install 'colorgan[onnx]'.",
     )
-    p.add_argument("checkpoint", type=Path, help="a colorgan training checkpoint (.pt)")
+    _model_argument(p, "checkpoint", "a colorgan training checkpoint (.pt)")
     p.add_argument("--onnx", type=Path, required=True, metavar="FILE", help="the .onnx to write")
 
 
@@ -381,39 +354,29 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "(as the body or a multipart file) and answers the colorized PNG. Listens on loopback "
         "unless --host says otherwise. Needs pip install 'colorgan[serve]'.",
     )
-    p.add_argument(
-        "model", metavar="MODEL", type=Path, help="a training checkpoint (.pt) or an exported .onnx"
-    )
+    _model_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument(
-        "--port", type=int, default=8000, metavar="N", help="port (default 8000; 0: any free one)"
+        "--port",
+        type=int,
+        default=serve.DEFAULT_PORT,
+        metavar="N",
+        help=f"port (default {serve.DEFAULT_PORT}; 0: any free one)",
     )
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    _device_option(p)
     p.add_argument(
         "--max-upload-mb",
         type=float,
-        default=25.0,
+        default=serve.DEFAULT_MAX_UPLOAD_MB,
         metavar="MB",
-        help="refuse uploads larger than this many MiB (default 25)",
+        help=f"refuse uploads larger than this many MiB (default {serve.DEFAULT_MAX_UPLOAD_MB:g})",
     )
-    p.add_argument(
-        "--max-pixels",
-        type=int,
-        default=40_000_000,
-        metavar="N",
-        help="refuse images with more pixels than this, before decoding (default 40000000)",
-    )
+    _max_pixels_option(p, serve.DEFAULT_MAX_PIXELS)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from colorgan.serve import Limits, serve
-
-    if args.max_upload_mb <= 0 or args.max_pixels < 1:
-        raise ColorganError("--max-upload-mb and --max-pixels must be positive")
-    if not 0 <= args.port <= 65535:
-        raise ColorganError(f"--port must be from 0 to 65535, got {args.port}")
-    limits = Limits(int(args.max_upload_mb * 2**20), args.max_pixels)
-    serve(args.model, args.host, args.port, args.device, limits)
+    limits = serve.limits_from_options(args.max_upload_mb, args.max_pixels)
+    serve.serve(args.model, args.host, args.port, args.device, limits)
     return EXIT_OK
 
 

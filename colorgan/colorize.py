@@ -11,80 +11,41 @@ lightness (up to 8-bit rounding: a color outside sRGB loses chroma, never lightn
 from __future__ import annotations
 
 import os
-import struct
-import warnings
-import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from kornia.color import lab_to_rgb
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from tqdm import tqdm
 
-from colorgan.checkpoint import load_generator, resolve_device
-from colorgan.color import AB_SCALE, float_to_uint8, rgb_to_l_ab
-from colorgan.config import ColorganError
-from colorgan.data import find_images
+from colorgan.batch import Batch, generate
+from colorgan.checkpoint import load_generator
+from colorgan.color import float_to_uint8, lab_in_gamut, rgb_to_l_ab
+from colorgan.device import resolve_device
+from colorgan.errors import ColorganError, UnreadableImage
+from colorgan.files import (
+    DEFAULT_MAX_PIXELS,
+    FORMATS,
+    Picture,
+    find_images,
+    load_picture,
+    save_image,
+    to_image,
+    to_picture,
+)
 from colorgan.generator import ColorModel
 
-# l (B, 1, h, w) in [-1, 1] -> ab (B, 2, h, w) in [-1, 1]; a second backend (ONNX) is another one
-Predict = Callable[[torch.Tensor], torch.Tensor]
+# The model as a function: Batch (l at the working size, + conditioning) -> ab (B, 2, h, w) in
+# [-1, 1], on the Colorizer's device. A generator (through batch.generate) or an ONNX session.
+Predict = Callable[[Batch], torch.Tensor]
 
-FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
-DEFAULT_MAX_PIXELS = 100_000_000  # refused before decoding: a decompression-bomb guard
+DEFAULT_BATCH_SIZE = 8  # files read and run through the model together
 MAX_ASPECT = 4  # the working image's long side is at most this many times the working size
 _STRIP_PIXELS = 4_000_000  # full-resolution color math runs on row strips of about this size
-_GAMUT_STEPS = 10  # bisection steps when fitting a color into sRGB: chroma within 0.1 %
-_GAMUT_TOLERANCE = 1e-4  # linear-RGB slack for float error; the final clip removes it
-_DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error)
-
-
-class UnreadableImage(ColorganError):
-    """An input file that cannot be decoded (or is refused) as an image."""
-
-
-@dataclass(frozen=True)
-class Picture:
-    """An upright image ready to colorize: its color values and its alpha, if any."""
-
-    rgb: torch.Tensor  # (3, H, W) uint8 in [0, 255], or float32 in [0, 1] for deeper sources
-    alpha: Image.Image | None  # mode "L", the same size, or None
-
-
-def to_picture(image: Image.Image) -> Picture:
-    """Any PIL mode -> Picture: EXIF orientation applied, alpha split off, deep gray scaled."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    alpha = None
-    if image.mode in ("RGBA", "RGBa", "LA", "La", "PA"):
-        rgba = image.convert("RGBA")
-        alpha = rgba.getchannel("A")
-        image = rgba.convert("RGB")
-    if image.mode in _DEEP_MODES:
-        values = np.asarray(image, dtype=np.float32)
-        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
-        if image.mode == "F" and values.max() <= 1.0:
-            top = 1.0
-        gray = torch.from_numpy(np.clip(values / top, 0.0, 1.0))
-        return Picture(gray.expand(3, -1, -1), alpha)
-    rgb = np.array(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.uint8)
-    return Picture(torch.from_numpy(rgb).permute(2, 0, 1), alpha)
-
-
-def to_image(rgb: torch.Tensor, alpha: Image.Image | None) -> Image.Image:
-    """(3, H, W) uint8 -> PIL RGB, or RGBA with `alpha` put back."""
-    image = Image.fromarray(rgb.permute(1, 2, 0).contiguous().cpu().numpy())
-    if alpha is not None:
-        image.putalpha(alpha)
-    return image
+_OPTIONS: dict[str, dict[str, int]] = {"png": {}, "jpg": {"quality": 95}, "webp": {"quality": 95}}
 
 
 def working_shape(height: int, width: int, size: int, multiple: int) -> tuple[int, int]:
@@ -119,37 +80,6 @@ def resize_l(l: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(l, size=shape, mode="bilinear", antialias=True).clamp(-1.0, 1.0)
 
 
-def _outside(rgb: torch.Tensor) -> torch.Tensor:
-    """Unclipped sRGB (..., 3, H, W) -> (..., H, W) bool: the color is outside the gamut."""
-    return ((rgb < -_GAMUT_TOLERANCE) | (rgb > 1.0 + _GAMUT_TOLERANCE)).any(dim=-3)
-
-
-def _shrink_into_gamut(lab: torch.Tensor) -> torch.Tensor:
-    """Out-of-gamut Lab colors (3, N) -> unclipped sRGB (3, N), chroma scaled toward gray
-    (bisection) until inside: L and hue are kept."""
-    low = torch.zeros(lab.shape[1], device=lab.device)  # gray is always inside
-    high = torch.ones_like(low)
-    for _ in range(_GAMUT_STEPS):
-        mid = (low + high) / 2
-        scale = torch.stack([torch.ones_like(mid), mid, mid])
-        inside = ~_outside(lab_to_rgb((lab * scale)[:, None], clip=False))[0]
-        low, high = torch.where(inside, mid, low), torch.where(inside, high, mid)
-    scale = torch.stack([torch.ones_like(low), low, low])
-    return lab_to_rgb((lab * scale)[:, None], clip=False)[:, 0]
-
-
-def lab_in_gamut(l: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
-    """l (1, 1, H, W) in [-1, 1] and ab (1, 2, H, W) -> sRGB (1, 3, H, W) in [0, 1] with the
-    same Lab L: a color outside sRGB loses chroma, not lightness (clipping RGB would change L)."""
-    lab = torch.cat([(l + 1.0) * 50.0, ab.clamp(-1.0, 1.0) * AB_SCALE], dim=1)
-    rgb = lab_to_rgb(lab, clip=False)
-    outside = _outside(rgb)  # (1, H, W)
-    if outside.any():
-        fixed = _shrink_into_gamut(lab.permute(1, 0, 2, 3)[:, outside])  # (3, N)
-        rgb.permute(1, 0, 2, 3)[:, outside] = fixed
-    return rgb.clamp(0.0, 1.0)
-
-
 def join(l: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
     """Full-res l (1, 1, H, W) in [-1, 1] + ab (1, 2, h, w) in [-1, 1], upsampled bilinearly
     -> sRGB (3, H, W) uint8 on the CPU with the same Lab L (up to 8-bit rounding)."""
@@ -169,11 +99,11 @@ def gray_image(picture: Picture) -> Image.Image:
 
 
 def _generator_predict(generator: ColorModel) -> Predict:
-    """The generator as a gradient-free l -> ab function."""
+    """The generator as a gradient-free Batch -> ab function."""
 
-    def predict(l: torch.Tensor) -> torch.Tensor:
+    def predict(batch: Batch) -> torch.Tensor:
         with torch.inference_mode():
-            return generator(l).float()  # (B, 2, h, w) in [-1, 1]
+            return generate(generator, batch).float()  # (B, 2, h, w) in [-1, 1]
 
     return predict
 
@@ -187,7 +117,7 @@ class Colorizer:
         image_size: int,
         multiple: int,
         device: torch.device,
-        batch_size: int = 8,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         if batch_size < 1:
             raise ColorganError(f"batch size must be at least 1, got {batch_size}")
@@ -199,7 +129,10 @@ class Colorizer:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str | torch.device = "auto", batch_size: int = 8
+        cls,
+        path: str | Path,
+        device: str | torch.device = "auto",
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> Colorizer:
         """Rebuild the generator from a training checkpoint alone ('auto': cuda, mps, cpu);
         an exported .onnx file runs in onnxruntime instead (see from_onnx)."""
@@ -217,7 +150,9 @@ class Colorizer:
         )
 
     @classmethod
-    def from_onnx(cls, path: str | Path, device: str = "auto", batch_size: int = 8) -> Colorizer:
+    def from_onnx(
+        cls, path: str | Path, device: str = "auto", batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> Colorizer:
         """A generator exported by `colorgan export`, run by onnxruntime ('auto': CUDA, cpu)."""
         from colorgan.export import load_onnx  # onnxruntime is optional: imported on use
 
@@ -251,50 +186,17 @@ class Colorizer:
             same = [i for i, s in enumerate(shapes) if s == shape]
             for start in range(0, len(same), self.batch_size):
                 chunk = same[start : start + self.batch_size]
-                ab = self.predict(torch.cat([resize_l(l_full[i], shape) for i in chunk]))
+                batch = Batch(l=torch.cat([resize_l(l_full[i], shape) for i in chunk]))
+                ab = self.predict(batch)
                 ab_small.update(zip(chunk, ab.split(1), strict=True))
         return [join(l, ab_small[i]) for i, l in enumerate(l_full)]
 
 
-def load_colorizer(path: str | Path, device: str = "auto", batch_size: int = 8) -> Colorizer:
+def load_colorizer(
+    path: str | Path, device: str = "auto", batch_size: int = DEFAULT_BATCH_SIZE
+) -> Colorizer:
     """A Colorizer for MODEL: a training checkpoint (.pt) or an exported .onnx file."""
     return Colorizer.from_checkpoint(path, device, batch_size)
-
-
-def _decode_reason(err: BaseException) -> str:
-    if isinstance(err, FileNotFoundError):
-        return "no such file"
-    if isinstance(err, PermissionError):
-        return "permission denied"
-    if isinstance(err, IsADirectoryError):
-        return "is a folder"
-    if isinstance(err, UnidentifiedImageError):
-        return "not an image file (or a format Pillow cannot read)"
-    if isinstance(err, Image.DecompressionBombError):
-        return "refused: over Pillow's pixel limit, could be a decompression bomb"
-    lines = str(err).strip().splitlines()
-    detail = lines[0] if lines else type(err).__name__
-    return f"cannot decode ({detail})"
-
-
-def load_picture(path: Path | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
-    """Decode an image file (or open binary file object); more than `max_pixels` pixels are
-    refused before decoding.
-    Raises UnreadableImage with a one-line reason."""
-    try:
-        with warnings.catch_warnings():  # Pillow's plugin warnings would break the one-line
-            warnings.simplefilter("ignore")  # report; the size limit below replaces its bomb one
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise UnreadableImage(
-                        f"{width}x{height} is {width * height:,} pixels, over the limit of "
-                        f"{max_pixels:,} (--max-pixels); refused before decoding"
-                    )
-                image.load()
-                return to_picture(image)
-    except (*_DECODE_ERRORS, Image.DecompressionBombError) as err:
-        raise UnreadableImage(_decode_reason(err)) from None
 
 
 @dataclass(frozen=True)
@@ -396,20 +298,6 @@ def plan_jobs(
     return name_outputs(sources, out, fmt, side_by_side), failures
 
 
-def _save(image: Image.Image, path: Path, fmt: str) -> None:
-    """Write atomically; JPEG has no alpha, so transparent images are flattened onto white."""
-    if fmt == "jpg" and image.mode == "RGBA":
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image).convert("RGB")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        image.save(tmp, format=FORMATS[fmt], **({} if fmt == "png" else {"quality": 95}))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def side_by_side_image(gray: Image.Image, color: Image.Image) -> Image.Image:
     """gray | color, side by side."""
     both = Image.new(color.mode, (gray.width + color.width, max(gray.height, color.height)))
@@ -421,9 +309,10 @@ def side_by_side_image(gray: Image.Image, color: Image.Image) -> Image.Image:
 def save_results(job: Job, picture: Picture, rgb: torch.Tensor, fmt: str) -> None:
     """Write the colorized image (and gray | color if asked) for one job."""
     color = to_image(rgb, picture.alpha)  # rgb: (3, H, W) uint8
-    _save(color, job.target, fmt)
+    save_image(color, job.target, FORMATS[fmt], **_OPTIONS[fmt])
     if job.side_by_side is not None:
-        _save(side_by_side_image(gray_image(picture), color), job.side_by_side, fmt)
+        pair = side_by_side_image(gray_image(picture), color)
+        save_image(pair, job.side_by_side, FORMATS[fmt], **_OPTIONS[fmt])
 
 
 def colorize_files(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -11,14 +12,9 @@ from typing import Any, Literal
 
 import yaml
 
+from colorgan.errors import ConfigError
 
-class ColorganError(Exception):
-    """An error a user can cause and fix; the CLI prints it as one line."""
-
-
-class ConfigError(ColorganError):
-    """A bad config file, key or value."""
-
+log = logging.getLogger("colorgan")
 
 GanMode = Literal["vanilla", "lsgan", "hinge"]
 Norm = Literal["batch", "instance", "none"]
@@ -26,6 +22,8 @@ Amp = Literal["auto", "off", "bf16", "fp16"]
 
 
 LITE0_DEPTH = 5  # EfficientNet-Lite0's encoder halves the size five times (stride 32)
+# model.depth when not given: the encoder's (pix2pix's 8 for the from-scratch U-Net)
+DEFAULT_DEPTH = {"unet": 8, "efficientnet_lite0": LITE0_DEPTH}
 
 
 @dataclass(frozen=True)
@@ -38,9 +36,12 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    encoder: Literal["unet", "efficientnet_lite0"] = "unet"
-    base_channels: int = 64
-    depth: int = 8  # number of 2x downsamplings in the U-Net
+    # The defaults are the recipe that won docs/RESULTS.md's experiments: the U-Net on the
+    # ImageNet-pretrained EfficientNet-Lite0 encoder (weights ship with a package: no download),
+    # decoder width 32. model.encoder=unet with base_channels=64 is pix2pix's from-scratch U-Net.
+    encoder: Literal["unet", "efficientnet_lite0"] = "efficientnet_lite0"
+    base_channels: int = 32
+    depth: int = 0  # number of 2x downsamplings in the U-Net; 0: the encoder's (DEFAULT_DEPTH)
     norm: Norm = "batch"
     dropout: float = 0.0  # in the three innermost decoder blocks (pix2pix uses 0.5)
     disc_channels: int = 64
@@ -55,7 +56,9 @@ class ModelConfig:
 class LossConfig:
     adversarial_weight: float = 1.0  # 0 trains the generator on L1 (+ perceptual) alone, no D
     l1_weight: float = 100.0  # as pix2pix
-    perceptual_weight: float = 10.0
+    # 0: off, as in the winning recipe; the founding spec's VGG16 term is loss.perceptual_weight=10
+    # (configs/seed-anime512.yaml), which downloads 528 MB of torchvision weights once
+    perceptual_weight: float = 0.0
     gan_mode: GanMode = "vanilla"
     perceptual_network: Literal["vgg16", "efficientnet_lite0"] = "vgg16"
     vgg_weights: str = "torchvision"  # "torchvision" (download), a file path, or "random"
@@ -197,13 +200,24 @@ def parse_set(assignments: list[str]) -> dict[str, dict[str, Any]]:
     return nested
 
 
+def _resolve_depth(config: Config) -> Config:
+    """model.depth=0 (not given) becomes the encoder's own depth."""
+    if config.model.depth != 0:
+        return config
+    model = dataclasses.replace(config.model, depth=DEFAULT_DEPTH[config.model.encoder])
+    return dataclasses.replace(config, model=model)
+
+
 def validate(config: Config) -> Config:
-    """Check relations between keys that single types cannot express."""
+    """Fill in model.depth when not given, and check relations between keys that single types
+    cannot express. Returns the resolved config."""
+    config = _resolve_depth(config)
     multiple = 2**config.model.depth
     if config.data.image_size % multiple:
         raise ConfigError(
             f"data.image_size={config.data.image_size} is not a multiple of 2**model.depth="
-            f"{multiple}; change data.image_size or lower model.depth"
+            f"{multiple}; change data.image_size"
+            + (" or lower model.depth" if config.model.encoder == "unet" else "")
         )
     positives = {
         "data.image_size": config.data.image_size,
@@ -272,6 +286,25 @@ def load_config(
     if assignments:
         config = _apply(config, parse_set(assignments), "--set")
     return validate(config)
+
+
+def resume_config(
+    saved: dict[str, Any], path: str | Path | None, assignments: list[str] | None
+) -> Config:
+    """The config to resume a run with: the checkpoint's `saved` config, then the YAML file at
+    `path`, then `--set`; the keys that differ from the checkpoint's are named in a warning."""
+    base = from_dict(saved)
+    config = load_config(path, assignments, base=base)
+    old, new = to_dict(base), to_dict(config)
+    changed = [
+        f"{section}.{key}"
+        for section, values in new.items()
+        for key, value in values.items()
+        if old[section][key] != value
+    ]
+    if changed:
+        log.warning("resuming with changed keys: %s", ", ".join(changed))
+    return config
 
 
 def from_dict(values: dict[str, Any]) -> Config:

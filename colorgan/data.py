@@ -1,87 +1,33 @@
-"""Folders of color images -> uint8 RGB crops -> Batch(l, ab); bad files skipped and counted."""
+"""Folders of color images -> uint8 RGB crops for training and validation: scanning (bad and
+gray files skipped and counted), seeded splits, datasets, samplers and loaders."""
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
-from torch.utils.data import Dataset, Sampler
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from colorgan.color import rgb_to_l_ab, uint8_to_float
-from colorgan.config import ColorganError
+from colorgan.config import Config
+from colorgan.errors import DataError
+from colorgan.files import DECODE_ERRORS, IMAGE_SUFFIXES, decode_reason, find_images, load_rgb
+from colorgan.losses import ab_histogram
 
 log = logging.getLogger("colorgan")
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 _SCAN_SIZE = 64  # images are judged gray or not on a thumbnail this size
 _COLORED_CHROMA = 10.0  # a pixel with YCbCr chroma above this counts as colored
 _MIN_COLORED_SHARE = 0.02  # an image needs this share of colored pixels to count as color
-
-
-class DataError(ColorganError):
-    """A data folder that cannot be trained on."""
-
-
-@dataclass(frozen=True)
-class Batch:
-    """A training batch on its device."""
-
-    l: torch.Tensor  # (B, 1, H, W) in [-1, 1]
-    ab: torch.Tensor  # (B, 2, H, W) in about [-1, 1]
-
-
-def to_batch(rgb: torch.Tensor, device: torch.device) -> Batch:
-    """uint8 RGB (B, 3, H, W) from the loader -> Batch(l, ab) on `device`, converted there."""
-    l, ab = rgb_to_l_ab(uint8_to_float(rgb.to(device, non_blocking=True)))
-    return Batch(l=l, ab=ab)
-
-
-def find_images(root: Path) -> list[Path]:
-    """Image files under `root`, recursively, sorted; other and hidden files are ignored."""
-    if not root.is_dir():
-        raise DataError(f"{root}: not a directory; give a folder of color images")
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
-    )
-
-
-def pil_to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB: palette and alpha flattened onto white, CMYK converted,
-    16- and 32-bit grayscale scaled (never clipped)."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
-        if image.mode == "F" and values.max() <= 1.0:
-            top = 1.0
-        gray = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(gray, mode="L").convert("RGB")
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB") if image.mode != "RGB" else image
-
-
-def load_rgb(path: Path, min_side: int = 0) -> Image.Image:
-    """Decode `path` as upright 8-bit RGB. JPEGs decode at a reduced scale (draft mode) when
-    that still leaves the short side >= `min_side`. Raises OSError / ValueError if unreadable."""
-    with Image.open(path) as opened:
-        if min_side and opened.format == "JPEG":
-            opened.draft("RGB", (min_side, min_side))
-        upright = ImageOps.exif_transpose(opened)
-        upright.load()
-        return pil_to_rgb(upright)
 
 
 def resize_short_side(image: Image.Image, size: int) -> Image.Image:
@@ -128,8 +74,8 @@ def scan_images(root: Path, gray_threshold: float, limit: int = 0, quiet: bool =
     ):
         try:
             image = load_rgb(path, min_side=_SCAN_SIZE)
-        except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as err:
-            log.warning("skipping unreadable image %s: %s", path, _reason(err))
+        except DECODE_ERRORS as err:
+            log.warning("skipping unreadable image %s: %s", path, decode_reason(err))
             scan.unreadable.append(path)
             continue
         if is_grayscale(image, gray_threshold):
@@ -151,11 +97,6 @@ def scan_images(root: Path, gray_threshold: float, limit: int = 0, quiet: bool =
             f"({len(scan.unreadable)} unreadable, {len(scan.grayscale)} grayscale)"
         )
     return scan
-
-
-def _reason(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def split_paths(
@@ -216,11 +157,11 @@ class ColorImages(Dataset[torch.Tensor]):
             current = (index + attempt) % len(self.paths)
             try:
                 return self.load(current, seed)
-            except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as err:
+            except DECODE_ERRORS as err:
                 path = self.paths[current]
                 if path not in self._warned:
                     self._warned.add(path)
-                    log.warning("skipping unreadable image %s: %s", path, _reason(err))
+                    log.warning("skipping unreadable image %s: %s", path, decode_reason(err))
         raise DataError("none of the images could be decoded")
 
 
@@ -261,3 +202,97 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
     def __len__(self) -> int:
         return max(0, -(-self.size // self.world_size) - self.skip)
+
+
+def training_split(
+    config: Config, data: Path, val_data: Path | None, quiet: bool
+) -> tuple[list[Path], list[Path]]:
+    """The training and validation images: `val_data`'s usable images, or else a seeded
+    data.val_fraction split of `data`'s."""
+    d = config.data
+    scan = scan_images(data, d.gray_threshold, limit=d.max_images, quiet=quiet)
+    log.info(
+        "%s: %d usable color images, %d unreadable skipped, %d grayscale skipped",
+        data,
+        len(scan.usable),
+        len(scan.unreadable),
+        len(scan.grayscale),
+    )
+    if val_data is not None:
+        val_scan = scan_images(val_data, d.gray_threshold, quiet=quiet)
+        log.info("%s: %d validation images", val_data, len(val_scan.usable))
+        return scan.usable, val_scan.usable
+    if d.val_fraction <= 0 or len(scan.usable) < 2:
+        raise DataError(
+            f"{data}: no validation images; give --val-data DIR or data.val_fraction > 0"
+        )
+    train_paths, val_paths = split_paths(scan.usable, d.val_fraction, config.train.seed)
+    log.info("seeded split: %d training, %d validation images", len(train_paths), len(val_paths))
+    return train_paths, val_paths
+
+
+@dataclass(frozen=True)
+class Loaders:
+    """What a training run reads: shuffled training crops (this rank's share), fixed
+    validation crops, and the sampler that orders (and resumes) each epoch."""
+
+    train: DataLoader[torch.Tensor]  # uint8 (B, 3, S, S)
+    val: DataLoader[torch.Tensor]  # uint8 (B, 3, S, S), center crops
+    sampler: EpochSampler
+
+    def sample_images(self, count: int) -> torch.Tensor:
+        """The first `count` validation crops, (N, 3, S, S) uint8: the sample grid's rows."""
+        val_set = self.val.dataset
+        assert isinstance(val_set, ColorImages)
+        return torch.stack([val_set[i] for i in range(min(count, len(val_set)))])
+
+
+def make_loaders(
+    config: Config,
+    train_paths: list[Path],
+    val_paths: list[Path],
+    pin_memory: bool,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Loaders:
+    """DataLoaders over the split: train.batch_size crops, train.num_workers processes."""
+    t = config.train
+    if len(train_paths) < t.batch_size * world_size:
+        raise DataError(
+            f"only {len(train_paths)} training image(s) for train.batch_size={t.batch_size}; "
+            f"add images or lower train.batch_size"
+        )
+    sampler = EpochSampler(len(train_paths), t.seed, True, rank, world_size)
+    common: dict[str, Any] = {
+        "num_workers": t.num_workers,
+        "pin_memory": pin_memory,
+        "persistent_workers": t.num_workers > 0,
+    }
+    train_loader = DataLoader(
+        ColorImages(train_paths, config.data.image_size, train=True),
+        batch_size=t.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        **common,
+    )
+    val_set = ColorImages(val_paths[: t.val_images], config.data.image_size, train=False)
+    val_loader = DataLoader(
+        val_set,
+        batch_size=t.batch_size,
+        sampler=EpochSampler(len(val_set), t.seed, shuffle=False),
+        **common,
+    )
+    return Loaders(train_loader, val_loader, sampler)
+
+
+def ab_counts(config: Config, paths: list[Path], quiet: bool, limit: int = 2000) -> torch.Tensor:
+    """Histogram of the training images' ab (center crops; at most `limit` images, evenly
+    spaced) for loss.rebalance. Computed once and kept in the checkpoint."""
+    step = max(1, math.ceil(len(paths) / limit))
+    images = ColorImages(paths[::step], config.data.image_size, train=False)
+    loader = DataLoader(images, batch_size=32, num_workers=config.train.num_workers)
+    counts = torch.zeros(1)
+    for rgb in tqdm(loader, desc="color histogram", leave=False, disable=True if quiet else None):
+        counts = counts + ab_histogram(rgb_to_l_ab(uint8_to_float(rgb))[1])
+    log.info("loss.rebalance: ab histogram of %d training images", len(images))
+    return counts

@@ -25,14 +25,19 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from colorgan.checkpoint import load_generator, resolve_device
+from colorgan.batch import to_batch
+from colorgan.checkpoint import load_generator
 from colorgan.color import uint8_to_float
-from colorgan.config import ColorganError, Config, load_config
-from colorgan.data import ColorImages, find_images, scan_images, split_paths, to_batch
+from colorgan.config import Config, load_config
+from colorgan.data import ColorImages, scan_images, split_paths
+from colorgan.device import resolve_device
+from colorgan.errors import DemoError
 from colorgan.evaluate import colorize_crops, evaluate_images, format_table
 from colorgan.figures import image_grid
+from colorgan.files import find_images
 from colorgan.generator import ColorModel
-from colorgan.train import build_state, train, train_step
+from colorgan.state import build_state
+from colorgan.train import train, train_step
 
 log = logging.getLogger("colorgan")
 
@@ -40,6 +45,7 @@ log = logging.getLogger("colorgan")
 # download), 64 px, depth 6. Measured on 1 CPU thread: ~0.13 s a step, ΔE00 ~2.8 in 3 minutes.
 DEMO_SETTINGS = (
     "data.image_size=64",
+    "model.encoder=unet",
     "model.base_channels=16",
     "model.depth=6",
     "model.disc_channels=16",
@@ -55,10 +61,6 @@ N_TRAIN, N_VAL = 800, 64
 SEED = 2024
 _EVAL_RESERVE_S = 8.0  # kept back from the budget for the final evaluation and figures
 _OUTLINE = (0, 0, 0)
-
-
-class DemoError(ColorganError):
-    """A demo that cannot run as asked."""
 
 
 def _hls(hue: float, lightness: float, saturation: float) -> tuple[int, int, int]:
@@ -262,13 +264,13 @@ def save_comparison(
     generator: ColorModel, paths: Sequence[Path], size: int, device: torch.device, path: Path
 ) -> None:
     """Write a gray | model | truth grid of the first eight of `paths`, enlarged to >= 128 px."""
-    crops = ColorImages(paths[:8], size, train=False)
-    rgb = torch.stack([crops[i] for i in range(len(crops))])  # (B, 3, S, S) uint8
-    gray, fake = colorize_crops(generator, rgb, device)
+    images = ColorImages(paths[:8], size, train=False)
+    rgb = torch.stack([images[i] for i in range(len(images))])  # (B, 3, S, S) uint8
+    crops = colorize_crops(generator, rgb, device)
     scale = max(1, 128 // size)
     columns = [
         torch.nn.functional.interpolate(c, scale_factor=scale, mode="nearest")
-        for c in (gray, fake, uint8_to_float(rgb))
+        for c in (crops.gray, crops.fake, uint8_to_float(rgb))
     ]
     image_grid(columns, ["gray", "model", "truth"]).save(path)
 

@@ -1,17 +1,23 @@
 """Evaluation: make color images gray, colorize them, compare with the originals and with gray.
 
-Every image is center-cropped to a square of `size` pixels exactly as training's validation does
-(short side resized to `size`, center crop), colorized by the generator at that size, and both the
-output and the plain gray image are compared with the crop at that size. Outputs are rounded to
-8 bits first, as a saved file would be. `fd_lite0` and `kid_lite0` compare the set of outputs (and
-of gray images) with the set of crops on EfficientNet-Lite0 features (`colorgan.distribution`).
+Every image is center-cropped to a square of `size` pixels (short side resized to `size`,
+center crop), colorized by the generator at that size, and both the output and the plain gray
+image are compared with the crop at that size. Outputs are rounded to 8 bits first, as a saved
+file would be. `fd_lite0` and `kid_lite0` compare the set of outputs (and of gray images) with the
+set of crops on EfficientNet-Lite0 features (`colorgan.set_distance`).
+
+Training's per-epoch validation is this same path (`colorize_crops`, then `image_metrics`, in
+`validation_metrics`), so an epoch's `val_delta_e` is `colorgan evaluate`'s `delta_e` on the same
+images at the same size.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +25,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from colorgan.checkpoint import load_generator, resolve_device
+from colorgan.batch import Batch, generate, to_batch
+from colorgan.checkpoint import load_generator
 from colorgan.color import (
     float_to_uint8,
     l_ab_to_rgb,
@@ -27,17 +34,20 @@ from colorgan.color import (
     rgb_to_l_ab,
     uint8_to_float,
 )
-from colorgan.config import ColorganError
 from colorgan.data import ColorImages, scan_images
-from colorgan.distribution import (
+from colorgan.device import resolve_device
+from colorgan.errors import ColorganError, EvaluateError
+from colorgan.files import atomic_write
+from colorgan.generator import ColorModel
+from colorgan.lite0 import EfficientNetLite0, load_lite0
+from colorgan.losses import l1_loss
+from colorgan.metrics import METRIC_KEYS, colorfulness, image_metrics
+from colorgan.set_distance import (
     DISTRIBUTION_KEYS,
     MIN_IMAGES,
     distribution_distances,
     lite0_features,
 )
-from colorgan.generator import ColorModel
-from colorgan.lite0 import EfficientNetLite0, load_lite0
-from colorgan.metrics import METRIC_KEYS, colorfulness, image_metrics
 
 log = logging.getLogger("colorgan")
 
@@ -54,10 +64,6 @@ RESULT_KEYS = (
 GRAY_KEYS = (*METRIC_KEYS, *DISTRIBUTION_KEYS)
 
 
-class EvaluateError(ColorganError):
-    """An evaluation that cannot run as asked."""
-
-
 def check_size(size: int, generator: ColorModel) -> int:
     """`size` if the generator can run at it, else raise EvaluateError."""
     multiple = generator.multiple
@@ -69,18 +75,48 @@ def check_size(size: int, generator: ColorModel) -> int:
     return size
 
 
+VAL_KEYS = ("val_l1", "val_psnr", "val_delta_e", "val_colorfulness")  # training's per-epoch row
+_VAL_METRICS = ("psnr", "delta_e", "colorfulness")  # the val_ keys measured by image_metrics
+
+
+@dataclass(frozen=True)
+class Crops:
+    """What the generator made of a batch of crops."""
+
+    gray: torch.Tensor  # (B, 3, S, S) in [0, 1] on the CPU, 8-bit values: the plain gray image
+    fake: torch.Tensor  # (B, 3, S, S) in [0, 1] on the CPU, 8-bit values: the colorized one
+    ab_fake: torch.Tensor  # (B, 2, S, S) in [-1, 1] on the device: the generator's output
+
+
 @torch.no_grad()
-def colorize_crops(
-    generator: ColorModel, rgb: torch.Tensor, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Crops (B, 3, S, S) uint8 -> (gray, colorized), each (B, 3, S, S) float in [0, 1] on the
-    CPU, rounded to 8 bits. The model sees the Lab L of the 8-bit gray image, as a user's
-    gray file would give it, so output and gray share their lightness exactly."""
+def colorize_crops(generator: ColorModel, rgb: torch.Tensor, device: torch.device) -> Crops:
+    """Crops (B, 3, S, S) uint8 -> their gray and colorized versions, rounded to 8 bits. The
+    model sees the Lab L of the 8-bit gray image, as a user's gray file would give it, so output
+    and gray share their lightness exactly."""
     gray = uint8_to_float(float_to_uint8(rgb_to_gray_rgb(uint8_to_float(rgb.to(device)))))
     l, _ = rgb_to_l_ab(gray)  # (B, 1, S, S) in [-1, 1]
-    ab_fake = generator(l).float()  # (B, 2, S, S) in [-1, 1]
+    ab_fake = generate(generator, Batch(l=l)).float()  # (B, 2, S, S) in [-1, 1]
     fake = uint8_to_float(float_to_uint8(l_ab_to_rgb(l, ab_fake)))
-    return gray.cpu(), fake.cpu()
+    return Crops(gray.cpu(), fake.cpu(), ab_fake)
+
+
+@torch.no_grad()
+def validation_metrics(
+    generator: ColorModel, loader: DataLoader[torch.Tensor], device: torch.device
+) -> dict[str, float]:
+    """Training's per-epoch validation (VAL_KEYS): mean ab L1 against the truth, and evaluate's
+    PSNR, CIEDE2000 and colorfulness of the 8-bit outputs (the generator in eval mode)."""
+    sums = dict.fromkeys(VAL_KEYS, 0.0)
+    count = 0
+    for rgb in loader:
+        crops = colorize_crops(generator, rgb, device)
+        ab_real = to_batch(rgb, device).ab_real
+        sums["val_l1"] += l1_loss(crops.ab_fake, ab_real).item() * rgb.shape[0]
+        values = image_metrics(crops.fake, uint8_to_float(rgb), _VAL_METRICS)
+        for key in _VAL_METRICS:
+            sums[f"val_{key}"] += float(values[key].sum())
+        count += rgb.shape[0]
+    return {k: v / max(count, 1) for k, v in sums.items()}
 
 
 def _make_fid(device: torch.device) -> list[Any] | None:
@@ -163,7 +199,8 @@ def evaluate_images(
     reference = 0.0
     count = 0
     for rgb in tqdm(loader, desc="evaluating", unit="batch", disable=True if quiet else None):
-        gray, fake = colorize_crops(generator, rgb, device)
+        crops = colorize_crops(generator, rgb, device)
+        gray, fake = crops.gray, crops.fake
         real = uint8_to_float(rgb)
         for name, output in (("model", fake), ("gray", gray)):
             for key, values in image_metrics(output, real).items():
@@ -216,6 +253,15 @@ def evaluate_checkpoint(
     return evaluate_images(
         generator, scan.usable, size, resolve_device(device), batch_size, fid, quiet
     )
+
+
+def write_json(result: dict[str, Any], path: Path) -> None:
+    """Write an evaluation result as JSON (atomically)."""
+    text = json.dumps(result, indent=2) + "\n"
+    try:
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    except OSError as err:
+        raise ColorganError(f"cannot write {path}: {err.strerror or err}") from None
 
 
 def format_table(result: dict[str, Any]) -> str:

@@ -1,7 +1,8 @@
 """ONNX: export a checkpoint's generator (dynamic batch, height and width) and run it back with
 onnxruntime as a Colorizer backend.
 
-The file holds the generator only, l (B, 1, H, W) in [-1, 1] -> ab (B, 2, H, W) in [-1, 1], with
+The file holds the generator only, traced through `batch.generate`: its inputs are
+`batch.INPUT_NAMES` (today l (B, 1, H, W) in [-1, 1]), its output ab (B, 2, H, W) in [-1, 1], with
 H and W any multiples of 2**depth, plus metadata_props naming the checkpoint's working size and
 depth, so an .onnx file alone rebuilds a Colorizer with the same defaults as the .pt it came from.
 """
@@ -9,8 +10,6 @@ depth, so an .onnx file alone rebuilds a Colorizer with the same defaults as the
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,8 +19,11 @@ from typing import Any
 
 import torch
 
-from colorgan.checkpoint import load_generator, resolve_device
-from colorgan.config import ColorganError
+from colorgan.batch import INPUT_NAMES, Batch, Generate, generate, model_inputs
+from colorgan.checkpoint import load_generator
+from colorgan.device import resolve_device
+from colorgan.errors import ColorganError, MissingDependency, OnnxModelError
+from colorgan.files import atomic_write
 from colorgan.generator import ColorModel
 
 OPSET = 18  # the torch.export-based exporter's own opset (17 is the floor the task sets)
@@ -34,19 +36,11 @@ EXPORT_TOLERANCE = 1e-3  # max |Δab| between onnxruntime and PyTorch accepted b
 INSTALL_HINT = "pip install 'colorgan[onnx]'"
 
 
-class MissingDependency(ColorganError):
-    """An optional package that this command needs is not installed."""
-
-
-class OnnxModelError(ColorganError):
-    """An .onnx file that is missing, unreadable or not a colorgan export."""
-
-
 @dataclass(frozen=True)
 class OnnxModel:
     """An exported generator loaded in onnxruntime, with the metadata a Colorizer needs."""
 
-    predict: Callable[[torch.Tensor], torch.Tensor]  # l (B,1,h,w) -> ab (B,2,h,w), in [-1, 1]
+    predict: Callable[[Batch], torch.Tensor]  # Batch -> ab (B, 2, h, w) in [-1, 1]
     image_size: int
     multiple: int
     device: torch.device  # where the pre- and post-processing run
@@ -87,21 +81,18 @@ def _onnx_program(generator: ColorModel, metadata: dict[str, str]) -> Any:
             f"exporting to ONNX needs onnx and onnxscript: {INSTALL_HINT}"
         ) from None
     m = generator.multiple
-    example = torch.zeros(2, 1, 2 * m, 2 * m)  # batch 2: a size-1 dim would be specialised
-    dims = {
-        0: torch.export.Dim("batch"),
-        2: m * torch.export.Dim("h"),
-        3: m * torch.export.Dim("w"),
-    }
+    example = Batch(l=torch.zeros(2, 1, 2 * m, 2 * m))  # batch 2: size 1 would be specialised
+    batch, h, w = torch.export.Dim("batch"), m * torch.export.Dim("h"), m * torch.export.Dim("w")
+    dims = {name: {0: batch, 2: h, 3: w} for name in INPUT_NAMES}  # every input shares them
     with _quiet_exporter():
         program = torch.onnx.export(
-            generator,
-            (example,),
+            Generate(generator),
+            model_inputs(example),
             dynamo=True,
             opset_version=OPSET,
-            input_names=["l"],
+            input_names=list(INPUT_NAMES),
             output_names=["ab"],
-            dynamic_shapes={"l": dims},
+            dynamic_shapes={"inputs": tuple(dims.values())},
             external_data=False,
             verbose=False,
         )
@@ -113,20 +104,7 @@ def _onnx_program(generator: ColorModel, metadata: dict[str, str]) -> Any:
 
 def _save_atomically(program: Any, path: Path) -> None:
     """Write the ONNX file so that a crash leaves the old file or the new one, whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        program.save(tmp, external_data=False)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)  # an exported model is for sharing: not mkstemp's 0600
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: program.save(tmp, external_data=False), durable=True)
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path) -> float:
@@ -156,8 +134,8 @@ def check_export(generator: ColorModel, path: Path, size: int) -> float:
     side = max(generator.multiple, round(size / generator.multiple) * generator.multiple)
     l = torch.rand(1, 1, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.inference_mode():
-        expected = generator(l)
-    got = load_onnx(path, "cpu").predict(l)
+        expected = generate(generator, Batch(l=l))
+    got = load_onnx(path, "cpu").predict(Batch(l=l))
     delta = float((got - expected).abs().max())
     if not delta <= EXPORT_TOLERANCE:
         raise ColorganError(f"{path}: onnxruntime differs from PyTorch by {delta:.2g} in ab")
@@ -193,12 +171,16 @@ def _metadata_int(meta: dict[str, str], key: str, path: Path) -> int:
         ) from None
 
 
-def _session_predict(session: Any, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    """An onnxruntime session as an l -> ab function on torch tensors."""
-    name = session.get_inputs()[0].name
+def _session_predict(session: Any, device: torch.device) -> Callable[[Batch], torch.Tensor]:
+    """An onnxruntime session as a Batch -> ab function on torch tensors."""
+    names = [node.name for node in session.get_inputs()]
 
-    def predict(l: torch.Tensor) -> torch.Tensor:
-        feed = {name: l.detach().to("cpu", torch.float32).contiguous().numpy()}
+    def predict(batch: Batch) -> torch.Tensor:
+        inputs = dict(zip(INPUT_NAMES, model_inputs(batch), strict=True))
+        feed = {
+            name: inputs[name].detach().to("cpu", torch.float32).contiguous().numpy()
+            for name in names
+        }
         return torch.from_numpy(session.run(None, feed)[0]).to(device)  # (B, 2, h, w)
 
     return predict

@@ -2,6 +2,12 @@
 
 `Generator` is the founding spec's (pix2pix's) U-Net, trained from scratch. `Lite0UNet` puts a
 decoder on an ImageNet-pretrained EfficientNet-Lite0 encoder (`model.encoder=efficientnet_lite0`).
+
+Each generator owns its quirks, so training needs no change for a new one: `multiple` (sides
+must be multiples of it), `param_groups()` (the optimizer's groups; group 0 always trains) and
+`freeze_encoder(frozen)` with `frozen_groups` (groups whose learning rate is held at 0). A new
+generator is a class here, a branch in `build_generator` and a member of `ColorModel`; what it
+takes is `batch.model_inputs` (see batch.py for shapes and ranges).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from colorgan.config import ModelConfig
 from colorgan.lite0 import TAP_CHANNELS, load_lite0, to_input
 
 Norm = str  # "batch" | "instance" | "none"
@@ -104,6 +111,15 @@ class Generator(nn.Module):
         """Height and width must be multiples of this."""
         return 2**self.depth
 
+    frozen_groups: tuple[int, ...] = ()  # trained from scratch: nothing is ever held
+
+    def param_groups(self) -> list[list[nn.Parameter]]:
+        """The optimizer's parameter groups: one."""
+        return [list(self.parameters())]
+
+    def freeze_encoder(self, frozen: bool) -> None:
+        """No pretrained encoder to hold (model.freeze_encoder_epochs has no effect)."""
+
     def forward(self, l: torch.Tensor) -> torch.Tensor:
         """l: (B, 1, H, W) in [-1, 1] -> ab: (B, 2, H, W) in [-1, 1]."""
         _check_size(l, self.multiple)
@@ -177,11 +193,32 @@ class Lite0UNet(nn.Module):
         self.head = nn.Sequential(nn.Conv2d(base_channels, 2, 1), nn.Tanh())
         for part in (self.decoder, self.full, self.head):
             init_weights(part)  # the encoder keeps its ImageNet weights
+        self.frozen_groups: tuple[int, ...] = ()
 
     @property
     def multiple(self) -> int:
         """Height and width must be multiples of this."""
         return 2**self.depth
+
+    def param_groups(self) -> list[list[nn.Parameter]]:
+        """[decoder, encoder]: the encoder's own group, so its learning rate can be held at 0
+        while model.freeze_encoder_epochs lasts."""
+        encoder = list(self.encoder.parameters())
+        ids = {id(p) for p in encoder}
+        return [[p for p in self.parameters() if id(p) not in ids], encoder]
+
+    def freeze_encoder(self, frozen: bool) -> None:
+        """Hold the pretrained encoder fixed (or release it): its group's learning rate is 0
+        and, in training mode, its BatchNorm keeps the ImageNet statistics."""
+        self.frozen_groups = (1,) if frozen else ()
+        if self.training:
+            self.train()
+
+    def train(self, mode: bool = True) -> Lite0UNet:
+        super().train(mode)
+        if mode and self.frozen_groups:
+            self.encoder.eval()
+        return self
 
     def forward(self, l: torch.Tensor) -> torch.Tensor:
         """l: (B, 1, H, W) in [-1, 1] -> ab: (B, 2, H, W) in [-1, 1]."""
@@ -196,3 +233,16 @@ class Lite0UNet(nn.Module):
 
 
 ColorModel = Generator | Lite0UNet  # either generator: same input, output and `multiple`
+
+
+def build_generator(model: ModelConfig, pretrained: bool = False) -> ColorModel:
+    """The generator a model config describes; `pretrained` loads the Lite0 encoder's ImageNet
+    weights (for a fresh run; a checkpoint brings its own)."""
+    if model.encoder == "efficientnet_lite0":
+        return Lite0UNet(model.base_channels, model.norm, model.dropout, pretrained=pretrained)
+    return Generator(
+        base_channels=model.base_channels,
+        depth=model.depth,
+        norm=model.norm,
+        dropout=model.dropout,
+    )

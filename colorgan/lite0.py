@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from colorgan.config import ColorganError
+from colorgan.errors import ColorganError
 
 # (repeats, kernel, stride, expand ratio, in, out) per stage, from efficientnet_lite_builder.py
 STAGES = (

@@ -13,17 +13,13 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from colorgan.color import l_ab_to_rgb
-from colorgan.config import ColorganError
+from colorgan.errors import WeightsError
 from colorgan.lite0 import IMAGENET_MEAN, IMAGENET_STD, Lite0Features
 
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 # torchvision's vgg16().features, up to relu4_3: "M" is a 2x2 max-pool.
 _VGG16_LAYOUT: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512]
 _VGG16_TAPS = (3, 8, 15, 22)  # indices in `features` of relu1_2, relu2_2, relu3_3, relu4_3
-
-
-class WeightsError(ColorganError):
-    """Pretrained weights that cannot be had."""
 
 
 def d_losses(

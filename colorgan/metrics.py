@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import torch
 from skimage.color import deltaE_ciede2000, rgb2lab
@@ -64,13 +66,15 @@ def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
     return std + 0.3 * mean
 
 
-def image_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every METRIC_KEYS metric of RGB `pred` against `target`, both (B, 3, H, W) in [0, 1];
-    each value (B,) float64 on the CPU. Colorfulness is `pred`'s own."""
-    values = {
-        "psnr": psnr(pred, target),
-        "ssim": ssim(pred, target),
-        "delta_e": delta_e2000(pred, target),
-        "colorfulness": colorfulness(pred),
+def image_metrics(
+    pred: torch.Tensor, target: torch.Tensor, keys: Sequence[str] = METRIC_KEYS
+) -> dict[str, torch.Tensor]:
+    """The `keys` metrics (default: all METRIC_KEYS) of RGB `pred` against `target`, both
+    (B, 3, H, W) in [0, 1]; each value (B,) float64 on the CPU. Colorfulness is `pred`'s own."""
+    functions: dict[str, Callable[[], torch.Tensor]] = {
+        "psnr": lambda: psnr(pred, target),
+        "ssim": lambda: ssim(pred, target),
+        "delta_e": lambda: delta_e2000(pred, target),
+        "colorfulness": lambda: colorfulness(pred),
     }
-    return {key: value.detach().double().cpu() for key, value in values.items()}
+    return {key: functions[key]().detach().double().cpu() for key in keys}

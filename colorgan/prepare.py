@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -24,8 +22,16 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from colorgan.config import ColorganError
-from colorgan.data import find_images, load_rgb, resize_short_side
+from colorgan.data import resize_short_side
+from colorgan.errors import PrepareError
+from colorgan.files import (
+    DECODE_ERRORS,
+    atomic_write,
+    decode_reason,
+    find_images,
+    load_rgb,
+    save_image,
+)
 
 OUTPUT_FORMATS = ("keep", "jpg", "png")
 MANIFEST = ".colorgan-prepare.json"  # the settings that made DST (hidden: not an image)
@@ -39,19 +45,6 @@ _KEPT = {
     ".tif": "TIFF",
     ".tiff": "TIFF",
 }
-_DECODE_ERRORS = (
-    OSError,
-    ValueError,
-    SyntaxError,
-    EOFError,
-    struct.error,
-    zlib.error,
-    Image.DecompressionBombError,
-)
-
-
-class PrepareError(ColorganError):
-    """Folders or settings `colorgan prepare` cannot work with."""
 
 
 @dataclass(frozen=True)
@@ -148,12 +141,7 @@ def _write(image: Image.Image, job: Job, settings: Settings) -> None:
         options = {"quality": settings.quality, "subsampling": 0}
     elif kind == "WEBP":
         options = {"quality": settings.quality}
-    tmp = job.target.with_name(f".{job.target.name}.tmp")
-    try:
-        image.save(tmp, format=kind, **options)
-        os.replace(tmp, job.target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_image(image, job.target, kind, **options)
 
 
 def prepare_one(job: Job, settings: Settings) -> tuple[str, str]:
@@ -164,15 +152,15 @@ def prepare_one(job: Job, settings: Settings) -> tuple[str, str]:
         image = load_rgb(job.source, min_side=settings.size)  # also checks the file decodes
         job.target.parent.mkdir(parents=True, exist_ok=True)
         if small and job.source.suffix.lower() == job.target.suffix.lower():
-            shutil.copy2(job.source, job.target)  # no generation loss; the loader does the rest
+            # no generation loss; the loader does the rest
+            atomic_write(job.target, lambda tmp: shutil.copy2(job.source, tmp))
         elif min(image.size) > settings.size:
             _write(resize_short_side(image, settings.size), job, settings)
         else:
             _write(image, job, settings)
         return "kept" if small else "resized", ""
-    except _DECODE_ERRORS as err:
-        lines = str(err).strip().splitlines()
-        return "failed", f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    except DECODE_ERRORS as err:
+        return "failed", decode_reason(err)
 
 
 def _prepare_many(

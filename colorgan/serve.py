@@ -17,9 +17,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from colorgan.colorize import Colorizer, UnreadableImage, load_picture, to_image
-from colorgan.config import ColorganError
-from colorgan.export import MissingDependency
+from colorgan.colorize import Colorizer
+from colorgan.errors import ColorganError, MissingDependency, UnreadableImage, UploadRefused
+from colorgan.files import load_picture, to_image
 
 DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_MB = 25.0
@@ -29,14 +29,6 @@ _MULTIPART_SLACK = 64 * 1024  # bytes of multipart headers allowed beyond the im
 INSTALL_HINT = "pip install 'colorgan[serve]'"
 
 
-class UploadRefused(ColorganError):
-    """A request the server answers with a 4xx status and a one-line reason."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-
-
 @dataclass(frozen=True)
 class Limits:
     """What one request may ask for."""
@@ -44,6 +36,13 @@ class Limits:
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024)
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_size: int = MAX_WORKING_SIZE
+
+
+def limits_from_options(max_upload_mb: float, max_pixels: int) -> Limits:
+    """Limits from `--max-upload-mb` and `--max-pixels`, checked."""
+    if max_upload_mb <= 0 or max_pixels < 1:
+        raise ColorganError("--max-upload-mb and --max-pixels must be positive")
+    return Limits(int(max_upload_mb * 2**20), max_pixels)
 
 
 def page() -> str:
@@ -210,6 +209,8 @@ def serve(
     limits: Limits | None = None,
 ) -> None:
     """Load MODEL (.pt or .onnx), print the URL and serve until interrupted."""
+    if not 0 <= port <= 65535:
+        raise ColorganError(f"--port must be from 0 to 65535, got {port}")
     app = create_app(Colorizer.from_checkpoint(model, device, batch_size=1), limits)
     sock = listen(host, port)
     with sock:

@@ -52,7 +52,7 @@ def main(argv: list[str]) -> None:
         fakes, reals = [], []
         loader = DataLoader(ColorImages(paths, size, train=False), batch_size=32)
         for rgb in loader:
-            _, fake = colorize_crops(generator, rgb, torch.device("cpu"))
+            fake = colorize_crops(generator, rgb, torch.device("cpu")).fake
             fakes.append(fake)
             reals.append(uint8_to_float(rgb))
         reference = reference or stats(torch.cat(reals))

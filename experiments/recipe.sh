@@ -16,7 +16,7 @@ OUT=${OUT:-runs/recipe}
 BIN=${BIN:-.venv/bin}
 
 args() {  # VARIANT -> config file and --set overrides
-  local unet=(--set model.depth=6) lite0=(--set model.encoder=efficientnet_lite0 --set model.depth=5)
+  local unet=(--set model.encoder=unet --set model.depth=6) lite0=(--set model.encoder=efficientnet_lite0 --set model.depth=5)
   local base=(configs/l1-only.yaml --set loss.adversarial_weight=1 "${unet[@]}")
   case $1 in
     p2p) echo configs/pix2pix-baseline.yaml "${unet[@]}" ;;            # Adam, constant lr, dropout

@@ -10,11 +10,13 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from colorgan.checkpoint import build_generator, save_checkpoint
+from colorgan.checkpoint import save_checkpoint
 from colorgan.config import load_config, to_dict
+from colorgan.generator import build_generator
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
+UNET = ["model.encoder=unet"]  # the from-scratch U-Net (the default is the Lite0 encoder)
 
 
 def train_args(data: Path, run_dir: Path, *extra: str) -> list[str]:
@@ -25,6 +27,7 @@ def train_args(data: Path, run_dir: Path, *extra: str) -> list[str]:
 
 # A small training step for unit tests of build_state/train_step: 32 px, tiny G and D, no VGG.
 SMALL_STEP = [
+    "model.encoder=unet",
     "data.image_size=32",
     "model.base_channels=8",
     "model.depth=5",
@@ -40,7 +43,9 @@ AB_BIAS = (0.25, 0.35)  # the tiny model's colors: a clear orange cast, so outpu
 def make_tiny_checkpoint(path: Path, ab_bias: tuple[float, float] | None = AB_BIAS) -> Path:
     """An untrained 32 px checkpoint (width 8, depth 3), seeded; with `ab_bias` its output is
     visibly colored."""
-    config = load_config(None, ["data.image_size=32", "model.base_channels=8", "model.depth=3"])
+    config = load_config(
+        None, [*UNET, "data.image_size=32", "model.base_channels=8", "model.depth=3"]
+    )
     torch.manual_seed(0)
     generator = build_generator(config.model)
     if ab_bias is not None:

@@ -15,9 +15,10 @@ import torch
 from PIL import Image, ImageOps
 
 import colorgan
+from colorgan.batch import Batch
 from colorgan.cli import main
-from colorgan.color import rgb_to_l_ab
-from colorgan.colorize import Colorizer, lab_in_gamut, name_outputs, working_shape
+from colorgan.color import lab_in_gamut, rgb_to_l_ab
+from colorgan.colorize import Colorizer, name_outputs, working_shape
 from tests.conftest import make_color_image, make_tiny_checkpoint
 
 
@@ -113,7 +114,8 @@ def test_out_of_gamut_colors_keep_their_lightness() -> None:
 def recording_colorizer(calls: list[tuple[int, ...]], batch_size: int = 8) -> Colorizer:
     """A Colorizer whose model records each l batch's shape and answers ab = l / 2."""
 
-    def predict(l: torch.Tensor) -> torch.Tensor:  # (B, 1, h, w) in [-1, 1]
+    def predict(batch: Batch) -> torch.Tensor:
+        l = batch.l  # (B, 1, h, w) in [-1, 1]
         assert float(l.min()) >= -1.0 and float(l.max()) <= 1.0
         calls.append(tuple(l.shape))
         return (l / 2).expand(-1, 2, -1, -1)

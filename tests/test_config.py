@@ -5,16 +5,43 @@ from pathlib import Path
 import pytest
 
 from colorgan.cli import main
-from colorgan.config import Config, ConfigError, from_dict, load_config, parse_set, to_dict
+from colorgan.config import from_dict, load_config, parse_set, to_dict
+from colorgan.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_defaults_are_the_founding_recipe() -> None:
-    config = Config()
+def test_defaults_are_the_founding_schedule_and_the_winning_model() -> None:
+    config = load_config(None)
     assert (config.optim.lr, config.train.batch_size, config.train.epochs) == (2e-4, 8, 10)
-    assert (config.model.base_channels, config.model.depth) == (64, 8)
     assert config.loss.l1_weight == 100.0
+    # docs/RESULTS.md's winner: Lite0 encoder, decoder width 32, no perceptual term (no download)
+    model = config.model
+    assert (model.encoder, model.base_channels, model.depth) == ("efficientnet_lite0", 32, 5)
+    assert config.loss.perceptual_weight == 0.0
+
+
+def test_default_config_builds_without_any_download(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from colorgan.generator import Lite0UNet
+    from colorgan.state import build_state
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    state = build_state(load_config(None, ["train.device=cpu"]), torch.device("cpu"), 1)
+    assert isinstance(state.generator, Lite0UNet) and state.perceptual is None
+
+
+@pytest.mark.parametrize(("encoder", "depth"), [("unet", 8), ("efficientnet_lite0", 5)])
+def test_depth_follows_the_encoder_unless_given(encoder: str, depth: int) -> None:
+    assert load_config(None, [f"model.encoder={encoder}"]).model.depth == depth
+    assert load_config(None, ["model.encoder=unet", "model.depth=6"]).model.depth == 6
+    saved = to_dict(load_config(None, [f"model.encoder={encoder}"]))
+    assert saved["model"]["depth"] == depth  # checkpoints and config.yaml hold the number
 
 
 def test_set_overrides_yaml_and_parses_types(tmp_path: Path) -> None:
@@ -41,7 +68,7 @@ def test_int_is_accepted_for_float() -> None:
         ("train.epochs=2.5", "train.epochs: expected int"),
         ("loss.gan_mode=wgan", "not one of vanilla | lsgan | hinge"),
         ("model.spectral_norm=maybe", "expected bool"),
-        ("data.image_size=100", "not a multiple of 2**model.depth=256"),
+        ("data.image_size=100", "not a multiple of 2**model.depth=32"),
         ("train.epochs", "expected section.key=value"),
     ],
 )

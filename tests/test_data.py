@@ -8,16 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from colorgan.data import (
-    ColorImages,
-    DataError,
-    EpochSampler,
-    find_images,
-    load_rgb,
-    scan_images,
-    split_paths,
-    to_batch,
-)
+from colorgan.batch import to_batch
+from colorgan.data import ColorImages, EpochSampler, scan_images, split_paths
+from colorgan.errors import DataError
+from colorgan.files import find_images, load_rgb
 from tests.conftest import make_color_image, write_color_folder
 
 

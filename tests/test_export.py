@@ -12,10 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
+from colorgan.batch import Batch
 from colorgan.checkpoint import load_generator
 from colorgan.cli import main
 from colorgan.colorize import Colorizer
-from colorgan.config import ColorganError
+from colorgan.errors import ColorganError
 from colorgan.export import load_onnx
 from tests.conftest import make_color_image, make_tiny_checkpoint
 
@@ -47,7 +48,7 @@ def test_onnxruntime_matches_pytorch(models: tuple[Path, Path], shape: tuple[int
     l = torch.rand(shape, generator=torch.Generator().manual_seed(sum(shape))) * 2 - 1
     with torch.inference_mode():
         expected = generator(l)
-    got = load_onnx(onnx_path, "cpu").predict(l)
+    got = load_onnx(onnx_path, "cpu").predict(Batch(l=l))
     assert got.shape == expected.shape  # dynamic batch, height and width
     assert float((got - expected).abs().max()) <= 1e-3
 

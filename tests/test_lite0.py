@@ -9,16 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from colorgan.batch import Batch
 from colorgan.checkpoint import load_generator
 from colorgan.cli import main
 from colorgan.colorize import Colorizer
-from colorgan.config import ColorganError, ConfigError, load_config
-from colorgan.data import Batch
+from colorgan.config import load_config
+from colorgan.errors import ColorganError, ConfigError
 from colorgan.export import load_onnx
 from colorgan.generator import Lite0UNet
 from colorgan.lite0 import EfficientNetLite0, Lite0Features, load_lite0, weights_path
 from colorgan.losses import perceptual_loss
-from colorgan.train import build_state, train_mode, train_step
+from colorgan.state import build_state
+from colorgan.train import train_step
 from tests.conftest import make_color_image, train_args, write_color_folder
 
 LITE0 = ["model.encoder=efficientnet_lite0", "model.depth=5"]
@@ -84,15 +86,15 @@ def test_frozen_encoder_stays_fixed_then_trains() -> None:
     batch = Batch(l=torch.rand(4, 1, 32, 32) * 2 - 1, ab=(torch.rand(4, 2, 32, 32) - 0.5) * 0.6)
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     head_before = state.generator.head[0].weight.clone()
-    train_mode(state)
+    state.generator.freeze_encoder(True)  # what the epoch loop does in epoch 1
+    state.generator.train()
     assert not encoder.training and state.generator.decoder.training
     for _ in range(2):
         train_step(state, batch)
     for key, value in encoder.state_dict().items():
         assert torch.equal(value, before[key]), key  # weights and BatchNorm statistics
     assert not torch.equal(state.generator.head[0].weight, head_before)
-    state.epoch = 1  # the frozen epoch is over
-    train_mode(state)
+    state.generator.freeze_encoder(False)  # the frozen epoch is over
     assert encoder.training
     train_step(state, batch)
     assert not torch.equal(encoder._conv_stem.weight, before["_conv_stem.weight"])
@@ -139,4 +141,4 @@ def test_train_resume_colorize_export_with_lite0(tmp_path: Path) -> None:
     l = torch.rand(2, 1, 64, 32) * 2 - 1
     with torch.inference_mode():
         expected = generator(l)
-    assert float((load_onnx(onnx_path, "cpu").predict(l) - expected).abs().max()) <= 1e-3
+    assert float((load_onnx(onnx_path, "cpu").predict(Batch(l=l)) - expected).abs().max()) <= 1e-3

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from colorgan.batch import Batch
 from colorgan.config import load_config
-from colorgan.data import Batch
-from colorgan.train import amp_dtype, build_state, train_step
+from colorgan.device import amp_dtype
+from colorgan.state import build_state
+from colorgan.train import train_step
 from tests.conftest import SMALL_STEP
 
 BASE = SMALL_STEP

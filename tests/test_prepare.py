@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from colorgan.cli import main
-from colorgan.data import ColorImages, find_images
+from colorgan.data import ColorImages
+from colorgan.files import find_images
 from colorgan.prepare import MANIFEST, Settings, prepare
 from tests.conftest import make_color_image, write_color_folder
 

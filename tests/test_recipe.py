@@ -11,13 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from colorgan.batch import Batch
 from colorgan.checkpoint import load_generator
 from colorgan.cli import main
-from colorgan.config import ConfigError, load_config
-from colorgan.data import Batch
+from colorgan.config import load_config
 from colorgan.ema import EMA
+from colorgan.errors import ConfigError
 from colorgan.losses import AB_BINS, ab_bins, ab_histogram, d_losses, l1_loss, rebalance_weights
-from colorgan.train import _noise, build_state, eval_generator, train_step
+from colorgan.state import build_state
+from colorgan.train import _noise, train_step
 from tests.conftest import REPO, SMALL_STEP, train_args, write_color_folder
 
 BASE = [*SMALL_STEP, "train.epochs=4"]
@@ -90,13 +92,13 @@ def test_ema_follows_its_formula() -> None:
 
 def test_ema_is_what_validation_uses() -> None:
     state = _state("train.ema_decay=0.99")
-    assert state.ema is not None and eval_generator(state) is state.ema.module
+    assert state.ema is not None and state.eval_generator is state.ema.module
     for _ in range(3):
         train_step(state, _batch())
     assert state.ema.updates == 3
     live, averaged = state.generator.state_dict(), state.ema.module.state_dict()
     assert any(not torch.equal(live[k], averaged[k]) for k in live)
-    assert eval_generator(_state()) is not None and _state().ema is None
+    assert _state().eval_generator is not None and _state().ema is None
 
 
 def test_one_sided_label_smoothing_targets_only_real() -> None:

@@ -18,9 +18,10 @@ import torch
 from PIL import Image
 from starlette.testclient import TestClient
 
+from colorgan.batch import Batch
 from colorgan.cli import main
 from colorgan.colorize import Colorizer
-from colorgan.config import ColorganError
+from colorgan.errors import ColorganError
 from colorgan.serve import Limits, create_app, listen
 from tests.conftest import make_color_image, make_tiny_checkpoint
 
@@ -130,11 +131,11 @@ def test_concurrent_requests_get_their_own_results(colorizer: Colorizer) -> None
     twice at the same time."""
     inside, overlaps = [0], [0]
 
-    def slow_predict(l: torch.Tensor) -> torch.Tensor:
+    def slow_predict(batch: Batch) -> torch.Tensor:
         inside[0] += 1
         overlaps[0] = max(overlaps[0], inside[0])
         time.sleep(0.2)  # long enough for the other request to arrive
-        ab = colorizer.predict(l)
+        ab = colorizer.predict(batch)
         inside[0] -= 1
         return ab
 

@@ -10,12 +10,12 @@ import pytest
 import scipy.linalg
 import torch
 
-from colorgan.distribution import (
+from colorgan.lite0 import HEAD_CHANNELS, load_lite0
+from colorgan.set_distance import (
     frechet_distance,
     kernel_inception_distance,
     lite0_features,
 )
-from colorgan.lite0 import HEAD_CHANNELS, load_lite0
 
 
 def gaussian(seed: int, n: int, dim: int, mean: float = 0.0) -> np.ndarray:

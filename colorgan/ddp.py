@@ -1,4 +1,5 @@
-"""Multi-process training under torchrun: process group, DDP wrapping, cross-rank reductions."""
+"""Multi-process training under torchrun (DistributedDataParallel): process group, DDP wrapping,
+cross-rank reductions."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from colorgan.checkpoint import resolve_device
-from colorgan.config import ColorganError
+from colorgan.device import resolve_device
+from colorgan.errors import ColorganError
 
 
 @dataclass(frozen=True)

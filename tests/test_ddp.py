@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from colorgan.cli import main
-from colorgan.distributed import Dist, any_rank, launched_by_torchrun, mean_over_ranks
+from colorgan.ddp import Dist, any_rank, launched_by_torchrun, mean_over_ranks
 from tests.conftest import train_args, write_color_folder
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,0 +1,73 @@
+"""The errors a user can cause and fix. The CLI prints each as one line (exit 2, or 1 for a run
+that failed); programming errors are not here and still raise with a traceback.
+
+This module imports nothing from colorgan, so every module may import it.
+"""
+
+from __future__ import annotations
+
+import signal
+
+
+class ColorganError(Exception):
+    """An error a user can cause and fix; the CLI prints it as one line."""
+
+
+class ConfigError(ColorganError):
+    """A bad config file, key or value."""
+
+
+class DataError(ColorganError):
+    """A data folder that cannot be trained on."""
+
+
+class UnreadableImage(ColorganError):
+    """An input file that cannot be decoded (or is refused) as an image."""
+
+
+class CheckpointError(ColorganError):
+    """A checkpoint that is missing, unreadable or not colorgan's."""
+
+
+class WeightsError(ColorganError):
+    """Pretrained weights that cannot be had."""
+
+
+class MissingDependency(ColorganError):
+    """An optional package that this command needs is not installed."""
+
+
+class OnnxModelError(ColorganError):
+    """An .onnx file that is missing, unreadable or not a colorgan export."""
+
+
+class EvaluateError(ColorganError):
+    """An evaluation that cannot run as asked."""
+
+
+class PrepareError(ColorganError):
+    """Folders or settings `colorgan prepare` cannot work with."""
+
+
+class DemoError(ColorganError):
+    """A demo that cannot run as asked."""
+
+
+class NonFiniteLoss(ColorganError):
+    """A loss became NaN or infinite (the run failed: exit 1, not a usage error)."""
+
+
+class UploadRefused(ColorganError):
+    """A request the server answers with a 4xx status and a one-line reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM arrived; a resumable checkpoint has been written."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum

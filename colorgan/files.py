@@ -1,0 +1,190 @@
+"""Image files and every file colorgan writes: finding image files, decoding them (EXIF
+orientation, any mode, 16-bit, a pixel limit) with one-line reasons, encoding them, and the one
+atomic writer that checkpoints, ONNX files, model outputs, prepared images and figures all use.
+
+Two decoders, for two needs: `load_rgb` gives training and `prepare` plain 8-bit RGB (alpha
+flattened onto white, JPEG draft mode); `load_picture` gives colorize and serve a `Picture` that
+keeps alpha and the full depth of 16-bit gray.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+import warnings
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from colorgan.errors import DataError, UnreadableImage
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+# What Pillow raises on a file it cannot decode (truncated, corrupt, a bomb, not an image).
+DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    zlib.error,
+    Image.DecompressionBombError,
+)
+DEFAULT_MAX_PIXELS = 100_000_000  # refused before decoding: a decompression-bomb guard
+FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}  # colorize's output formats
+_DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+def find_images(root: Path) -> list[Path]:
+    """Image files under `root`, recursively, sorted; other and hidden files are ignored."""
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory; give a folder of color images")
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )
+
+
+def decode_reason(err: BaseException) -> str:
+    """Why a file could not be decoded, in a few words (one line)."""
+    if isinstance(err, FileNotFoundError):
+        return "no such file"
+    if isinstance(err, PermissionError):
+        return "permission denied"
+    if isinstance(err, IsADirectoryError):
+        return "is a folder"
+    if isinstance(err, UnidentifiedImageError):
+        return "not an image file (or a format Pillow cannot read)"
+    if isinstance(err, Image.DecompressionBombError):
+        return "refused: over Pillow's pixel limit, could be a decompression bomb"
+    lines = str(err).strip().splitlines()
+    detail = lines[0] if lines else type(err).__name__
+    return f"cannot decode ({detail})"
+
+
+def _deep_gray(image: Image.Image, dtype: type = np.float32) -> np.ndarray:
+    """A 16-bit, 32-bit or float gray image -> (H, W) in [0, 1] of `dtype`, scaled, never
+    clipped at 8 bits."""
+    values: np.ndarray = np.asarray(image, dtype=dtype)
+    top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+    if image.mode == "F" and values.max() <= 1.0:
+        top = 1.0
+    return np.clip(values / top, 0.0, 1.0)
+
+
+def _palette_expanded(image: Image.Image) -> Image.Image:
+    if image.mode == "P":
+        return image.convert("RGBA" if "transparency" in image.info else "RGB")
+    return image
+
+
+def pil_to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB: palette and alpha flattened onto white, CMYK converted,
+    16- and 32-bit grayscale scaled (never clipped)."""
+    if image.mode in _DEEP_MODES:
+        gray = (_deep_gray(image, np.float64) * 255.0 + 0.5).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    image = _palette_expanded(image)
+    if image.mode in _ALPHA_MODES:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def load_rgb(path: Path, min_side: int = 0) -> Image.Image:
+    """Decode `path` as upright 8-bit RGB. JPEGs decode at a reduced scale (draft mode) when
+    that still leaves the short side >= `min_side`. Raises one of DECODE_ERRORS if unreadable."""
+    with Image.open(path) as opened:
+        if min_side and opened.format == "JPEG":
+            opened.draft("RGB", (min_side, min_side))
+        upright = ImageOps.exif_transpose(opened)
+        upright.load()
+        return pil_to_rgb(upright)
+
+
+@dataclass(frozen=True)
+class Picture:
+    """An upright image ready to colorize: its color values and its alpha, if any."""
+
+    rgb: torch.Tensor  # (3, H, W) uint8 in [0, 255], or float32 in [0, 1] for deeper sources
+    alpha: Image.Image | None  # mode "L", the same size, or None
+
+
+def to_picture(image: Image.Image) -> Picture:
+    """Any PIL mode -> Picture: EXIF orientation applied, alpha split off, deep gray scaled."""
+    image = _palette_expanded(ImageOps.exif_transpose(image))
+    alpha = None
+    if image.mode in _ALPHA_MODES:
+        rgba = image.convert("RGBA")
+        alpha = rgba.getchannel("A")
+        image = rgba.convert("RGB")
+    if image.mode in _DEEP_MODES:
+        return Picture(torch.from_numpy(_deep_gray(image)).expand(3, -1, -1), alpha)
+    rgb = np.array(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.uint8)
+    return Picture(torch.from_numpy(rgb).permute(2, 0, 1), alpha)
+
+
+def to_image(rgb: torch.Tensor, alpha: Image.Image | None) -> Image.Image:
+    """(3, H, W) uint8 -> PIL RGB, or RGBA with `alpha` put back."""
+    image = Image.fromarray(rgb.permute(1, 2, 0).contiguous().cpu().numpy())
+    if alpha is not None:
+        image.putalpha(alpha)
+    return image
+
+
+def load_picture(path: Path | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
+    """Decode an image file (or open binary file object); more than `max_pixels` pixels are
+    refused before decoding. Raises UnreadableImage with a one-line reason."""
+    try:
+        with warnings.catch_warnings():  # Pillow's plugin warnings would break the one-line
+            warnings.simplefilter("ignore")  # report; the size limit below replaces its bomb one
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise UnreadableImage(
+                        f"{width}x{height} is {width * height:,} pixels, over the limit of "
+                        f"{max_pixels:,} (--max-pixels); refused before decoding"
+                    )
+                image.load()
+                return to_picture(image)
+    except DECODE_ERRORS as err:
+        raise UnreadableImage(decode_reason(err)) from None
+
+
+def atomic_write(path: Path, write: Callable[[Path], object], durable: bool = False) -> None:
+    """Call `write(tmp)` on a hidden temporary file beside `path`, then rename it onto `path`:
+    a crash leaves the old file or the new one, whole, never half of one. `durable` also
+    fsyncs before the rename (checkpoints, models). The file gets the usual 0666 & ~umask."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        if durable:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)  # mkstemp's 0600 would hide outputs from other users
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_image(image: Image.Image, path: Path, kind: str, **options: int) -> None:
+    """Encode `image` as Pillow format `kind` (PNG, JPEG, WEBP, ...) at `path`, atomically.
+    JPEG has no alpha, so a transparent image is flattened onto white first."""
+    if kind == "JPEG" and image.mode == "RGBA":
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image).convert("RGB")
+    atomic_write(path, lambda tmp: image.save(tmp, format=kind, **options))
