@@ -10,6 +10,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from colorgan.color import float_to_uint8
+from colorgan.files import atomic_write, save_image
 
 _HEADER = 16  # pixels of label strip above the columns
 
@@ -31,8 +32,7 @@ def image_grid(columns: Sequence[torch.Tensor], labels: Sequence[str]) -> Image.
 
 def save_samples(gray: torch.Tensor, fake: torch.Tensor, real: torch.Tensor, path: Path) -> None:
     """Write the gray | generated | truth grid to `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image_grid([gray, fake, real], ["gray", "generated", "truth"]).save(path)
+    save_image(image_grid([gray, fake, real], ["gray", "generated", "truth"]), path, "PNG")
 
 
 _LOSS_KEYS = ("g_adv", "g_l1", "g_perceptual", "g_total", "d_real", "d_fake", "d_total")
@@ -60,4 +60,4 @@ def save_loss_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
         if axes.lines:
             axes.legend(fontsize="small")
     figure.tight_layout()
-    figure.savefig(path)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))

@@ -7,7 +7,8 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,49 @@ def format_row(row: dict[str, Any]) -> str:
         elif isinstance(value, float):
             parts.append(f"{key} {value:.4f}" if abs(value) < 100 else f"{key} {value:.1f}")
     return "  ".join(parts)
+
+
+class EpochMeter:
+    """Image-weighted running means of an epoch's losses, and its images per second."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self.sums = dict.fromkeys(keys, 0.0)
+        self.images = 0
+        self.start = time.perf_counter()
+
+    def add(self, losses: dict[str, float], n: int) -> None:
+        """Count one step's losses, measured on `n` images."""
+        self.images += n
+        for key, value in losses.items():
+            self.sums[key] += value * n
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(self.images, 1) for k, v in self.sums.items()}
+
+    def rate(self) -> float:
+        """Images per second since the meter started."""
+        return self.images / max(time.perf_counter() - self.start, 1e-9)
+
+    def postfix(self) -> dict[str, str]:
+        """The progress bar's short summary."""
+        means = self.means()
+        g, l1, d = means["g_total"], means["g_l1"], means["d_total"]
+        return {"g": f"{g:.3f}", "l1": f"{l1:.4f}", "d": f"{d:.3f}", "ips": f"{self.rate():.1f}"}
+
+
+def log_start(
+    device: object, world_size: int, dtype: object, steps: int, warm_up_epochs: int
+) -> None:
+    """The run's first console lines: where it trains, and the warm-up if there is one."""
+    log.info(
+        "training on %s x%d (amp: %s), %d steps per epoch",
+        device,
+        world_size,
+        dtype or "off",
+        steps,
+    )
+    if warm_up_epochs:
+        log.info("epochs 1-%d: generator warm-up without the discriminator", warm_up_epochs)
 
 
 class EpochReport:

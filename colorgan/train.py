@@ -5,18 +5,13 @@ splits and loaders data.py's, the per-epoch report runlog.py's, validation metri
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import signal
-import threading
 import time
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import torch
@@ -24,13 +19,11 @@ from tqdm import tqdm
 
 from colorgan import ddp
 from colorgan.batch import Batch, generate, to_batch
-from colorgan.checkpoint import BEST_METRIC, resolve_resume, restore, save_run
+from colorgan.checkpoint import BEST_METRIC, resolve_resume, save_run
 from colorgan.color import uint8_to_float
-from colorgan.config import Config, load_config, resume_config, save_config
-from colorgan.data import Loaders, ab_counts, make_loaders, training_split
-from colorgan.ddp import Dist
+from colorgan.config import Config, load_config, resume_config
 from colorgan.device import autocast
-from colorgan.errors import ConfigError, Interrupted, NonFiniteLoss
+from colorgan.errors import ConfigError, NonFiniteLoss
 from colorgan.evaluate import colorize_crops, validation_metrics
 from colorgan.figures import save_samples
 from colorgan.losses import (
@@ -38,28 +31,15 @@ from colorgan.losses import (
     g_adversarial_loss,
     l1_loss,
     perceptual_loss,
-    rebalance_weights,
 )
-from colorgan.runlog import EpochReport, run_logging
-from colorgan.state import State, build_state
+from colorgan.run import Run, interrupt, open_run, stop_on_signals
+from colorgan.runlog import EpochMeter, log_start, run_logging
+from colorgan.state import State
 
 log = logging.getLogger("colorgan")
 
 LOSS_KEYS = ("g_adv", "g_l1", "g_perceptual", "g_total", "d_real", "d_fake", "d_total")
 _D_KEYS = ("g_adv", "d_real", "d_fake", "d_total")  # null in the metrics while D is off
-
-
-@dataclass
-class Run:
-    """One training run's context: its state, where it writes, what it reads and how it
-    reports (the main rank only); the state knows the distributed setup."""
-
-    state: State
-    run_dir: Path
-    loaders: Loaders
-    samples_rgb: torch.Tensor  # (N, 3, S, S) uint8: the fixed rows of samples/epoch_NNN.png
-    report: EpochReport | None  # None on ranks other than the main one
-    quiet: bool
 
 
 def train(
@@ -82,51 +62,11 @@ def train(
         ddp.shutdown(info)
 
 
-def open_run(
-    config: Config,
-    data: Path,
-    run_dir: Path,
-    val_data: Path | None,
-    resume: dict[str, Any] | None,
-    quiet: bool,
-    info: Dist,
-    device: torch.device,
-) -> Run:
-    """Split and load the data, build (or restore) the state, write config.yaml."""
-    train_paths, val_paths = training_split(config, data, val_data, quiet)
-    pin = device.type == "cuda"
-    loaders = make_loaders(config, train_paths, val_paths, pin, info.rank, info.world_size)
-    state = build_state(config, device, len(loaders.train), info)
-    state.sources = {"data": str(data), "val_data": str(val_data) if val_data else None}
-    if resume is not None:
-        restore(state, resume)
-        log.info("resumed at epoch %d, step %d", state.epoch + 1, state.step)
-    if config.loss.rebalance > 0:
-        if state.ab_counts is None:
-            state.ab_counts = ab_counts(config, train_paths, quiet)
-        state.l1_weights = rebalance_weights(state.ab_counts, config.loss.rebalance).to(device)
-    report = None
-    if info.is_main:
-        save_config(config, run_dir / "config.yaml")
-        report = EpochReport(run_dir, config.train.tensorboard)
-    samples = loaders.sample_images(config.train.sample_images)
-    return Run(state, run_dir, loaders, samples, report, quiet)
-
-
 def loop(run: Run) -> list[dict[str, Any]]:
     """Epochs until train.epochs (or train.max_minutes); a resumable checkpoint if interrupted."""
     state, config = run.state, run.state.config
-    log.info(
-        "training on %s x%d (amp: %s), %d steps per epoch",
-        state.device,
-        state.dist.world_size,
-        state.dtype or "off",
-        len(run.loaders.train),
-    )
-    if config.train.pretrain_epochs and state.discriminator is not None:
-        log.info(
-            "epochs 1-%d: generator warm-up without the discriminator", config.train.pretrain_epochs
-        )
+    warm_up = config.train.pretrain_epochs if state.discriminator is not None else 0
+    log_start(state.device, state.dist.world_size, state.dtype, len(run.loaders.train), warm_up)
     run_start = time.perf_counter()
     with stop_on_signals() as stop, warnings.catch_warnings():
         # GradScaler skips an optimizer step when it finds inf gradients; the schedule
@@ -144,32 +84,6 @@ def loop(run: Run) -> list[dict[str, Any]]:
     return state.history
 
 
-class LossMeter:
-    """Image-weighted running means of an epoch's losses, and its images per second."""
-
-    def __init__(self) -> None:
-        self.sums = dict.fromkeys(LOSS_KEYS, 0.0)
-        self.images = 0
-        self.start = time.perf_counter()
-
-    def add(self, losses: dict[str, float], n: int) -> None:
-        self.images += n
-        for key, value in losses.items():
-            self.sums[key] += value * n
-
-    def means(self) -> dict[str, float]:
-        return {k: v / max(self.images, 1) for k, v in self.sums.items()}
-
-    def rate(self) -> float:
-        return self.images / max(time.perf_counter() - self.start, 1e-9)
-
-    def postfix(self) -> dict[str, str]:
-        """The progress bar's short summary."""
-        means = self.means()
-        g, l1, d = means["g_total"], means["g_l1"], means["d_total"]
-        return {"g": f"{g:.3f}", "l1": f"{l1:.4f}", "d": f"{d:.3f}", "ips": f"{self.rate():.1f}"}
-
-
 def run_epoch(run: Run, stop: list[int]) -> dict[str, float]:
     """Train one epoch (or its rest, after a mid-epoch resume): the mean losses and
     images_per_second. After the step in which a signal arrived: a resumable checkpoint, then
@@ -178,7 +92,7 @@ def run_epoch(run: Run, stop: list[int]) -> dict[str, float]:
     run.loaders.sampler.set_epoch(state.epoch, skip=state.epoch_items)
     state.generator.freeze_encoder(state.epoch < state.config.model.freeze_encoder_epochs)
     state.generator.train()
-    meter = LossMeter()
+    meter = EpochMeter(LOSS_KEYS)
     title = f"epoch {state.epoch + 1}/{state.config.train.epochs}"
     bar = tqdm(
         run.loaders.train,
@@ -196,20 +110,6 @@ def run_epoch(run: Run, stop: list[int]) -> dict[str, float]:
             interrupt(run, stop[0] if stop else signal.SIGTERM)
     bar.close()
     return meter.means() | {"images_per_second": meter.rate() * state.dist.world_size}
-
-
-def interrupt(run: Run, signum: int) -> None:
-    """Save a resumable mid-epoch checkpoint (main rank) and raise Interrupted."""
-    state = run.state
-    if state.dist.is_main:
-        save_run(state, run.run_dir, epoch_done=False)
-    log.warning(
-        "interrupted at epoch %d, step %d; resume with: colorgan train --run-dir %s --resume auto",
-        state.epoch + 1,
-        state.step,
-        run.run_dir,
-    )
-    raise Interrupted(signum)
 
 
 def train_step(state: State, batch: Batch) -> dict[str, float]:
@@ -345,32 +245,6 @@ def end_epoch(run: Run, measured: dict[str, float], start: float) -> None:
         save_run(state, run.run_dir, epoch_done=True, is_best=is_best)
         run.report.write(row, state.history, sample)
     ddp.barrier(state.dist)
-
-
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[list[int]]:
-    """Catch SIGINT/SIGTERM into a list the loop checks after each step; a second signal
-    interrupts at once."""
-    caught: list[int] = []
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        caught.append(signum)
-        signal.signal(signum, previous[signum])
-        log.warning(
-            "%s received: saving a resumable checkpoint after this step",
-            signal.Signals(signum).name,
-        )
-
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, handler)
-    try:
-        yield caught
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
 
 
 def train_from_options(
