@@ -236,3 +236,23 @@ def test_more_epochs_on_resume_stretch_the_cosine_schedule() -> None:
     resumed.sched_g.step()
     expected = 2e-4 * (1 + math.cos(math.pi * 11 / 20)) / 2
     assert resumed.opt_g.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_validation_delta_e_equals_evaluate_on_the_same_images(data: Path, tmp_path: Path) -> None:
+    """The ΔE00 that picks best.pt is `colorgan evaluate`'s ΔE00: one rendering path (8-bit
+    gray in, 8-bit output) and one metric path."""
+    val = write_color_folder(tmp_path / "val", 9, size=(44, 36))
+    run_dir = tmp_path / "run"
+    settings = ["--set", "train.epochs=1", "--set", "loss.perceptual_weight=0"]
+    assert _train(data, run_dir, "--val-data", str(val), *settings) == 0
+    row = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    out = tmp_path / "eval.json"
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    assert (
+        main(["evaluate", str(checkpoint), "--data", str(val), "--json", str(out), "--quiet"]) == 0
+    )
+    result = json.loads(out.read_text())
+    assert result["n_images"] == 9
+    for key in ("delta_e", "psnr", "colorfulness"):
+        assert row[f"val_{key}"] == pytest.approx(result[key], rel=1e-9, abs=1e-9), key
+    assert row["val_delta_e"] != pytest.approx(result["baseline_gray"]["delta_e"])  # not gray
