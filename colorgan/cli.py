@@ -10,7 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from colorgan import colorize, files, serve
+from colorgan import colorize, evaluate, files, serve
 from colorgan.device import DEVICE_CHOICES
 from colorgan.errors import ColorganError, Interrupted, NonFiniteLoss
 
@@ -262,7 +262,12 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--limit", type=int, default=0, help="use at most N images (default: all)")
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
     _device_option(p)
-    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=evaluate.DEFAULT_BATCH_SIZE,
+        help=f"images per batch (default {evaluate.DEFAULT_BATCH_SIZE})",
+    )
     p.add_argument(
         "--fid",
         action="store_true",

@@ -308,7 +308,11 @@ def resume_config(
 
 
 def from_dict(values: dict[str, Any]) -> Config:
-    """Rebuild a Config saved by `to_dict` (checkpoints, config.yaml); validated."""
+    """Rebuild a Config saved by `to_dict` (checkpoints, config.yaml); validated. A saved config
+    older than model.encoder had the from-scratch U-Net, whatever today's default is."""
+    model = values.get("model")
+    if isinstance(model, dict) and "encoder" not in model:
+        values = {**values, "model": {**model, "encoder": "unet"}}
     return validate(_apply(Config(), values, "saved config"))
 
 

@@ -75,6 +75,7 @@ def check_size(size: int, generator: ColorModel) -> int:
     return size
 
 
+DEFAULT_BATCH_SIZE = 16  # crops per model batch
 VAL_KEYS = ("val_l1", "val_psnr", "val_delta_e", "val_colorfulness")  # training's per-epoch row
 _VAL_METRICS = ("psnr", "delta_e", "colorfulness")  # the val_ keys measured by image_metrics
 
@@ -184,7 +185,7 @@ def evaluate_images(
     paths: Sequence[Path],
     size: int,
     device: torch.device,
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     fid: bool = False,
     quiet: bool = False,
 ) -> dict[str, Any]:
@@ -232,7 +233,7 @@ def evaluate_checkpoint(
     size: int | None = None,
     limit: int = 0,
     device: str = "auto",
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     fid: bool = False,
     quiet: bool = False,
 ) -> dict[str, Any]:

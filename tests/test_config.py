@@ -36,6 +36,13 @@ def test_default_config_builds_without_any_download(monkeypatch: pytest.MonkeyPa
     assert isinstance(state.generator, Lite0UNet) and state.perceptual is None
 
 
+def test_a_saved_config_from_before_model_encoder_is_the_unet() -> None:
+    saved = to_dict(load_config(None, ["model.encoder=unet", "model.base_channels=64"]))
+    del saved["model"]["encoder"]  # as checkpoints written before the Lite0 encoder existed
+    model = from_dict(saved).model
+    assert (model.encoder, model.base_channels, model.depth) == ("unet", 64, 8)
+
+
 @pytest.mark.parametrize(("encoder", "depth"), [("unet", 8), ("efficientnet_lite0", 5)])
 def test_depth_follows_the_encoder_unless_given(encoder: str, depth: int) -> None:
     assert load_config(None, [f"model.encoder={encoder}"]).model.depth == depth
