@@ -7,15 +7,17 @@ Training, validation, sample grids, evaluate, `Colorizer`, serve and the ONNX ex
 and `INPUT_NAMES`, and the generator's `forward` argument; no caller changes.
 
 Shapes and ranges, for every generator:
-    l   (B, 1, H, W) in [-1, 1]       Lab L / 50 - 1 (input)
-    ab  (B, 2, H, W) in about [-1, 1] Lab ab / 110 (the truth; the generator's output, tanh)
+    l      (B, 1, H, W) in [-1, 1]       Lab L / 50 - 1 (input)
+    hints  (B, 3, H, W)                  color points: ab in [-1, 1] and a 0/1 mask (hints.py);
+                                         None: no points (a model.hints generator sees zeros)
+    ab     (B, 2, H, W) in about [-1, 1] Lab ab / 110 (the truth; the generator's output, tanh)
 H and W are multiples of the generator's `multiple` (2**depth).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +25,7 @@ from torch import nn
 
 from colorgan.color import rgb_to_l_ab, uint8_to_float
 
-INPUT_NAMES = ("l",)  # the generator's inputs, in forward's order (and the ONNX input names)
+INPUT_NAMES = ("l", "hints")  # the generator's inputs, in forward's order (and ONNX's names)
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Batch:
 
     l: torch.Tensor  # (B, 1, H, W) in [-1, 1]
     ab: torch.Tensor | None = None  # (B, 2, H, W) in about [-1, 1]: the truth; None at inference
+    hints: torch.Tensor | None = None  # (B, 3, H, W): color points (hints.py); None: none
 
     @property
     def ab_real(self) -> torch.Tensor:
@@ -50,21 +53,24 @@ class Batch:
         return dataclasses.replace(self, **changes)
 
 
-def to_batch(rgb: torch.Tensor, device: torch.device) -> Batch:
-    """uint8 RGB (B, 3, H, W) from the loader -> Batch(l, ab) on `device`, converted there."""
+def to_batch(item: torch.Tensor | Sequence[torch.Tensor], device: torch.device) -> Batch:
+    """A loader's item -> Batch on `device`, converted there: uint8 RGB (B, 3, H, W), or
+    (that, hint map (B, 3, H, W)) when the data simulates color points."""
+    rgb, hints = (item, None) if isinstance(item, torch.Tensor) else item
     l, ab = rgb_to_l_ab(uint8_to_float(rgb.to(device, non_blocking=True)))
-    return Batch(l=l, ab=ab)
+    if hints is not None:
+        hints = hints.to(device, non_blocking=True)
+    return Batch(l=l, ab=ab, hints=hints)
 
 
 def model_inputs(batch: Batch) -> tuple[torch.Tensor, ...]:
-    """The tensors a generator's forward takes, in the order of INPUT_NAMES."""
-    return (batch.l,)
+    """The tensors a generator's forward takes, in the order of INPUT_NAMES (those present)."""
+    return (batch.l,) if batch.hints is None else (batch.l, batch.hints)
 
 
 def from_inputs(*inputs: torch.Tensor) -> Batch:
     """The Batch whose model_inputs are `inputs` (no truth): for exported graphs."""
-    (l,) = inputs
-    return Batch(l=l)
+    return Batch(l=inputs[0], hints=inputs[1] if len(inputs) > 1 else None)
 
 
 def generate(generator: nn.Module, batch: Batch) -> torch.Tensor:

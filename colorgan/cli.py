@@ -211,18 +211,38 @@ def _colorize_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="also write <name>_side_by_side.<format>: gray | color",
     )
     _max_pixels_option(p, files.DEFAULT_MAX_PIXELS)
+    _hints_option(p)
     _quiet_option(p, "no progress bar or summary")
+
+
+def _hints_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--hints",
+        type=Path,
+        metavar="FILE|DIR",
+        help='color points for a model trained with model.hints: a JSON list of {"x": 120, '
+        '"y": 40, "color": "#3366ff"} ("radius" optional; x, y in pixels of the upright image) '
+        "for every input, or a folder with one such file per image at the same relative path "
+        "(a/b.png -> a/b.json)",
+    )
 
 
 def _cmd_colorize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from colorgan.colorize import Failure, colorize_files, load_colorizer, plan_jobs
+    from colorgan.colorize import (
+        Failure,
+        colorize_files,
+        hints_for_jobs,
+        load_colorizer,
+        plan_jobs,
+    )
 
     def report(failure: Failure) -> None:
         tqdm.write(f"colorgan: {failure.path}: {failure.reason}", file=sys.stderr)
 
     jobs, failures = plan_jobs(args.inputs, args.out, args.format, args.side_by_side)
+    hints = hints_for_jobs(jobs, args.hints)
     colorizer = load_colorizer(args.model, args.device, args.batch_size)
     for failure in failures:
         report(failure)
@@ -234,6 +254,7 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         on_failure=report,
         progress=not args.quiet and len(jobs) > 1,
+        hints=hints,
     )
     if not args.quiet:
         print(f"colorized {len(jobs) - len(job_failures)} of {len(jobs)} image(s) into {args.out}")
@@ -269,6 +290,13 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help=f"images per batch (default {evaluate.DEFAULT_BATCH_SIZE})",
     )
     p.add_argument(
+        "--hints",
+        metavar="N,N,...",
+        help="also score the model with this many color points per image (e.g. 0,1,2,5,10,20; "
+        "points drawn from each image's own colors, 6x6 px at 256 px, seeded by its file name): "
+        "by_hints in the JSON, with hint_fidelity (mean CIEDE2000 inside the points)",
+    )
+    p.add_argument(
         "--fid",
         action="store_true",
         help="also compute FID (needs the torch-fidelity package and Inception weights)",
@@ -277,7 +305,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from colorgan.evaluate import evaluate_checkpoint, format_table, write_json
+    from colorgan.evaluate import evaluate_checkpoint, format_table, parse_counts, write_json
 
     result = evaluate_checkpoint(
         args.checkpoint,
@@ -288,6 +316,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         fid=args.fid,
         quiet=args.quiet,
+        hints=parse_counts(args.hints) if args.hints is not None else None,
     )
     print(format_table(result))
     if args.json is not None:

@@ -37,6 +37,7 @@ from colorgan.files import (
     to_picture,
 )
 from colorgan.generator import ColorModel
+from colorgan.hints import HINT_CHANNELS, Hint, HintError, check_inside, load_hints, render
 
 # The model as a function: Batch (l at the working size, + conditioning) -> ab (B, 2, h, w) in
 # [-1, 1], on the Colorizer's device. A generator (through batch.generate) or an ONNX session.
@@ -118,6 +119,7 @@ class Colorizer:
         multiple: int,
         device: torch.device,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        hints: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ColorganError(f"batch size must be at least 1, got {batch_size}")
@@ -126,6 +128,7 @@ class Colorizer:
         self.multiple = multiple  # working sides are multiples of this (2**depth)
         self.device = device
         self.batch_size = batch_size
+        self.hints = hints  # the model takes color points (model.hints)
 
     @classmethod
     def from_checkpoint(
@@ -147,6 +150,7 @@ class Colorizer:
             generator.multiple,
             target,
             batch_size,
+            hints=config.model.hints,
         )
 
     @classmethod
@@ -157,39 +161,85 @@ class Colorizer:
         from colorgan.export import load_onnx  # onnxruntime is optional: imported on use
 
         model = load_onnx(path, device)
-        return cls(model.predict, model.image_size, model.multiple, model.device, batch_size)
+        return cls(
+            model.predict, model.image_size, model.multiple, model.device, batch_size, model.hints
+        )
 
-    def colorize(self, image: Image.Image, size: int | None = None) -> Image.Image:
-        """A color version of `image` at its own (upright) size; RGBA if it had alpha."""
-        return self.colorize_batch([image], size)[0]
+    def colorize(
+        self, image: Image.Image, size: int | None = None, hints: Sequence[Hint] | None = None
+    ) -> Image.Image:
+        """A color version of `image` at its own (upright) size; RGBA if it had alpha. `hints`:
+        color points in pixels of the upright image (a model trained with model.hints)."""
+        return self.colorize_batch([image], size, None if hints is None else [hints])[0]
 
     def colorize_batch(
-        self, images: Sequence[Image.Image], size: int | None = None
+        self,
+        images: Sequence[Image.Image],
+        size: int | None = None,
+        hints: Sequence[Sequence[Hint] | None] | None = None,
     ) -> list[Image.Image]:
-        """`colorize` for many images; equal working shapes share model batches."""
+        """`colorize` for many images (with one list of hints each, or None); equal working
+        shapes share model batches."""
         pictures = [to_picture(image) for image in images]
-        colored = self.colorize_pictures(pictures, size)
+        colored = self.colorize_pictures(pictures, size, hints)
         return [to_image(rgb, p.alpha) for rgb, p in zip(colored, pictures, strict=True)]
 
     @torch.inference_mode()
     def colorize_pictures(
-        self, pictures: Sequence[Picture], size: int | None = None
+        self,
+        pictures: Sequence[Picture],
+        size: int | None = None,
+        hints: Sequence[Sequence[Hint] | None] | None = None,
     ) -> list[torch.Tensor]:
-        """Each picture's colors, (3, H, W) uint8 at its own size, its L kept."""
+        """Each picture's colors, (3, H, W) uint8 at its own size, its L kept. A point's own
+        pixels get its color; the model spreads it."""
         size = self.image_size if size is None else size
         if size < 1:
             raise ColorganError(f"working size must be a positive number of pixels, got {size}")
         l_full = [lightness(p.rgb, self.device) for p in pictures]  # (1, 1, H, W) in [-1, 1]
         shapes = [working_shape(l.shape[2], l.shape[3], size, self.multiple) for l in l_full]
+        maps = self._hint_maps(l_full, shapes, hints)  # (1, 3, h, w) per picture, or None
         ab_small: dict[int, torch.Tensor] = {}  # (1, 2, h, w) in [-1, 1]
         for shape in dict.fromkeys(shapes):
             same = [i for i, s in enumerate(shapes) if s == shape]
             for start in range(0, len(same), self.batch_size):
                 chunk = same[start : start + self.batch_size]
-                batch = Batch(l=torch.cat([resize_l(l_full[i], shape) for i in chunk]))
-                ab = self.predict(batch)
-                ab_small.update(zip(chunk, ab.split(1), strict=True))
+                l_small = torch.cat([resize_l(l_full[i], shape) for i in chunk])
+                ab_small.update(zip(chunk, self._predict(l_small, chunk, maps), strict=True))
         return [join(l, ab_small[i]) for i, l in enumerate(l_full)]
+
+    def _hint_maps(
+        self,
+        l_full: Sequence[torch.Tensor],
+        shapes: Sequence[tuple[int, int]],
+        hints: Sequence[Sequence[Hint] | None] | None,
+    ) -> list[torch.Tensor | None]:
+        """Each picture's hint map at its working shape (None: no points)."""
+        if hints is None or not any(hints):
+            return [None] * len(l_full)
+        if len(hints) != len(l_full):
+            raise ColorganError(f"{len(hints)} hint lists for {len(l_full)} images")
+        if not self.hints:
+            raise HintError(
+                "this model was trained without color points (model.hints=false); "
+                "train one with --set model.hints=true"
+            )
+        return [
+            render(h, (l.shape[2], l.shape[3]), shape)[None].to(self.device) if h else None
+            for h, l, shape in zip(hints, l_full, shapes, strict=True)
+        ]
+
+    def _predict(
+        self, l_small: torch.Tensor, chunk: list[int], maps: Sequence[torch.Tensor | None]
+    ) -> list[torch.Tensor]:
+        """The model's ab (1, 2, h, w) for each picture of `chunk`, its points pasted in."""
+        if all(maps[i] is None for i in chunk):
+            return list(self.predict(Batch(l=l_small)).split(1))
+        zeros = l_small.new_zeros(1, HINT_CHANNELS, *l_small.shape[2:])
+        hint_maps = torch.cat([m if (m := maps[i]) is not None else zeros for i in chunk])
+        ab = self.predict(Batch(l=l_small, hints=hint_maps))
+        ab = torch.where(hint_maps[:, 2:] > 0, hint_maps[:, :2], ab)
+        return list(ab.split(1))
 
 
 def load_colorizer(
@@ -206,6 +256,7 @@ class Job:
     source: Path
     target: Path  # <out>/<relative folder>/<stem>.<format>
     side_by_side: Path | None  # <out>/<relative folder>/<stem>_side_by_side.<format>
+    relative: Path = Path()  # the source's path inside its input folder (its name for a file)
 
 
 @dataclass(frozen=True)
@@ -261,7 +312,7 @@ def name_outputs(
     counts = Counter(_key(base) for base in bases)
     taken: set[str] = set()
     jobs = []
-    for (path, _), base in zip(sources, bases, strict=True):
+    for (path, relative), base in zip(sources, bases, strict=True):
         if counts[_key(base)] > 1 and path.suffix:
             base = base.with_name(f"{base.name}_{path.suffix[1:].lower()}")
         name, number = base.name, 1
@@ -274,7 +325,7 @@ def name_outputs(
             number += 1
             name = f"{base.name}_{number}"
         taken |= keys
-        jobs.append(Job(path, target, pair))
+        jobs.append(Job(path, target, pair, relative / path.name))
     inputs = {path.resolve(): path for path, _ in sources}
     for job in jobs:
         for written in (job.target, job.side_by_side):
@@ -315,6 +366,46 @@ def save_results(job: Job, picture: Picture, rgb: torch.Tensor, fmt: str) -> Non
         save_image(pair, job.side_by_side, FORMATS[fmt], **_OPTIONS[fmt])
 
 
+def hints_for_jobs(jobs: Sequence[Job], hints: Path | None) -> dict[Path, list[Hint]]:
+    """Each job's color points from `--hints`: a JSON file for every input, or a folder with
+    one JSON per image at the same relative path (a/b.png -> a/b.json; images without one get
+    none). A bad file is a HintError naming it and the entry."""
+    if hints is None:
+        return {}
+    if hints.is_file():
+        points = load_hints(hints)
+        return {job.source: points for job in jobs}
+    if not hints.is_dir():
+        raise HintError(f"--hints {hints}: no such file or folder")
+    found = {}
+    for job in jobs:
+        path = hints / job.relative.with_suffix(".json")
+        if path.is_file():
+            found[job.source] = load_hints(path)
+    return found
+
+
+def _load(
+    jobs: Sequence[Job],
+    max_pixels: int,
+    hints: dict[Path, list[Hint]],
+    fail: Callable[[Path, str], None],
+) -> list[tuple[Job, Picture, list[Hint] | None]]:
+    """The jobs' pictures (and points); a file that cannot be read, or whose points fall
+    outside it, goes to `fail`."""
+    loaded = []
+    for job in jobs:
+        try:
+            picture = load_picture(job.source, max_pixels)
+            points = hints.get(job.source)
+            if points:
+                check_inside(points, (picture.rgb.shape[1], picture.rgb.shape[2]))
+            loaded.append((job, picture, points))
+        except (UnreadableImage, HintError) as err:
+            fail(job.source, str(err))
+    return loaded
+
+
 def colorize_files(
     colorizer: Colorizer,
     jobs: Sequence[Job],
@@ -323,9 +414,11 @@ def colorize_files(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     on_failure: Callable[[Failure], None] | None = None,
     progress: bool = False,
+    hints: dict[Path, list[Hint]] | None = None,
 ) -> list[Failure]:
-    """Colorize each job's file, `colorizer.batch_size` files at a time. Files that cannot be
-    read or written are passed to `on_failure`, skipped and returned; the rest go on."""
+    """Colorize each job's file (with its points from `hints`, see hints_for_jobs),
+    `colorizer.batch_size` files at a time. Files that cannot be read or written are passed to
+    `on_failure`, skipped and returned; the rest go on."""
     if max_pixels < 1:
         raise ColorganError(f"--max-pixels must be positive, got {max_pixels}")
     if size is not None and size < 1:
@@ -340,15 +433,13 @@ def colorize_files(
     bar_off = None if progress else True  # None: shown on a terminal only
     with tqdm(total=len(jobs), desc="colorizing", unit="img", disable=bar_off) as bar:
         for start in range(0, len(jobs), colorizer.batch_size):
-            loaded: list[tuple[Job, Picture]] = []
-            for job in jobs[start : start + colorizer.batch_size]:
-                try:
-                    loaded.append((job, load_picture(job.source, max_pixels)))
-                except UnreadableImage as err:
-                    fail(job.source, str(err))
-                    bar.update()
-            colored = colorizer.colorize_pictures([picture for _, picture in loaded], size)
-            for (job, picture), rgb in zip(loaded, colored, strict=True):
+            chunk = jobs[start : start + colorizer.batch_size]
+            loaded = _load(chunk, max_pixels, hints or {}, fail)
+            bar.update(len(chunk) - len(loaded))
+            pictures = [picture for _, picture, _ in loaded]
+            points = [p for _, _, p in loaded]
+            colored = colorizer.colorize_pictures(pictures, size, points)
+            for (job, picture, _), rgb in zip(loaded, colored, strict=True):
                 try:
                     save_results(job, picture, rgb, fmt)
                 except OSError as err:

@@ -32,6 +32,10 @@ class DataConfig:
     val_fraction: float = 0.05  # held out when no --val-data is given
     gray_threshold: float = 4.0  # mean YCbCr chroma below which an image counts as grayscale
     max_images: int = 0  # use at most this many training images (0: all)
+    # model.hints: training's simulated user (Zhang et al. 2017): P(no points) and, at 256 px
+    # (scaled with data.image_size), the largest square patch; the count is geometric (mean 7)
+    hint_p: float = 0.125
+    hint_max_patch: int = 9
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class ModelConfig:
     spectral_norm: bool = False
     # efficientnet_lite0 only: the pretrained encoder's weights stay fixed for this many epochs
     freeze_encoder_epochs: int = 0
+    hints: bool = False  # the generator also takes color points (a hint map; see hints.py)
 
 
 @dataclass(frozen=True)
@@ -226,10 +231,13 @@ def validate(config: Config) -> Config:
         "train.epochs": config.train.epochs,
         "train.batch_size": config.train.batch_size,
         "optim.lr": config.optim.lr,
+        "data.hint_max_patch": config.data.hint_max_patch,
     }
     for key, value in positives.items():
         if value <= 0:
             raise ConfigError(f"{key} must be positive, got {value}")
+    if not 0.0 < config.data.hint_p <= 1.0:
+        raise ConfigError(f"data.hint_p must be in (0, 1], got {config.data.hint_p}")
     if not 0.0 <= config.data.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be in [0, 1), got {config.data.val_fraction}")
     if not 0.0 <= config.model.dropout < 1.0:

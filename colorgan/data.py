@@ -21,6 +21,7 @@ from colorgan.color import rgb_to_l_ab, uint8_to_float
 from colorgan.config import Config
 from colorgan.errors import DataError
 from colorgan.files import DECODE_ERRORS, IMAGE_SUFFIXES, decode_reason, find_images, load_rgb
+from colorgan.hints import simulate
 from colorgan.losses import ab_histogram
 
 log = logging.getLogger("colorgan")
@@ -121,25 +122,37 @@ def _crop_box(
     return left, top, left + size, top + size
 
 
-class ColorImages(Dataset[torch.Tensor]):
+Item = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # crop, or (crop, hint map)
+
+
+class ColorImages(Dataset[Item]):
     """Square uint8 RGB crops (3, S, S) of color images. Items are (index, seed) pairs from
     EpochSampler: `seed` drives the crop and flip, so augmentation does not depend on which
     worker loads an item, and a resumed run sees the same crops as an uninterrupted one.
-    Training items get a random crop and flip; validation items a center crop."""
+    Training items get a random crop and flip; validation items a center crop. With `hints`
+    (hint_p, hint_max_patch), training items are (crop, hint map (3, S, S)): color points drawn
+    from the crop's own colors by the same seed (hints.simulate)."""
 
-    def __init__(self, paths: Sequence[Path], image_size: int, train: bool) -> None:
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        image_size: int,
+        train: bool,
+        hints: tuple[float, int] | None = None,
+    ) -> None:
         if not paths:
             raise DataError("no images to load")
         self.paths = list(paths)
         self.image_size = image_size
         self.train = train
+        self.hints = hints
         self._warned: set[Path] = set()
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def load(self, index: int, seed: int) -> torch.Tensor:
-        """The crop of image `index`; raises if the file cannot be decoded."""
+    def load(self, index: int, seed: int) -> Item:
+        """The crop of image `index` (and its hint map); raises if the file cannot be decoded."""
         size = self.image_size
         image = resize_short_side(load_rgb(self.paths[index], min_side=size), size)
         gen = torch.Generator().manual_seed(seed) if self.train else None
@@ -147,9 +160,18 @@ class ColorImages(Dataset[torch.Tensor]):
         if gen is not None and bool(torch.rand((), generator=gen) < 0.5):
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         array = np.asarray(image, dtype=np.uint8)
-        return torch.from_numpy(array.copy()).permute(2, 0, 1)
+        rgb = torch.from_numpy(array.copy()).permute(2, 0, 1)
+        if self.hints is None or gen is None:
+            return rgb
+        ab = rgb_to_l_ab(uint8_to_float(rgb[None]))[1][0]  # (2, S, S)
+        return rgb, simulate(ab, *self.hints, gen)
 
-    def __getitem__(self, item: int | tuple[int, int]) -> torch.Tensor:
+    def crops(self, count: int) -> torch.Tensor:
+        """The first `count` crops, (N, 3, S, S) uint8 (without hint maps)."""
+        items = [self[i] for i in range(min(count, len(self)))]
+        return torch.stack([item if isinstance(item, torch.Tensor) else item[0] for item in items])
+
+    def __getitem__(self, item: int | tuple[int, int]) -> Item:
         index, seed = item if isinstance(item, tuple) else (item, item)
         # A file that broke after the scan (replaced, truncated) must not kill a worker:
         # warn once and use the next image instead.
@@ -236,15 +258,15 @@ class Loaders:
     """What a training run reads: shuffled training crops (this rank's share), fixed
     validation crops, and the sampler that orders (and resumes) each epoch."""
 
-    train: DataLoader[torch.Tensor]  # uint8 (B, 3, S, S)
-    val: DataLoader[torch.Tensor]  # uint8 (B, 3, S, S), center crops
+    train: DataLoader[Item]  # uint8 (B, 3, S, S) (+ hint maps (B, 3, S, S) with model.hints)
+    val: DataLoader[torch.Tensor]  # uint8 (B, 3, S, S), center crops, no hints
     sampler: EpochSampler
 
     def sample_images(self, count: int) -> torch.Tensor:
         """The first `count` validation crops, (N, 3, S, S) uint8: the sample grid's rows."""
         val_set = self.val.dataset
         assert isinstance(val_set, ColorImages)
-        return torch.stack([val_set[i] for i in range(min(count, len(val_set)))])
+        return val_set.crops(count)
 
 
 def make_loaders(
@@ -268,16 +290,17 @@ def make_loaders(
         "pin_memory": pin_memory,
         "persistent_workers": t.num_workers > 0,
     }
+    hints = (config.data.hint_p, config.data.hint_max_patch) if config.model.hints else None
     train_loader = DataLoader(
-        ColorImages(train_paths, config.data.image_size, train=True),
+        ColorImages(train_paths, config.data.image_size, train=True, hints=hints),
         batch_size=t.batch_size,
         sampler=sampler,
         drop_last=True,
         **common,
     )
     val_set = ColorImages(val_paths[: t.val_images], config.data.image_size, train=False)
-    val_loader = DataLoader(
-        val_set,
+    val_loader: DataLoader[torch.Tensor] = DataLoader(
+        val_set,  # type: ignore[arg-type]  # train=False: plain crops
         batch_size=t.batch_size,
         sampler=EpochSampler(len(val_set), t.seed, shuffle=False),
         **common,

@@ -175,7 +175,7 @@ def measure_step_seconds(config: Config, paths: Sequence[Path], steps: int = 3) 
     device = resolve_device(config.train.device)
     state = build_state(config, device, steps_per_epoch=1)
     crops = ColorImages(paths[: config.train.batch_size], config.data.image_size, train=True)
-    batch = to_batch(torch.stack([crops[i] for i in range(len(crops))]), device)
+    batch = to_batch(crops.crops(len(crops)), device)
     times = []
     for _ in range(steps + 1):
         start = time.perf_counter()
@@ -265,7 +265,7 @@ def save_comparison(
 ) -> None:
     """Write a gray | model | truth grid of the first eight of `paths`, enlarged to >= 128 px."""
     images = ColorImages(paths[:8], size, train=False)
-    rgb = torch.stack([images[i] for i in range(len(images))])  # (B, 3, S, S) uint8
+    rgb = images.crops(len(images))  # (B, 3, S, S) uint8
     crops = colorize_crops(generator, rgb, device)
     scale = max(1, 128 // size)
     columns = [

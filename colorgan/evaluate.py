@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +40,10 @@ from colorgan.device import resolve_device
 from colorgan.errors import ColorganError, EvaluateError
 from colorgan.files import atomic_write
 from colorgan.generator import ColorModel
+from colorgan.hints import eval_points
 from colorgan.lite0 import EfficientNetLite0, load_lite0
 from colorgan.losses import l1_loss
-from colorgan.metrics import METRIC_KEYS, colorfulness, image_metrics
+from colorgan.metrics import METRIC_KEYS, colorfulness, delta_e2000_pixels, image_metrics
 from colorgan.set_distance import (
     DISTRIBUTION_KEYS,
     MIN_IMAGES,
@@ -90,13 +92,19 @@ class Crops:
 
 
 @torch.no_grad()
-def colorize_crops(generator: ColorModel, rgb: torch.Tensor, device: torch.device) -> Crops:
-    """Crops (B, 3, S, S) uint8 -> their gray and colorized versions, rounded to 8 bits. The
-    model sees the Lab L of the 8-bit gray image, as a user's gray file would give it, so output
-    and gray share their lightness exactly."""
+def colorize_crops(
+    generator: ColorModel,
+    rgb: torch.Tensor,
+    device: torch.device,
+    hints: torch.Tensor | None = None,
+) -> Crops:
+    """Crops (B, 3, S, S) uint8 (and color points, a hint map (B, 3, S, S)) -> their gray and
+    colorized versions, rounded to 8 bits. The model sees the Lab L of the 8-bit gray image, as
+    a user's gray file would give it, so output and gray share their lightness exactly."""
     gray = uint8_to_float(float_to_uint8(rgb_to_gray_rgb(uint8_to_float(rgb.to(device)))))
     l, _ = rgb_to_l_ab(gray)  # (B, 1, S, S) in [-1, 1]
-    ab_fake = generate(generator, Batch(l=l)).float()  # (B, 2, S, S) in [-1, 1]
+    batch = Batch(l=l, hints=None if hints is None else hints.to(device))
+    ab_fake = generate(generator, batch).float()  # (B, 2, S, S) in [-1, 1]
     fake = uint8_to_float(float_to_uint8(l_ab_to_rgb(l, ab_fake)))
     return Crops(gray.cpu(), fake.cpu(), ab_fake)
 
@@ -163,6 +171,7 @@ def _load_feature_network(device: torch.device) -> EfficientNetLite0 | None:
 def _distances(features: dict[str, list[torch.Tensor]] | None) -> dict[str, dict[str, Any]]:
     """fd_lite0 and kid_lite0 of the model's and the gray images' features against the real
     ones', per name; None values (after one line saying why) when they are undefined."""
+    names = [name for name in ("model", "gray") if features is None or features.get(name)]
     undefined = {name: dict.fromkeys(DISTRIBUTION_KEYS) for name in ("model", "gray")}
     if features is None:
         return undefined
@@ -174,10 +183,7 @@ def _distances(features: dict[str, list[torch.Tensor]] | None) -> dict[str, dict
             len(real),
         )
         return undefined
-    return {
-        name: dict(distribution_distances(torch.cat(features[name]), real))
-        for name in ("model", "gray")
-    }
+    return {name: dict(distribution_distances(torch.cat(features[name]), real)) for name in names}
 
 
 def evaluate_images(
@@ -227,6 +233,57 @@ def evaluate_images(
     return result
 
 
+def _point_maps(rgb: torch.Tensor, names: Sequence[str], count: int) -> torch.Tensor:
+    """Evaluate's color points for a batch of crops: `count` EVAL_PATCH patches of each crop's
+    own colors, seeded by the file's name (the same for every model)."""
+    ab = to_batch(rgb, torch.device("cpu")).ab_real
+    seeds = [zlib.crc32(name.encode("utf-8")) for name in names]
+    return torch.stack([eval_points(a, count, seed) for a, seed in zip(ab, seeds, strict=True)])
+
+
+def hint_scores(
+    generator: ColorModel,
+    paths: Sequence[Path],
+    size: int,
+    device: torch.device,
+    counts: Sequence[int],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    quiet: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """`by_hints`: for each number of points (as a string key), the model's metrics with
+    that many test points per image, and `hint_fidelity`, the mean CIEDE2000 inside them."""
+    network = _load_feature_network(device)
+    generator = generator.to(device).eval()
+    result = {}
+    for count in counts:
+        sums = dict.fromkeys(METRIC_KEYS, 0.0)
+        features: dict[str, list[torch.Tensor]] = {"model": [], "gray": [], "real": []}
+        inside = [0.0, 0.0]  # ΔE00 summed over hinted pixels, their number
+        for start in tqdm(
+            range(0, len(paths), batch_size),
+            desc=f"{count} point(s)",
+            disable=True if quiet else None,
+        ):
+            chunk = paths[start : start + batch_size]
+            names = [p.name for p in chunk]
+            rgb = ColorImages(chunk, size, train=False).crops(len(chunk))
+            maps = _point_maps(rgb, names, count)
+            fake, real = colorize_crops(generator, rgb, device, maps).fake, uint8_to_float(rgb)
+            for key, values in image_metrics(fake, real).items():
+                sums[key] += float(values.sum())
+            mask = maps[:, 2] > 0
+            inside[0] += float(delta_e2000_pixels(fake, real)[mask].sum())
+            inside[1] += float(mask.sum())
+            if network is not None:
+                features["model"].append(lite0_features(network, fake))
+                features["real"].append(lite0_features(network, real))
+        metrics: dict[str, Any] = {k: v / len(paths) for k, v in sums.items()}
+        metrics.update(_distances(features if network is not None else None)["model"])
+        metrics["hint_fidelity"] = inside[0] / inside[1] if inside[1] else None
+        result[str(count)] = metrics
+    return result
+
+
 def evaluate_checkpoint(
     checkpoint: Path,
     data: Path,
@@ -236,12 +293,18 @@ def evaluate_checkpoint(
     batch_size: int = DEFAULT_BATCH_SIZE,
     fid: bool = False,
     quiet: bool = False,
+    hints: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the generator in `checkpoint` on the color images under `data` (at most `limit`
-    of them; 0: all), at `size` px (default: the checkpoint's data.image_size)."""
+    of them; 0: all), at `size` px (default: the checkpoint's data.image_size); with `hints`
+    (numbers of points), `by_hints` too."""
     if batch_size <= 0 or limit < 0:
         raise EvaluateError("--batch-size must be positive and --limit >= 0")
     generator, config = load_generator(checkpoint)
+    if hints and not config.model.hints:
+        raise EvaluateError(
+            f"{checkpoint} was trained without color points (model.hints=false); drop --hints"
+        )
     size = check_size(size or config.data.image_size, generator)
     scan = scan_images(data, config.data.gray_threshold, limit=limit, quiet=quiet)
     if scan.grayscale or scan.unreadable:
@@ -251,9 +314,24 @@ def evaluate_checkpoint(
             len(scan.grayscale),
             len(scan.unreadable),
         )
-    return evaluate_images(
-        generator, scan.usable, size, resolve_device(device), batch_size, fid, quiet
-    )
+    target = resolve_device(device)
+    result = evaluate_images(generator, scan.usable, size, target, batch_size, fid, quiet)
+    if hints:
+        result["by_hints"] = hint_scores(
+            generator, scan.usable, size, target, hints, batch_size, quiet
+        )
+    return result
+
+
+def parse_counts(text: str) -> list[int]:
+    """'0,1,2,5' -> [0, 1, 2, 5]; EvaluateError for anything but counts >= 0."""
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        counts = []
+    if not counts or any(c < 0 or c > 1000 for c in counts):
+        raise EvaluateError(f"--hints {text!r}: give numbers of points, e.g. --hints 0,1,2,5,10")
+    return list(dict.fromkeys(counts))
 
 
 def write_json(result: dict[str, Any], path: Path) -> None:
@@ -282,6 +360,11 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [f"{result['n_images']} image(s)", f"{'metric':<14}{'model':>9}{'gray':>9}"]
     for key, (label, note) in zip(keys, rows, strict=True):
         lines.append(f"{label:<14}{_number(result[key]):>9}{_number(gray[key]):>9}  {note}")
+    if "by_hints" in result:
+        lines.append(f"{'points':<8}{'psnr':>9}{'delta_e':>9}{'hint_fidelity':>15}")
+        for count, row in result["by_hints"].items():
+            values = [_number(row[k]) for k in ("psnr", "delta_e", "hint_fidelity")]
+            lines.append(f"{count:<8}{values[0]:>9}{values[1]:>9}{values[2]:>15}")
     return "\n".join(lines)
 
 

@@ -25,6 +25,7 @@ from colorgan.device import resolve_device
 from colorgan.errors import ColorganError, MissingDependency, OnnxModelError
 from colorgan.files import atomic_write
 from colorgan.generator import ColorModel
+from colorgan.hints import HINT_CHANNELS
 
 OPSET = 18  # the torch.export-based exporter's own opset (17 is the floor the task sets)
 META_IMAGE_SIZE = "colorgan.image_size"  # the training size: the default working size
@@ -45,6 +46,7 @@ class OnnxModel:
     multiple: int
     device: torch.device  # where the pre- and post-processing run
     provider: str  # the onnxruntime execution provider in use
+    hints: bool = False  # the graph has a "hints" input (model.hints)
 
 
 def _import_onnxruntime() -> Any:
@@ -81,16 +83,19 @@ def _onnx_program(generator: ColorModel, metadata: dict[str, str]) -> Any:
             f"exporting to ONNX needs onnx and onnxscript: {INSTALL_HINT}"
         ) from None
     m = generator.multiple
-    example = Batch(l=torch.zeros(2, 1, 2 * m, 2 * m))  # batch 2: size 1 would be specialised
+    side = 2 * m  # batch 2: a size-1 dim would be specialised
+    hints = torch.zeros(2, HINT_CHANNELS, side, side) if generator.hints else None
+    example = Batch(l=torch.zeros(2, 1, side, side), hints=hints)
+    names = INPUT_NAMES[: len(model_inputs(example))]
     batch, h, w = torch.export.Dim("batch"), m * torch.export.Dim("h"), m * torch.export.Dim("w")
-    dims = {name: {0: batch, 2: h, 3: w} for name in INPUT_NAMES}  # every input shares them
+    dims = {name: {0: batch, 2: h, 3: w} for name in names}  # every input shares them
     with _quiet_exporter():
         program = torch.onnx.export(
             Generate(generator),
             model_inputs(example),
             dynamo=True,
             opset_version=OPSET,
-            input_names=list(INPUT_NAMES),
+            input_names=list(names),
             output_names=["ab"],
             dynamic_shapes={"inputs": tuple(dims.values())},
             external_data=False,
@@ -132,10 +137,16 @@ def check_export(generator: ColorModel, path: Path, size: int) -> float:
     """Max |Δab| of the .onnx file against the generator on a random (1, 1, size, size) input;
     raises if it is over EXPORT_TOLERANCE."""
     side = max(generator.multiple, round(size / generator.multiple) * generator.multiple)
-    l = torch.rand(1, 1, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    gen = torch.Generator().manual_seed(0)
+    l = torch.rand(1, 1, side, side, generator=gen) * 2 - 1
+    hints = None
+    if generator.hints:  # a few random points: the hint input must matter the same way
+        hints = torch.zeros(1, HINT_CHANNELS, side, side)
+        hints[:, :2, side // 4 : side // 2, side // 4 : side // 2] = 0.3
+        hints[:, 2, side // 4 : side // 2, side // 4 : side // 2] = 1.0
     with torch.inference_mode():
-        expected = generate(generator, Batch(l=l))
-    got = load_onnx(path, "cpu").predict(Batch(l=l))
+        expected = generate(generator, Batch(l=l, hints=hints))
+    got = load_onnx(path, "cpu").predict(Batch(l=l, hints=hints))
     delta = float((got - expected).abs().max())
     if not delta <= EXPORT_TOLERANCE:
         raise ColorganError(f"{path}: onnxruntime differs from PyTorch by {delta:.2g} in ab")
@@ -176,7 +187,9 @@ def _session_predict(session: Any, device: torch.device) -> Callable[[Batch], to
     names = [node.name for node in session.get_inputs()]
 
     def predict(batch: Batch) -> torch.Tensor:
-        inputs = dict(zip(INPUT_NAMES, model_inputs(batch), strict=True))
+        inputs = dict(zip(INPUT_NAMES, model_inputs(batch), strict=False))
+        if "hints" in names and "hints" not in inputs:  # no points: the zero map
+            inputs["hints"] = batch.l.new_zeros(batch.l.shape[0], HINT_CHANNELS, *batch.l.shape[2:])
         feed = {
             name: inputs[name].detach().to("cpu", torch.float32).contiguous().numpy()
             for name in names
@@ -208,6 +221,6 @@ def load_onnx(path: str | Path, device: str = "auto") -> OnnxModel:
     if provider == "CUDAExecutionProvider" and torch.cuda.is_available():
         # pre- and post-processing beside the model, on its GPU, when this torch has CUDA too
         torch_device = resolve_device("cuda" if device == "auto" else device)
-    return OnnxModel(
-        _session_predict(session, torch_device), image_size, 2**depth, torch_device, provider
-    )
+    hints = any(node.name == "hints" for node in session.get_inputs())
+    predict = _session_predict(session, torch_device)
+    return OnnxModel(predict, image_size, 2**depth, torch_device, provider, hints)

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from colorgan.config import ModelConfig
-from colorgan.lite0 import TAP_CHANNELS, load_lite0, to_input
+from colorgan.hints import HINT_CHANNELS
+from colorgan.lite0 import STEM_CHANNELS, TAP_CHANNELS, load_lite0, to_input
 
 Norm = str  # "batch" | "instance" | "none"
 
@@ -74,11 +75,14 @@ class Generator(nn.Module):
         dropout: float = 0.0,
         in_channels: int = 1,
         out_channels: int = 2,
+        hints: bool = False,
     ) -> None:
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
         self.depth = depth
+        self.hints = hints  # the hint map is joined to l at the input (Zhang et al. 2017)
+        in_channels += HINT_CHANNELS if hints else 0
         channels = [base_channels * min(2**i, 8) for i in range(depth)]
         self.down = nn.ModuleList(
             _down(
@@ -120,11 +124,12 @@ class Generator(nn.Module):
     def freeze_encoder(self, frozen: bool) -> None:
         """No pretrained encoder to hold (model.freeze_encoder_epochs has no effect)."""
 
-    def forward(self, l: torch.Tensor) -> torch.Tensor:
-        """l: (B, 1, H, W) in [-1, 1] -> ab: (B, 2, H, W) in [-1, 1]."""
+    def forward(self, l: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
+        """l: (B, 1, H, W) in [-1, 1] (+ hints (B, 3, H, W), see hints.py) -> ab: (B, 2, H, W)
+        in [-1, 1]."""
         _check_size(l, self.multiple)
         skips = []
-        x = l
+        x = torch.cat([l, _hint_map(l, hints)], dim=1) if self.hints else _no_hints(l, hints)
         for block in self.down:
             x = block(x)
             skips.append(x)
@@ -133,6 +138,30 @@ class Generator(nn.Module):
             x = block(x)
             x = torch.cat([x, skips.pop()], dim=1)
         return self.head(x)
+
+
+def _hint_map(l: torch.Tensor, hints: torch.Tensor | None) -> torch.Tensor:
+    """The hint map to use: `hints`, or no points (zeros) when None."""
+    if hints is None:
+        return l.new_zeros(l.shape[0], HINT_CHANNELS, *l.shape[2:])
+    return hints.to(l.dtype)
+
+
+def _pooled(hint_map: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The hint map at `like`'s (coarser) resolution: each cell's mean hinted ab and whether
+    it holds any point, so a coarse decoder level can spread a point over its region."""
+    factor = hint_map.shape[-1] // like.shape[-1]
+    mask = F.avg_pool2d(hint_map[:, 2:], factor)
+    ab = F.avg_pool2d(hint_map[:, :2] * hint_map[:, 2:], factor) / mask.clamp_min(1e-6)
+    given = (mask > 0).to(hint_map.dtype)
+    return torch.cat([ab * given, given], dim=1)
+
+
+def _no_hints(l: torch.Tensor, hints: torch.Tensor | None) -> torch.Tensor:
+    """`l`, for a generator without a hint input (given hints are a programming error)."""
+    if hints is not None:
+        raise ValueError("this generator was built without model.hints; it takes no hint map")
+    return l
 
 
 def _check_size(l: torch.Tensor, multiple: int) -> None:
@@ -160,7 +189,9 @@ class Lite0UNet(nn.Module):
     """A U-Net on a pretrained EfficientNet-Lite0 encoder.
 
     L is rescaled to [0, 1], repeated to three channels and ImageNet-normalised for the encoder,
-    whose features at strides 2, 4, 8, 16 and 32 are the skips. Each decoder level upsamples
+    whose features at strides 2, 4, 8, 16 and 32 are the skips. With `hints`, the hint map enters
+    the encoder's stem through a zero-initialised conv and every decoder level (pooled to its
+    resolution) and the full-resolution layer. Each decoder level upsamples
     bilinearly, joins the skip and applies two 3x3 conv-norm-ReLU layers; widths are
     8, 4, 2, 1 x `base_channels` from stride 16 to 2, and a last full-resolution layer also sees
     L itself. Always 5 downsamplings (`depth`), so sides are multiples of 32.
@@ -174,25 +205,32 @@ class Lite0UNet(nn.Module):
         norm: Norm = "batch",
         dropout: float = 0.0,
         pretrained: bool = True,
+        hints: bool = False,
     ) -> None:
         super().__init__()
         self.encoder = load_lite0(pretrained=pretrained, head=False)
+        self.hints = hints
+        extra = HINT_CHANNELS if hints else 0  # every decoder level also sees the hints
         widths = [8 * base_channels, 4 * base_channels, 2 * base_channels, base_channels]
         skips = list(reversed(TAP_CHANNELS[:-1]))  # stride 16, 8, 4, 2
         c_in = TAP_CHANNELS[-1]
         blocks = []
         for i, (skip, width) in enumerate(zip(skips, widths, strict=True)):
-            blocks.append(_conv_block(c_in + skip, width, norm, dropout if i < 2 else 0.0))
+            blocks.append(_conv_block(c_in + skip + extra, width, norm, dropout if i < 2 else 0.0))
             c_in = width
         self.decoder = nn.ModuleList(blocks)
         self.full = nn.Sequential(
-            nn.Conv2d(c_in + 1, base_channels, 3, padding=1, bias=norm == "none"),
+            nn.Conv2d(c_in + 1 + extra, base_channels, 3, padding=1, bias=norm == "none"),
             norm_layer(norm, base_channels),
             nn.ReLU(inplace=True),
         )
         self.head = nn.Sequential(nn.Conv2d(base_channels, 2, 1), nn.Tanh())
         for part in (self.decoder, self.full, self.head):
             init_weights(part)  # the encoder keeps its ImageNet weights
+        if hints:  # into the encoder's stem, zero-initialised: ImageNet features start unchanged
+            self.hint_stem = nn.Conv2d(HINT_CHANNELS, STEM_CHANNELS, 3, stride=2, padding=1)
+            nn.init.zeros_(self.hint_stem.weight)
+            nn.init.zeros_(self.hint_stem.bias)  # type: ignore[arg-type]
         self.frozen_groups: tuple[int, ...] = ()
 
     @property
@@ -220,16 +258,25 @@ class Lite0UNet(nn.Module):
             self.encoder.eval()
         return self
 
-    def forward(self, l: torch.Tensor) -> torch.Tensor:
-        """l: (B, 1, H, W) in [-1, 1] -> ab: (B, 2, H, W) in [-1, 1]."""
+    def forward(self, l: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
+        """l: (B, 1, H, W) in [-1, 1] (+ hints (B, 3, H, W), see hints.py) -> ab: (B, 2, H, W)
+        in [-1, 1]."""
         _check_size(l, self.multiple)
-        feats = self.encoder.features(to_input((l + 1.0) * 0.5))
+        rgb = to_input((l + 1.0) * 0.5)
+        hint_map = _hint_map(l, hints) if self.hints else None
+        if hint_map is not None:
+            feats = self.encoder.features(rgb, stem_add=self.hint_stem(hint_map))
+        else:
+            feats = self.encoder.features(_no_hints(rgb, hints))
         x = feats.pop()
         for block in self.decoder:
             x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-            x = block(torch.cat([x, feats.pop()], dim=1))
+            skip = feats.pop()
+            joined = [x, skip] if hint_map is None else [x, skip, _pooled(hint_map, skip)]
+            x = block(torch.cat(joined, dim=1))
         x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-        return self.head(self.full(torch.cat([x, l], dim=1)))
+        last = [x, l] if hint_map is None else [x, l, hint_map]
+        return self.head(self.full(torch.cat(last, dim=1)))
 
 
 ColorModel = Generator | Lite0UNet  # either generator: same input, output and `multiple`
@@ -239,10 +286,13 @@ def build_generator(model: ModelConfig, pretrained: bool = False) -> ColorModel:
     """The generator a model config describes; `pretrained` loads the Lite0 encoder's ImageNet
     weights (for a fresh run; a checkpoint brings its own)."""
     if model.encoder == "efficientnet_lite0":
-        return Lite0UNet(model.base_channels, model.norm, model.dropout, pretrained=pretrained)
+        return Lite0UNet(
+            model.base_channels, model.norm, model.dropout, pretrained=pretrained, hints=model.hints
+        )
     return Generator(
         base_channels=model.base_channels,
         depth=model.depth,
         norm=model.norm,
         dropout=model.dropout,
+        hints=model.hints,
     )

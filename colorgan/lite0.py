@@ -37,6 +37,7 @@ STAGES = (
 # The last block of each resolution: features at strides 2, 4, 8, 16 and 32.
 TAPS = (0, 2, 4, 10, 15)
 TAP_CHANNELS = (16, 24, 40, 112, 320)
+STEM_CHANNELS = 32  # the stem's output, at stride 2
 HEAD_CHANNELS = 1280
 BN_EPS, BN_MOMENTUM = 1e-3, 0.01  # TensorFlow's 0.99 decay is torch's 0.01 momentum
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -103,10 +104,15 @@ class EfficientNetLite0(nn.Module):
             self._bn1 = _bn(HEAD_CHANNELS)
             self._fc = nn.Linear(HEAD_CHANNELS, num_classes)
 
-    def features(self, x: torch.Tensor, upto: int = len(TAPS)) -> list[torch.Tensor]:
+    def features(
+        self, x: torch.Tensor, upto: int = len(TAPS), stem_add: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
         """Feature maps at strides 2, 4, 8, 16, 32 (the first `upto` of them) for an input
-        already scaled by `to_input`."""
+        already scaled by `to_input`; `stem_add` (B, 32, H/2, W/2) is added to the stem's
+        output (a conditioning branch)."""
         x = F.relu6(self._bn0(self._conv_stem(self._stem_pad(x))))
+        if stem_add is not None:
+            x = x + stem_add
         out: list[torch.Tensor] = []
         for index, block in enumerate(self._blocks):
             x = block(x)

@@ -39,15 +39,22 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def delta_e2000(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean CIEDE2000 color difference per image of RGB (B, 3, H, W) in [0, 1]: (B,)."""
+def _delta_e_maps(pred: torch.Tensor, target: torch.Tensor) -> list[np.ndarray]:
     pred_np = pred.detach().float().permute(0, 2, 3, 1).cpu().numpy()
     target_np = target.detach().float().permute(0, 2, 3, 1).cpu().numpy()
-    values = [
-        float(np.mean(deltaE_ciede2000(rgb2lab(p), rgb2lab(t))))
-        for p, t in zip(pred_np, target_np, strict=True)
-    ]
+    pairs = zip(pred_np, target_np, strict=True)
+    return [deltaE_ciede2000(rgb2lab(p), rgb2lab(t)) for p, t in pairs]
+
+
+def delta_e2000(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean CIEDE2000 color difference per image of RGB (B, 3, H, W) in [0, 1]: (B,)."""
+    values = [float(np.mean(m)) for m in _delta_e_maps(pred, target)]
     return torch.tensor(values, dtype=torch.float64)
+
+
+def delta_e2000_pixels(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """CIEDE2000 per pixel of RGB (B, 3, H, W) in [0, 1]: (B, H, W) float64 on the CPU."""
+    return torch.from_numpy(np.stack(_delta_e_maps(pred, target))).double()
 
 
 def colorfulness(rgb: torch.Tensor) -> torch.Tensor:

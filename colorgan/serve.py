@@ -9,6 +9,7 @@ header, before decoding), with a 4xx status and a JSON {"error": reason} the pag
 from __future__ import annotations
 
 import io
+import json
 import socket
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -20,6 +21,7 @@ from typing import Any
 from colorgan.colorize import Colorizer
 from colorgan.errors import ColorganError, MissingDependency, UnreadableImage, UploadRefused
 from colorgan.files import load_picture, to_image
+from colorgan.hints import Hint, HintError, hints_from_json
 
 DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_MB = 25.0
@@ -73,29 +75,53 @@ async def _read_body(stream: AsyncIterator[bytes], declared: str | None, limit: 
     return b"".join(chunks)
 
 
-async def _multipart_file(headers: Any, body: bytes, limit: int) -> bytes:
-    """The first file of a multipart/form-data body."""
+async def _multipart_file(headers: Any, body: bytes, limit: int) -> tuple[bytes, str | None]:
+    """The first file of a multipart/form-data body, and its `hints` field (JSON), if any."""
     from starlette.datastructures import UploadFile
     from starlette.formparsers import MultiPartException, MultiPartParser
 
     async def once() -> AsyncGenerator[bytes, None]:
         yield body
 
-    parser = MultiPartParser(headers, once(), max_files=1, max_fields=8, max_part_size=limit)
+    parser = MultiPartParser(headers, once(), max_files=2, max_fields=8, max_part_size=limit)
     try:
         form = await parser.parse()
     except MultiPartException as err:
         raise UploadRefused(400, f"bad multipart upload ({err.message})") from None
-    for _, value in form.multi_items():
-        if isinstance(value, UploadFile):
+    hints = form.get("hints")
+    if isinstance(hints, UploadFile):
+        hints = (await hints.read()).decode("utf-8", errors="replace")
+    for name, value in form.multi_items():
+        if isinstance(value, UploadFile) and name != "hints":
             data = await value.read()
             await value.close()
-            return data
+            return data, hints
     raise UploadRefused(400, "no file in the multipart upload: send it as a form file field")
 
 
-def colorize_bytes(colorizer: Colorizer, data: bytes, size: int, max_pixels: int) -> bytes:
-    """Image file bytes -> the colorized PNG (alpha kept), through colorize.py's decoding."""
+def parse_hints(text: str | None) -> list[Hint] | None:
+    """The `hints` form field (the JSON of a hints file) -> points; 400 if it is not that."""
+    if text is None or not text.strip():
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UploadRefused(400, f"hints: not valid JSON ({str(err)[:80]})") from None
+    try:
+        return hints_from_json(data, "hints")
+    except HintError as err:
+        raise UploadRefused(400, str(err)) from None
+
+
+def colorize_bytes(
+    colorizer: Colorizer,
+    data: bytes,
+    size: int,
+    max_pixels: int,
+    hints: list[Hint] | None = None,
+) -> bytes:
+    """Image file bytes (and color points) -> the colorized PNG (alpha kept), through
+    files.py's decoding."""
     if not data:
         raise UploadRefused(400, "empty upload: send an image file as the request body")
     try:
@@ -103,7 +129,10 @@ def colorize_bytes(colorizer: Colorizer, data: bytes, size: int, max_pixels: int
     except UnreadableImage as err:
         status = 413 if "over the limit" in str(err) else 400
         raise UploadRefused(status, str(err)) from None
-    rgb = colorizer.colorize_pictures([picture], size)[0]  # (3, H, W) uint8
+    try:
+        rgb = colorizer.colorize_pictures([picture], size, [hints] if hints else None)[0]
+    except HintError as err:  # a point outside the image, or a model without hints
+        raise UploadRefused(400, str(err)) from None
     out = io.BytesIO()
     to_image(rgb, picture.alpha).save(out, format="PNG")
     return out.getvalue()
@@ -125,9 +154,9 @@ def create_app(colorizer: Colorizer, limits: Limits | None = None) -> Any:
     lock = threading.Lock()  # one model: requests take turns, each with its own tensors
     html = page()
 
-    def colorize_locked(data: bytes, size: int) -> bytes:
+    def colorize_locked(data: bytes, size: int, hints: list[Hint] | None) -> bytes:
         with lock:
-            return colorize_bytes(colorizer, data, size, limits.max_pixels)
+            return colorize_bytes(colorizer, data, size, limits.max_pixels, hints)
 
     async def index(request: Request) -> Response:
         return HTMLResponse(html)
@@ -140,6 +169,7 @@ def create_app(colorizer: Colorizer, limits: Limits | None = None) -> Any:
                 "max_size": limits.max_size,
                 "max_upload_bytes": limits.max_upload_bytes,
                 "max_pixels": limits.max_pixels,
+                "hints": colorizer.hints,
             }
         )
 
@@ -148,13 +178,16 @@ def create_app(colorizer: Colorizer, limits: Limits | None = None) -> Any:
             size = _working_size(request.query_params.get("size"), colorizer, limits)
             limit = limits.max_upload_bytes + _MULTIPART_SLACK
             body = await _read_body(request.stream(), request.headers.get("content-length"), limit)
+            hints_text = None
             if request.headers.get("content-type", "").startswith("multipart/form-data"):
-                body = await _multipart_file(request.headers, body, limits.max_upload_bytes)
+                form = await _multipart_file(request.headers, body, limits.max_upload_bytes)
+                body, hints_text = form
+            hints = parse_hints(hints_text)
             if len(body) > limits.max_upload_bytes:
                 raise UploadRefused(
                     413, f"upload over the limit of {limits.max_upload_bytes:,} bytes"
                 )
-            png = await run_in_threadpool(colorize_locked, body, size)
+            png = await run_in_threadpool(colorize_locked, body, size, hints)
         except UploadRefused as err:
             return JSONResponse({"error": str(err)}, status_code=err.status)
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})

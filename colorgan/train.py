@@ -102,9 +102,10 @@ def run_epoch(run: Run, stop: list[int]) -> dict[str, float]:
         disable=True if run.quiet else None,
         dynamic_ncols=True,
     )
-    for rgb in bar:
-        meter.add(train_step(state, to_batch(rgb, state.device)), rgb.shape[0])
-        state.epoch_items += rgb.shape[0]
+    for item in bar:
+        batch = to_batch(item, state.device)
+        meter.add(train_step(state, batch), batch.l.shape[0])
+        state.epoch_items += batch.l.shape[0]
         bar.set_postfix(meter.postfix())
         if ddp.any_rank(bool(stop), state.dist, state.device):
             interrupt(run, stop[0] if stop else signal.SIGTERM)

@@ -1,0 +1,219 @@
+"""Color points ("hints", Zhang et al. 2017): a user's `Hint`s, their JSON files, the hint map a
+generator takes, and the points training and evaluation draw from the truth.
+
+The hint map is (B, 3, H, W) at the working size: channels 0-1 the hinted ab (in [-1, 1], as
+`batch.ab`), channel 2 the mask (1 where a point is, else 0). All zeros is "no points": automatic
+colorization with the same network.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from colorgan.color import rgb_to_l_ab
+from colorgan.errors import ColorganError
+
+HINT_CHANNELS = 3  # a, b, mask
+REFERENCE_SIDE = 256  # patch sizes are given at this working size and scaled with it
+EVAL_PATCH = 6  # evaluate's test points: 6x6 patches at 256 px (scaled)
+MAX_HINT_FILE_BYTES = 1_000_000
+
+
+class HintError(ColorganError):
+    """A hint or hints file that cannot be used."""
+
+
+Color = str | tuple[int, int, int] | list[int]
+
+
+@dataclass(frozen=True)
+class Hint:
+    """A color point: `x`, `y` in pixels of the image as given (after EXIF rotation), `color` an
+    RGB hex string ("#3366ff", "#36f") or (r, g, b) in 0-255; `radius` in image pixels (None: a
+    patch of about EVAL_PATCH working-size pixels)."""
+
+    x: float
+    y: float
+    color: Color
+    radius: float | None = None
+
+    def ab(self) -> tuple[float, float]:
+        """The color's Lab ab, scaled like `batch.ab` (in about [-1, 1])."""
+        r, g, b = parse_color(self.color)
+        rgb = torch.tensor([r, g, b], dtype=torch.float32).view(1, 3, 1, 1) / 255.0
+        ab = rgb_to_l_ab(rgb)[1].flatten()
+        return float(ab[0]), float(ab[1])
+
+
+def parse_color(color: object) -> tuple[int, int, int]:
+    """'#rrggbb', '#rgb' or (r, g, b) in 0-255 -> (r, g, b); HintError otherwise."""
+    if isinstance(color, str):
+        text = color.strip().removeprefix("#")
+        if len(text) == 3:
+            text = "".join(c * 2 for c in text)
+        if len(text) == 6:
+            try:
+                value = int(text, 16)
+            except ValueError:
+                pass
+            else:
+                return (value >> 16) & 255, (value >> 8) & 255, value & 255
+    elif isinstance(color, (tuple, list)) and len(color) == 3 and all(_channel(c) for c in color):
+        return int(color[0]), int(color[1]), int(color[2])
+    shown = repr(color)[:40]
+    raise HintError(f"color {shown} is not '#rrggbb', '#rgb' or [r, g, b] in 0-255")
+
+
+def _channel(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 255
+
+
+def _number(entry: dict[str, Any], key: str, where: str) -> float:
+    value = entry.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise HintError(f"{where}: {key!r} must be a number of pixels, got {repr(value)[:40]}")
+    return float(value)
+
+
+def hints_from_json(data: object, where: str) -> list[Hint]:
+    """A JSON list of {"x", "y", "color"[, "radius"]} -> Hints; HintError naming `where` and the
+    entry otherwise."""
+    if not isinstance(data, list):
+        raise HintError(f'{where}: expected a JSON list of points like {{"x", "y", "color"}}')
+    hints = []
+    for index, entry in enumerate(data):
+        at = f"{where}: point {index}"
+        if not isinstance(entry, dict) or not {"x", "y", "color"} <= entry.keys():
+            raise HintError(f"{at}: expected an object with x, y and color")
+        unknown = set(entry) - {"x", "y", "color", "radius"}
+        if unknown:
+            raise HintError(f"{at}: unknown key {sorted(unknown)[0]!r} (x, y, color, radius)")
+        radius = None if entry.get("radius") is None else _number(entry, "radius", at)
+        if radius is not None and radius < 0:
+            raise HintError(f"{at}: radius must be >= 0, got {radius:g}")
+        try:
+            color = parse_color(entry["color"])
+        except HintError as err:
+            raise HintError(f"{at}: {err}") from None
+        hints.append(Hint(_number(entry, "x", at), _number(entry, "y", at), color, radius))
+    return hints
+
+
+def load_hints(path: Path) -> list[Hint]:
+    """The points of a hints file; HintError with the file and the entry otherwise."""
+    try:
+        if path.stat().st_size > MAX_HINT_FILE_BYTES:
+            raise HintError(f"{path}: over {MAX_HINT_FILE_BYTES:,} bytes; not a hints file")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise HintError(f"{path}: cannot read hints ({err.strerror or err})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise HintError(f"{path}: not valid JSON ({str(err).splitlines()[0][:80]})") from None
+    return hints_from_json(data, str(path))
+
+
+def hints_to_json(hints: Sequence[Hint]) -> list[dict[str, Any]]:
+    """Hints as the JSON list `load_hints` reads."""
+    out = []
+    for h in hints:
+        r, g, b = parse_color(h.color)
+        entry: dict[str, Any] = {"x": h.x, "y": h.y, "color": f"#{r:02x}{g:02x}{b:02x}"}
+        if h.radius is not None:
+            entry["radius"] = h.radius
+        out.append(entry)
+    return out
+
+
+def check_inside(hints: Sequence[Hint], image_hw: tuple[int, int]) -> None:
+    """HintError naming the first point outside an image of `image_hw` pixels."""
+    height, width = image_hw
+    for index, hint in enumerate(hints):
+        if not (0 <= hint.x < width and 0 <= hint.y < height):
+            raise HintError(
+                f"point {index} at ({hint.x:g}, {hint.y:g}) is outside the {width}x{height} image"
+            )
+
+
+def render(
+    hints: Sequence[Hint], image_hw: tuple[int, int], working_hw: tuple[int, int]
+) -> torch.Tensor:
+    """The hint map (3, h, w) of points given on an image of `image_hw`, at `working_hw`.
+    A point outside the image is a HintError naming it."""
+    check_inside(hints, image_hw)
+    (height, width), (h, w) = image_hw, working_hw
+    out = torch.zeros(HINT_CHANNELS, h, w)
+    default_half = (patch_side(EVAL_PATCH, min(h, w)) - 1) / 2
+    for hint in hints:
+        cx, cy = hint.x * w / width, hint.y * h / height
+        half = default_half if hint.radius is None else hint.radius * w / width
+        left, right = _span(cx, half, w)
+        top, bottom = _span(cy, half, h)
+        a, b = hint.ab()
+        out[0, top:bottom, left:right] = a
+        out[1, top:bottom, left:right] = b
+        out[2, top:bottom, left:right] = 1.0
+    return out
+
+
+def _span(center: float, half: float, size: int) -> tuple[int, int]:
+    """Pixel range [start, end) of a patch of half-width `half` around `center`, at least one
+    pixel, inside [0, size)."""
+    start = max(0, min(size - 1, math.floor(center - half)))
+    end = max(start + 1, min(size, math.floor(center + half) + 1))
+    return start, end
+
+
+def patch_side(max_patch: int, side: int) -> int:
+    """A patch size given at REFERENCE_SIDE, scaled to a working `side`, at least 1 px."""
+    return max(1, round(max_patch * side / REFERENCE_SIDE))
+
+
+def draw_points(
+    ab: torch.Tensor, count: int, sides: Sequence[int], gen: torch.Generator
+) -> torch.Tensor:
+    """A hint map (3, S, S) of `count` square patches of the given `sides` (cycled), each
+    holding the truth's mean ab over it, at positions drawn around the center (normal,
+    σ = S/4, clipped): Zhang et al.'s simulated user. `ab`: the truth (2, S, S)."""
+    _, height, width = ab.shape
+    out = torch.zeros(HINT_CHANNELS, height, width)
+    for i in range(count):
+        side = min(sides[i % len(sides)], height, width)
+        centre = torch.randn(2, generator=gen) * torch.tensor([height, width]) / 4.0
+        top = int((centre[0] + height / 2 - side / 2).round().clamp(0, height - side))
+        left = int((centre[1] + width / 2 - side / 2).round().clamp(0, width - side))
+        rows, cols = slice(top, top + side), slice(left, left + side)
+        out[:2, rows, cols] = ab[:, rows, cols].mean(dim=(1, 2))[:, None, None]
+        out[2, rows, cols] = 1.0
+    return out
+
+
+def draw_count(p: float, gen: torch.Generator, most: int = 64) -> int:
+    """A geometric number of points: P(n) = p (1 - p)^n, at most `most`."""
+    count = 0
+    while float(torch.rand((), generator=gen)) >= p and count < most:
+        count += 1
+    return count
+
+
+def simulate(ab: torch.Tensor, p: float, max_patch: int, gen: torch.Generator) -> torch.Tensor:
+    """Training's simulated user: a geometric number of points (P(0) = p; mean (1 - p) / p),
+    each a square of 1..max_patch px at 256 px (scaled with the crop). `ab`: (2, S, S)."""
+    count = draw_count(p, gen)
+    side = ab.shape[-1]
+    top = patch_side(max_patch, side)
+    sides = [int(torch.randint(1, top + 1, (), generator=gen)) for _ in range(count)]
+    return draw_points(ab, count, sides or [1], gen) if count else torch.zeros(3, *ab.shape[1:])
+
+
+def eval_points(ab: torch.Tensor, count: int, seed: int) -> torch.Tensor:
+    """Evaluate's points: `count` EVAL_PATCH patches (scaled) drawn with `seed`, the first
+    `count` of one fixed sequence, so 5 points are the 2 points plus 3 more."""
+    gen = torch.Generator().manual_seed(seed)
+    return draw_points(ab, count, [patch_side(EVAL_PATCH, ab.shape[-1])], gen)

@@ -1,0 +1,84 @@
+"""Tables and docs/hints.png for experiments/hints.sh: ΔE00, PSNR and hint_fidelity against the
+number of color points, beside the gray image and the model trained without points.
+
+    python experiments/hints_table.py runs/hints [--plot docs/hints.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+SETS = [("anime", "val"), ("anime", "unseen"), ("photos", "val")]
+
+
+def _load(runs: Path, name: str, split: str) -> dict[str, Any] | None:
+    path = runs / name / f"eval-{split}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def table(runs: Path) -> str:
+    lines = []
+    for domain, split in SETS:
+        hint = _load(runs, f"{domain}-hint-s0", split)
+        plain = [_load(runs, f"{domain}-nohint-s{s}", split) for s in (0, 1)]
+        if hint is None:
+            continue
+        gray = hint["baseline_gray"]
+        lines += [f"\n{domain}/{split} ({hint['n_images']} images)", ""]
+        lines += ["| model | points | ΔE00 | PSNR | SSIM | colorfulness | hint_fidelity |"]
+        lines += ["|---|---:|---:|---:|---:|---:|---:|"]
+        lines.append(f"| gray image | – | {gray['delta_e']:.2f} | {gray['psnr']:.2f} | "
+                     f"{gray['ssim']:.3f} | {gray['colorfulness']:.1f} | – |")  # fmt: skip
+        for seed, result in enumerate(plain):
+            if result is not None:
+                lines.append(f"| no-hint s{seed} | – | {result['delta_e']:.2f} | "
+                             f"{result['psnr']:.2f} | {result['ssim']:.3f} | "
+                             f"{result['colorfulness']:.1f} | – |")  # fmt: skip
+        for count, row in hint["by_hints"].items():
+            fidelity = "–" if row["hint_fidelity"] is None else f"{row['hint_fidelity']:.2f}"
+            lines.append(f"| hints s0 | {count} | {row['delta_e']:.2f} | {row['psnr']:.2f} | "
+                         f"{row['ssim']:.3f} | {row['colorfulness']:.1f} | {fidelity} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def plot(runs: Path, out: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(12, 3.6), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(SETS))
+    for ax, (domain, split) in zip(axes, SETS, strict=True):
+        hint = _load(runs, f"{domain}-hint-s0", split)
+        if hint is None:
+            continue
+        counts = [int(c) for c in hint["by_hints"]]
+        ax.plot(counts, [r["delta_e"] for r in hint["by_hints"].values()], "o-", label="hints")
+        ax.axhline(hint["baseline_gray"]["delta_e"], color="gray", ls="--", label="gray image")
+        for seed in (0, 1):
+            plain = _load(runs, f"{domain}-nohint-s{seed}", split)
+            if plain is not None:
+                ax.axhline(plain["delta_e"], color="C1", ls=":", label=f"no-hint s{seed}")
+        ax.set_title(f"{domain}/{split}")
+        ax.set_xlabel("color points per image")
+        ax.set_ylabel("CIEDE2000 (lower is better)")
+        ax.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("runs", type=Path)
+    parser.add_argument("--plot", type=Path)
+    args = parser.parse_args()
+    print(table(args.runs))
+    if args.plot:
+        plot(args.runs, args.plot)
+
+
+if __name__ == "__main__":
+    main()

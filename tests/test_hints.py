@@ -1,0 +1,247 @@
+"""Color points (model.hints): parsing, the hint map, the simulated user, both generators, the
+Colorizer API, the CLI (--hints FILE|DIR), ONNX, evaluate --hints and training with resume."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from colorgan import Colorizer, Hint
+from colorgan.checkpoint import save_checkpoint
+from colorgan.cli import main
+from colorgan.config import load_config, to_dict
+from colorgan.errors import ColorganError
+from colorgan.generator import Generator, Lite0UNet, build_generator
+from colorgan.hints import (
+    HintError,
+    draw_count,
+    eval_points,
+    hints_from_json,
+    load_hints,
+    parse_color,
+    render,
+    simulate,
+)
+from tests.conftest import make_tiny_checkpoint, train_args, write_color_folder
+
+BLUE = "#0000ff"
+
+
+def hint_checkpoint(path: Path, encoder: str = "efficientnet_lite0") -> Path:
+    """An untrained 32 px model.hints checkpoint (Lite0 encoder by default), seeded."""
+    depth = 5 if encoder == "efficientnet_lite0" else 3
+    settings = [f"model.encoder={encoder}", f"model.depth={depth}", "model.hints=true"]
+    config = load_config(None, [*settings, "data.image_size=32", "model.base_channels=8"])
+    torch.manual_seed(0)
+    generator = build_generator(config.model, pretrained=encoder == "efficientnet_lite0")
+    save_checkpoint({"config": to_dict(config), "generator": generator.state_dict()}, path)
+    return path
+
+
+def test_colors_parse_and_bad_ones_are_named() -> None:
+    assert parse_color("#3366ff") == (0x33, 0x66, 0xFF)
+    assert parse_color("#36f") == (0x33, 0x66, 0xFF)
+    assert parse_color([10, 20, 30]) == (10, 20, 30)
+    for bad in ("#12345", "blue", [1, 2], [0, 0, 256], (True, 0, 0)):
+        with pytest.raises(HintError, match="is not"):
+            parse_color(bad)
+
+
+def test_hints_json_errors_name_the_file_and_the_entry(tmp_path: Path) -> None:
+    good = [{"x": 1, "y": 2, "color": "#ff0000"}, {"x": 3, "y": 4, "color": BLUE, "radius": 2}]
+    assert hints_from_json(good, "f.json")[1] == Hint(3.0, 4.0, (0, 0, 255), 2.0)
+    cases = [
+        ({"x": 1}, "expected a JSON list"),
+        ([{"x": 1, "y": 2}], "point 0: expected an object with x, y and color"),
+        ([good[0], {"x": "a", "y": 2, "color": BLUE}], "point 1: 'x' must be a number"),
+        ([{"x": 1, "y": 2, "color": "#zzzzzz"}], "point 0: color"),
+        ([{"x": 1, "y": 2, "color": BLUE, "size": 3}], "point 0: unknown key 'size'"),
+    ]
+    for data, fragment in cases:
+        with pytest.raises(HintError, match=fragment):
+            hints_from_json(data, "f.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text("[{")
+    with pytest.raises(HintError, match=f"{broken}: not valid JSON"):
+        load_hints(broken)
+
+
+def test_render_scales_points_to_the_working_size() -> None:
+    hint_map = render([Hint(50, 10, BLUE, radius=10)], (40, 100), (32, 64))  # H, W
+    mask = hint_map[2] > 0
+    rows, cols = mask.nonzero(as_tuple=True)
+    assert abs(float(cols.float().mean()) - 50 * 64 / 100) <= 1  # x scaled by w / W
+    assert abs(float(rows.float().mean()) - 10 * 32 / 40) <= 1  # y scaled by h / H
+    a, b = Hint(0, 0, BLUE).ab()
+    assert b < -0.5 and torch.allclose(hint_map[:2, mask], torch.tensor([[a], [b]]))
+    assert not hint_map[:, ~mask].any()  # nothing outside the point
+    with pytest.raises(HintError, match=r"point 1 at \(100, 0\) is outside the 100x40 image"):
+        render([Hint(5, 5, BLUE), Hint(100, 0, BLUE)], (40, 100), (32, 64))
+
+
+def test_simulated_user_matches_zhang_et_al() -> None:
+    gen = torch.Generator().manual_seed(0)
+    counts = [draw_count(0.125, gen) for _ in range(4000)]
+    assert 0.10 <= counts.count(0) / len(counts) <= 0.15  # P(no points) = 1/8
+    assert 6.4 <= statistics.mean(counts) <= 7.6  # 7 on average
+    ab = torch.rand(2, 64, 64) * 2 - 1
+    for seed in range(50):
+        hint_map = simulate(ab, 0.125, 9, torch.Generator().manual_seed(seed))
+        count = draw_count(0.125, torch.Generator().manual_seed(seed))  # the same first draw
+        mask = hint_map[2] > 0
+        assert int(mask.sum()) <= count * 2 * 2  # squares of 1-2 px at 64 px (9 at 256)
+        assert bool(mask.any()) == (count > 0)
+    again = simulate(ab, 0.125, 9, torch.Generator().manual_seed(5))
+    assert torch.equal(again, simulate(ab, 0.125, 9, torch.Generator().manual_seed(5)))
+
+
+def test_eval_points_are_nested_and_hold_the_truths_mean() -> None:
+    ab = torch.zeros(2, 64, 64)
+    ab[0, :, 32:] = 0.5  # right half colored
+    two, five = eval_points(ab, 2, seed=7), eval_points(ab, 5, seed=7)
+    assert torch.equal(two[2] > 0, (two[2] > 0) & (five[2] > 0))  # 5 points = those 2 + 3 more
+    mask = five[2] > 0
+    assert set(five[0, mask].unique().tolist()) <= {0.0, 0.25, 0.5}  # means over the patches
+
+
+@pytest.mark.parametrize("encoder", ["unet", "efficientnet_lite0"])
+def test_both_generators_take_hints_and_zero_hints_mean_none(encoder: str) -> None:
+    depth = 5 if encoder == "efficientnet_lite0" else 3
+    model = load_config(None, [f"model.encoder={encoder}", f"model.depth={depth}",
+                               "model.hints=true", "model.base_channels=8"]).model  # fmt: skip
+    torch.manual_seed(0)
+    generator = build_generator(model, pretrained=False).eval()
+    l = torch.rand(2, 1, 32, 32) * 2 - 1
+    hints = torch.zeros(2, 3, 32, 32)
+    hints[:, :2, 8:12, 8:12], hints[:, 2, 8:12, 8:12] = 0.5, 1.0
+    with torch.no_grad():
+        plain, zeros, hinted = (
+            generator(l),
+            generator(l, torch.zeros_like(hints)),
+            generator(l, hints),
+        )
+    assert torch.equal(plain, zeros)  # no points is the zero map: automatic colorization
+    assert not torch.equal(plain, hinted)
+    without = build_generator(load_config(None, [f"model.encoder={encoder}",
+                                                 f"model.depth={depth}"]).model)  # fmt: skip
+    with pytest.raises(ValueError, match=r"without model\.hints"):
+        without(l, hints)
+
+
+def test_lite0_hint_branch_leaves_the_imagenet_features_unchanged() -> None:
+    generator = Lite0UNet(base_channels=8, pretrained=False, hints=True).eval()
+    rgb = torch.rand(1, 3, 32, 32)
+    hints = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        alone = generator.encoder.features(rgb)
+        joined = generator.encoder.features(rgb, stem_add=generator.hint_stem(hints))
+    assert all(torch.equal(a, b) for a, b in zip(alone, joined, strict=True))
+    assert isinstance(Generator(8, 3, hints=True).down[0][0], torch.nn.Conv2d)
+
+
+def test_colorizer_puts_a_point_where_it_is_given(tmp_path: Path) -> None:
+    colorizer = Colorizer.from_checkpoint(hint_checkpoint(tmp_path / "h.pt"), "cpu")
+    image = Image.new("L", (96, 64), 140)
+    plain = np.asarray(colorizer.colorize(image), dtype=int)
+    hinted = np.asarray(colorizer.colorize(image, hints=[Hint(30, 20, BLUE, radius=3)]), dtype=int)
+    r, g, b = hinted[20, 30]
+    assert b > r + 40 and b > g + 40  # blue at the point
+    assert np.array_equal(hinted[50:, 70:], plain[50:, 70:])  # far away: unchanged
+    with pytest.raises(HintError, match="outside the 96x64 image"):
+        colorizer.colorize(image, hints=[Hint(96, 0, BLUE)])
+
+
+def test_a_model_without_hints_refuses_them_in_one_line(tmp_path: Path) -> None:
+    colorizer = Colorizer.from_checkpoint(make_tiny_checkpoint(tmp_path / "t.pt"), "cpu")
+    assert not colorizer.hints
+    with pytest.raises(ColorganError, match="trained without color points"):
+        colorizer.colorize(Image.new("L", (32, 32)), hints=[Hint(1, 1, BLUE)])
+    colorizer.colorize(Image.new("L", (32, 32)), hints=[])  # no points: as today
+
+
+def test_cli_hints_file_and_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = hint_checkpoint(tmp_path / "h.pt")
+    images = tmp_path / "in"
+    (images / "a").mkdir(parents=True)
+    for name in ("a/one.png", "two.png"):
+        Image.new("L", (64, 48), 120).save(images / name)
+    hints = tmp_path / "hints"
+    (hints / "a").mkdir(parents=True)
+    (hints / "a" / "one.json").write_text(json.dumps([{"x": 10, "y": 10, "color": BLUE}]))
+    out = tmp_path / "out"
+    assert main(["colorize", str(model), str(images), "--hints", str(hints), "--out", str(out),
+                 "--quiet"]) == 0  # fmt: skip
+    one = np.asarray(Image.open(out / "a" / "one.png"), dtype=int)
+    two = np.asarray(Image.open(out / "two.png"), dtype=int)
+    assert one[10, 10, 2] > one[10, 10, 0] + 40  # the hinted image is blue at its point
+    assert abs(two[10, 10, 2] - two[10, 10, 0]) < 20  # the other got no points
+    single = tmp_path / "one.json"
+    single.write_text(json.dumps([{"x": 5, "y": 5, "color": "#ff0000"}]))
+    assert main(["colorize", str(model), str(images / "two.png"), "--hints", str(single),
+                 "--out", str(tmp_path / "o2"), "--quiet"]) == 0  # fmt: skip
+    red = np.asarray(Image.open(tmp_path / "o2" / "two.png"), dtype=int)
+    assert red[5, 5, 0] > red[5, 5, 2] + 40
+    single.write_text(json.dumps([{"x": 5, "y": 5, "color": "#ff00"}]))
+    capsys.readouterr()
+    code = main(["colorize", str(model), str(images), "--hints", str(single), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{single}: point 0: color" in err and len(err.strip().splitlines()) == 1
+
+
+def test_onnx_with_hints_matches_pytorch_within_one_level(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    model = hint_checkpoint(tmp_path / "h.pt", encoder="unet")
+    onnx_path = tmp_path / "h.onnx"
+    assert main(["export", str(model), "--onnx", str(onnx_path)]) == 0
+    image = Image.new("RGB", (80, 56), (90, 120, 150))
+    points = [Hint(20, 20, BLUE), Hint(60, 40, "#ffcc00", radius=4)]
+    by_pt = np.asarray(Colorizer.from_checkpoint(model, "cpu").colorize(image, hints=points))
+    onnx = Colorizer.from_checkpoint(onnx_path, "cpu")
+    assert onnx.hints
+    by_onnx = np.asarray(onnx.colorize(image, hints=points))
+    assert np.abs(by_pt.astype(int) - by_onnx.astype(int)).max() <= 1
+
+
+def test_evaluate_by_hints(tmp_path: Path) -> None:
+    data = write_color_folder(tmp_path / "data", 6, size=(40, 40))
+    out = tmp_path / "e.json"
+    model = hint_checkpoint(tmp_path / "h.pt")
+    assert main(["evaluate", str(model), "--data", str(data), "--hints", "0,2,5",
+                 "--json", str(out), "--quiet"]) == 0  # fmt: skip
+    result = json.loads(out.read_text())
+    assert list(result["by_hints"]) == ["0", "2", "5"]
+    assert result["by_hints"]["0"]["hint_fidelity"] is None
+    assert result["by_hints"]["0"]["delta_e"] == pytest.approx(result["delta_e"])
+    for count in ("2", "5"):
+        row = result["by_hints"][count]
+        assert {"psnr", "ssim", "delta_e", "colorfulness", "hint_fidelity"} <= row.keys()
+        assert row["hint_fidelity"] > 0
+    again = tmp_path / "again.json"  # fixed test points: the same numbers on a second run
+    assert main(["evaluate", str(model), "--data", str(data), "--hints", "0,2,5",
+                 "--json", str(again), "--quiet"]) == 0  # fmt: skip
+    assert json.loads(again.read_text())["by_hints"] == result["by_hints"]
+    plain = make_tiny_checkpoint(tmp_path / "t.pt")
+    assert main(["evaluate", str(plain), "--data", str(data), "--hints", "2"]) == 2
+    assert main(["evaluate", str(model), "--data", str(data), "--hints", "two"]) == 2
+
+
+def test_training_with_hints_resumes_exactly(tmp_path: Path) -> None:
+    """The simulated points are drawn per sample from the crop's seed: a resumed run sees the
+    same points, so it ends with the same weights."""
+    data = write_color_folder(tmp_path / "data", 20)
+    settings = ["--set", "model.hints=true", "--set", "loss.perceptual_weight=0"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(train_args(data, straight, *settings, "--set", "train.epochs=2")) == 0
+    first = straight / "checkpoints" / "epoch_001.pt"
+    assert main(["train", "--resume", str(first), "--run-dir", str(resumed), "--quiet"]) == 0
+    a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(resumed / "checkpoints" / "last.pt", weights_only=True)
+    assert a["config"]["model"]["hints"] is True and b["step"] == a["step"]
+    for key, value in a["generator"].items():
+        assert torch.allclose(value.float(), b["generator"][key].float(), atol=1e-6), key
