@@ -12,13 +12,14 @@ DATA=${DATA:-../shared/data}
 OUT=${OUT:-runs/hints}
 BIN=${BIN:-.venv/bin}
 COUNTS=0,1,2,5,10,20
+EPOCHS=${EPOCHS:-5}  # the budget; names of longer runs end in -eEPOCHS
 
 for name in "$@"; do
   IFS=- read -r domain variant seed <<< "$name"
-  seed=${seed#s}
+  seed=${seed#s}; seed=${seed%-e*}
   hints=false; [[ $variant == hint ]] && hints=true
   "$BIN/colorgan" train --config configs/cpu-small.yaml --set model.hints=$hints \
-    --set data.image_size=64 --set train.epochs=5 --set train.seed="$seed" \
+    --set data.image_size=64 --set train.epochs="$EPOCHS" --set train.seed="$seed" \
     --data "$DATA/$domain/train" --val-data "$DATA/$domain/val" --run-dir "$OUT/$name" --quiet
   sets=(val); [[ $domain == anime ]] && sets=(val unseen)
   for set in "${sets[@]}"; do

@@ -37,10 +37,13 @@ def table(runs: Path) -> str:
                 lines.append(f"| no-hint s{seed} | – | {result['delta_e']:.2f} | "
                              f"{result['psnr']:.2f} | {result['ssim']:.3f} | "
                              f"{result['colorfulness']:.1f} | – |")  # fmt: skip
-        for count, row in hint["by_hints"].items():
-            fidelity = "–" if row["hint_fidelity"] is None else f"{row['hint_fidelity']:.2f}"
-            lines.append(f"| hints s0 | {count} | {row['delta_e']:.2f} | {row['psnr']:.2f} | "
-                         f"{row['ssim']:.3f} | {row['colorfulness']:.1f} | {fidelity} |")  # fmt: skip
+        longer = _load(runs, f"{domain}-hint-s0-e15", split)
+        for label, result in (("hints s0", hint), ("hints s0, 15 epochs", longer)):
+            for count, row in (result or {}).get("by_hints", {}).items():
+                fidelity = "–" if row["hint_fidelity"] is None else f"{row['hint_fidelity']:.2f}"
+                cells = f"{row['delta_e']:.2f} | {row['psnr']:.2f} | {row['ssim']:.3f}"
+                cells += f" | {row['colorfulness']:.1f} | {fidelity}"
+                lines.append(f"| {label} | {count} | {cells} |")
     return "\n".join(lines)
 
 
@@ -57,6 +60,10 @@ def plot(runs: Path, out: Path) -> None:
             continue
         counts = [int(c) for c in hint["by_hints"]]
         ax.plot(counts, [r["delta_e"] for r in hint["by_hints"].values()], "o-", label="hints")
+        longer = _load(runs, f"{domain}-hint-s0-e15", split)
+        if longer is not None:
+            values = [r["delta_e"] for r in longer["by_hints"].values()]
+            ax.plot(counts, values, "s-", color="C2", label="hints, 15 epochs")
         ax.axhline(hint["baseline_gray"]["delta_e"], color="gray", ls="--", label="gray image")
         for seed in (0, 1):
             plain = _load(runs, f"{domain}-nohint-s{seed}", split)
