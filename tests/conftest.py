@@ -55,6 +55,18 @@ def make_tiny_checkpoint(path: Path, ab_bias: tuple[float, float] | None = AB_BI
     return path
 
 
+def make_hint_checkpoint(path: Path, encoder: str = "efficientnet_lite0") -> Path:
+    """An untrained 32 px checkpoint that takes color points (model.hints), seeded; Lite0
+    encoder by default (its encoder's hint branch starts at zero) or the from-scratch U-Net."""
+    depth = 5 if encoder == "efficientnet_lite0" else 3
+    settings = [f"model.encoder={encoder}", f"model.depth={depth}", "model.hints=true"]
+    config = load_config(None, [*settings, "data.image_size=32", "model.base_channels=8"])
+    torch.manual_seed(0)
+    generator = build_generator(config.model, pretrained=encoder == "efficientnet_lite0")
+    save_checkpoint({"config": to_dict(config), "generator": generator.state_dict()}, path)
+    return path
+
+
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
     """Tiny models run faster on one thread, above all on a CPU the suite shares."""

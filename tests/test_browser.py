@@ -1,18 +1,20 @@
 """The `colorgan serve` page in headless Chromium (Playwright driving Debian's /usr/bin/chromium):
-upload and drop images, get colorized results of the right size, download, broken uploads.
+upload and drop images, get colorized results of the right size, download, broken uploads; with a
+model that takes color points: place, move, remove, save and load points, the eyedropper.
 
 Skipped only when Chromium or Playwright is missing and COLORGAN_REQUIRE_BROWSER is not 1 (CI
 sets it, after installing Chromium). COLORGAN_SCREENSHOT=PATH saves a screenshot of the page
-(docs/serve.png is made this way).
+(docs/serve.png and, from the point test, docs/serve-hints.png are made this way).
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from tests.conftest import make_tiny_checkpoint
+from tests.conftest import make_hint_checkpoint, make_tiny_checkpoint
 from tests.test_serve import start_server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -60,10 +62,8 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
-@pytest.fixture(scope="module")
-def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`colorgan serve` on a tiny checkpoint, in a subprocess on a free port."""
-    checkpoint = make_tiny_checkpoint(tmp_path_factory.mktemp("browser") / "tiny.pt")
+def served(checkpoint: Path) -> Iterator[str]:
+    """`colorgan serve` on `checkpoint`, in a subprocess on a free port."""
     proc, address = start_server(checkpoint, "--device", "cpu")
     yield address
     proc.terminate()
@@ -73,15 +73,49 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.kill()
 
 
-@pytest.fixture
-def page(browser: Any, url: str) -> Iterator[Any]:
+@pytest.fixture(scope="module")
+def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A tiny checkpoint without color points."""
+    yield from served(make_tiny_checkpoint(tmp_path_factory.mktemp("browser") / "tiny.pt"))
+
+
+@pytest.fixture(scope="module")
+def hint_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A tiny untrained Lite0 checkpoint that takes color points."""
+    yield from served(make_hint_checkpoint(tmp_path_factory.mktemp("browser") / "hints.pt"))
+
+
+# records the `hints` field of each multipart request the page sends (Playwright does not give
+# the body of a request that holds a file)
+RECORD_HINTS = """
+    window.sentHints = [];
+    const send = window.fetch;
+    window.fetch = (url, options) => {
+        if (options && options.body instanceof FormData) sentHints.push(options.body.get("hints"));
+        return send(url, options);
+    };
+"""
+
+
+def open_page(browser: Any, address: str) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1000, "height": 640}, accept_downloads=True)
     tab = context.new_page()
+    tab.add_init_script(RECORD_HINTS)
     tab.set_default_timeout(60_000)  # two slow cores, shared
-    tab.goto(url)
+    tab.goto(address)
     tab.wait_for_function("document.getElementById('size').value === '32'")  # /api/info came
     yield tab
     context.close()
+
+
+@pytest.fixture
+def page(browser: Any, url: str) -> Iterator[Any]:
+    yield from open_page(browser, url)
+
+
+@pytest.fixture
+def hint_page(browser: Any, hint_url: str) -> Iterator[Any]:
+    yield from open_page(browser, hint_url)
 
 
 def scene(size: tuple[int, int]) -> Image.Image:
@@ -170,3 +204,177 @@ def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+# ---- color points (a model with model.hints) ----
+
+BLUE = "#0000ff"
+PICTURE = (96, 64)  # the generated scene the point tests colorize
+
+
+def shown_result(page: Any) -> np.ndarray:
+    """The result image the page shows now, decoded (RGB, height x width x 3)."""
+    data = page.eval_on_selector(
+        ".card img.after",
+        """async img => {
+            const bytes = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
+            let text = "";
+            for (const b of bytes) text += String.fromCharCode(b);
+            return btoa(text);
+        }""",
+    )
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"), dtype=int)
+
+
+def wait_results(page: Any, count: int) -> None:
+    """Wait until the card has shown `count` results (the first, then each update) and has no
+    update pending."""
+    page.wait_for_function(
+        f"""() => {{
+            const card = document.querySelector('.card');
+            const img = card && card.querySelector('img.after');
+            return card.dataset.results === '{count}' && card.dataset.pending === '0' &&
+                img.complete && img.naturalWidth > 0;
+        }}"""
+    )
+
+
+def upload_scene(page: Any, tmp_path: Path) -> np.ndarray:
+    """Upload the generated scene; its result without points."""
+    page.set_input_files("#files", str(png_file(tmp_path / "scene.png", scene(PICTURE))))
+    assert result_sizes(page, 1) == [list(PICTURE)]
+    wait_results(page, 1)
+    return shown_result(page)
+
+
+def at_pixel(page: Any, x: float, y: float) -> dict[str, float]:
+    """The position inside the points layer (CSS pixels) of image pixel coordinates x, y."""
+    box = page.locator(".card .points").bounding_box()
+    return {"x": x * box["width"] / PICTURE[0], "y": y * box["height"] / PICTURE[1]}
+
+
+def point_positions(page: Any) -> list[list[str]]:
+    return page.eval_on_selector_all(
+        ".card .point", "dots => dots.map(d => [d.style.left, d.style.top, d.className])"
+    )
+
+
+def saved_points(page: Any) -> Any:
+    with page.expect_download() as download:
+        page.click(".card .save-points")
+    assert download.value.suggested_filename == "scene.json"  # as `colorize --hints DIR` reads
+    return json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
+
+
+def hints_sent(page: Any, action: Callable[[], object]) -> Any:
+    """Do `action`; the points (the JSON of the `hints` field) of the request it leads to."""
+    before = page.evaluate("sentHints.length")
+    action()
+    page.wait_for_function(f"sentHints.length > {before}")
+    return json.loads(page.evaluate("sentHints[sentHints.length - 1]"))
+
+
+def test_a_blue_point_colors_its_spot(hint_page: Any, tmp_path: Path) -> None:
+    page = hint_page
+    assert page.is_visible("#points-tools") and not page.is_visible("#points-note")
+    plain = upload_scene(page, tmp_path)
+    assert np.ptp(plain, axis=2).max() < 12  # the untrained model: about gray
+    page.fill("#point-color", BLUE)
+    x, y = 30.5, 20.5  # the middle of pixel (30, 20)
+    where = at_pixel(page, x, y)
+    sent = hints_sent(page, lambda: page.click(".card .points", position=where))
+    assert sent == [{"x": x, "y": y, "color": BLUE}]
+    wait_results(page, 2)
+    hinted = shown_result(page)
+    r, g, b = hinted[20, 30]
+    assert b > r + 40 and b > g + 40, hinted[20, 30]  # blue at the point
+    assert np.array_equal(hinted[40:, 60:], plain[40:, 60:])  # far away: as without points
+    assert not np.array_equal(hinted, plain)
+    left, top, kind = point_positions(page)[0]
+    assert (float(left[:-1]), float(top[:-1])) == pytest.approx(
+        (100 * x / 96, 100 * y / 64), abs=1e-3
+    )
+    assert kind == "point selected"
+    link = page.get_attribute(".card a.download", "href")
+    assert link == page.get_attribute(".card img.after", "src")  # the download is the update
+    if os.environ.get("COLORGAN_SCREENSHOT"):
+        page.set_viewport_size({"width": 760, "height": 560})
+        page.screenshot(path=os.environ["COLORGAN_SCREENSHOT"], full_page=True)
+
+    # the eyedropper takes the color shown at a spot (here: next to the point) without a point
+    page.keyboard.press("Escape")  # nothing selected: only the current color changes
+    page.click("#eyedropper")
+    assert page.get_attribute("#eyedropper", "aria-pressed") == "true"
+    page.click(".card .points", position=at_pixel(page, 31.5, 20.5))
+    shown = "#{:02x}{:02x}{:02x}".format(*hinted[20, 31])
+    assert page.input_value("#point-color") == shown and shown != "#000000"
+    assert page.get_attribute("#eyedropper", "aria-pressed") == "false"
+    assert len(point_positions(page)) == 1
+
+    # a drag moves the point, Delete removes it: each change re-colorizes
+    box = page.locator(".card .points").bounding_box()
+    start, end = at_pixel(page, x, y), at_pixel(page, 70.5, 45.5)
+    page.mouse.move(box["x"] + start["x"], box["y"] + start["y"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + end["x"], box["y"] + end["y"], steps=5)
+    assert hints_sent(page, lambda: page.mouse.up()) == [{"x": 70.5, "y": 45.5, "color": BLUE}]
+    wait_results(page, 3)
+    moved = shown_result(page)
+    assert moved[45, 70, 2] > moved[45, 70, 0] + 40
+    assert np.array_equal(moved[:15, :15], plain[:15, :15])
+    assert np.array_equal(moved[20, 30], plain[20, 30])  # the old spot: as before
+    assert hints_sent(page, lambda: page.keyboard.press("Delete")) == []
+    wait_results(page, 4)
+    assert point_positions(page) == [] and np.array_equal(shown_result(page), plain)
+    assert page.evaluate("sentHints.length") == 3  # one per change, none for the eyedropper
+
+
+def test_points_save_and_load_as_the_hints_json(hint_page: Any, tmp_path: Path) -> None:
+    page = hint_page
+    upload_scene(page, tmp_path)
+    assert saved_points(page) == []
+    points = [
+        {"x": 10, "y": 12.5, "color": "#ff8800"},
+        {"x": 80.25, "y": 50, "color": "#22aa44", "radius": 4},
+    ]
+    source = tmp_path / "points.json"
+    source.write_text(json.dumps(points), encoding="utf-8")
+    sent = hints_sent(page, lambda: page.set_input_files(".card input.load-file", str(source)))
+    assert sent == points
+    wait_results(page, 2)
+    assert len(point_positions(page)) == 2
+    assert saved_points(page) == points  # the round trip: the same JSON
+
+    # a placed point is saved in pixels of the image, wherever the page shows it
+    page.set_viewport_size({"width": 700, "height": 640})  # a smaller display of the image
+    page.fill("#point-color", "#123456")
+    page.click(".card .points", position=at_pixel(page, 48.5, 8.5))
+    *kept, added = saved_points(page)
+    assert kept == points and added == {"x": 48.5, "y": 8.5, "color": "#123456"}
+    wait_results(page, 3)
+
+    # a file that is not a hints file: its reason, and the points stay
+    bad = tmp_path / "bad.json"
+    for text, reason in [
+        ('{"x": 1}', "expected a JSON list"),
+        ('[{"x": 1, "y": 2, "color": "blue"}]', 'point 0: color "blue" is not'),
+        ('[{"x": 96, "y": 2, "color": "#00f"}]', "point 0 at (96, 2) is outside the 96x64 image"),
+        ("[{", "not valid JSON"),
+    ]:
+        bad.write_text(text, encoding="utf-8")
+        page.set_input_files(".card input.load-file", str(bad))
+        page.locator(".card .update.error", has_text=f"bad.json: {reason}").wait_for()
+        assert len(point_positions(page)) == 3
+    assert hints_sent(page, lambda: page.click(".card .clear-points")) == []
+    wait_results(page, 4)
+    assert saved_points(page) == [] and point_positions(page) == []
+    assert page.evaluate("sentHints.length") == 3  # none for the refused files
+
+
+def test_a_model_without_points_has_no_point_tools(page: Any, tmp_path: Path) -> None:
+    page.set_input_files("#files", str(png_file(tmp_path / "scene.png", scene(PICTURE))))
+    assert result_sizes(page, 1) == [list(PICTURE)]
+    assert not page.is_visible("#points-tools")
+    assert "trained without color points" in page.inner_text("#points-note")
+    assert page.locator(".card .points").count() == 0
+    assert page.locator(".card .save-points").count() == 0

@@ -13,9 +13,8 @@ import torch
 from PIL import Image
 
 from colorgan import Colorizer, Hint
-from colorgan.checkpoint import save_checkpoint
 from colorgan.cli import main
-from colorgan.config import load_config, to_dict
+from colorgan.config import load_config
 from colorgan.errors import ColorganError
 from colorgan.generator import Generator, Lite0UNet, build_generator
 from colorgan.hints import (
@@ -28,20 +27,14 @@ from colorgan.hints import (
     render,
     simulate,
 )
-from tests.conftest import make_tiny_checkpoint, train_args, write_color_folder
+from tests.conftest import (
+    make_hint_checkpoint,
+    make_tiny_checkpoint,
+    train_args,
+    write_color_folder,
+)
 
 BLUE = "#0000ff"
-
-
-def hint_checkpoint(path: Path, encoder: str = "efficientnet_lite0") -> Path:
-    """An untrained 32 px model.hints checkpoint (Lite0 encoder by default), seeded."""
-    depth = 5 if encoder == "efficientnet_lite0" else 3
-    settings = [f"model.encoder={encoder}", f"model.depth={depth}", "model.hints=true"]
-    config = load_config(None, [*settings, "data.image_size=32", "model.base_channels=8"])
-    torch.manual_seed(0)
-    generator = build_generator(config.model, pretrained=encoder == "efficientnet_lite0")
-    save_checkpoint({"config": to_dict(config), "generator": generator.state_dict()}, path)
-    return path
 
 
 def test_colors_parse_and_bad_ones_are_named() -> None:
@@ -146,7 +139,7 @@ def test_lite0_hint_branch_leaves_the_imagenet_features_unchanged() -> None:
 
 
 def test_colorizer_puts_a_point_where_it_is_given(tmp_path: Path) -> None:
-    colorizer = Colorizer.from_checkpoint(hint_checkpoint(tmp_path / "h.pt"), "cpu")
+    colorizer = Colorizer.from_checkpoint(make_hint_checkpoint(tmp_path / "h.pt"), "cpu")
     image = Image.new("L", (96, 64), 140)
     plain = np.asarray(colorizer.colorize(image), dtype=int)
     hinted = np.asarray(colorizer.colorize(image, hints=[Hint(30, 20, BLUE, radius=3)]), dtype=int)
@@ -166,7 +159,7 @@ def test_a_model_without_hints_refuses_them_in_one_line(tmp_path: Path) -> None:
 
 
 def test_cli_hints_file_and_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    model = hint_checkpoint(tmp_path / "h.pt")
+    model = make_hint_checkpoint(tmp_path / "h.pt")
     images = tmp_path / "in"
     (images / "a").mkdir(parents=True)
     for name in ("a/one.png", "two.png"):
@@ -196,7 +189,7 @@ def test_cli_hints_file_and_folder(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_onnx_with_hints_matches_pytorch_within_one_level(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    model = hint_checkpoint(tmp_path / "h.pt", encoder="unet")
+    model = make_hint_checkpoint(tmp_path / "h.pt", encoder="unet")
     onnx_path = tmp_path / "h.onnx"
     assert main(["export", str(model), "--onnx", str(onnx_path)]) == 0
     image = Image.new("RGB", (80, 56), (90, 120, 150))
@@ -211,7 +204,7 @@ def test_onnx_with_hints_matches_pytorch_within_one_level(tmp_path: Path) -> Non
 def test_evaluate_by_hints(tmp_path: Path) -> None:
     data = write_color_folder(tmp_path / "data", 6, size=(40, 40))
     out = tmp_path / "e.json"
-    model = hint_checkpoint(tmp_path / "h.pt")
+    model = make_hint_checkpoint(tmp_path / "h.pt")
     assert main(["evaluate", str(model), "--data", str(data), "--hints", "0,2,5",
                  "--json", str(out), "--quiet"]) == 0  # fmt: skip
     result = json.loads(out.read_text())

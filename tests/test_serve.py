@@ -22,8 +22,9 @@ from colorgan.batch import Batch
 from colorgan.cli import main
 from colorgan.colorize import Colorizer
 from colorgan.errors import ColorganError
+from colorgan.hints import Hint
 from colorgan.serve import Limits, create_app, listen
-from tests.conftest import make_color_image, make_tiny_checkpoint
+from tests.conftest import make_color_image, make_hint_checkpoint, make_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -69,6 +70,7 @@ def test_page_and_info(client: TestClient) -> None:
         "max_size": 2048,
         "max_upload_bytes": 20_000,
         "max_pixels": 40_000,
+        "hints": False,
     }
 
 
@@ -124,6 +126,59 @@ def test_multipart_without_a_file_is_refused(client: TestClient) -> None:
     headers = {"content-type": "multipart/form-data; boundary=b"}
     response = client.post("/api/colorize", content=body, headers=headers)
     assert response.status_code == 400 and "no file" in response.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def hint_colorizer(tmp_path_factory: pytest.TempPathFactory) -> Colorizer:
+    checkpoint = make_hint_checkpoint(tmp_path_factory.mktemp("serve") / "hints.pt")
+    return Colorizer.from_checkpoint(checkpoint, device="cpu", batch_size=1)
+
+
+def test_a_hints_field_colors_its_points(hint_colorizer: Colorizer) -> None:
+    client = TestClient(create_app(hint_colorizer))
+    assert client.get("/api/info").json()["hints"] is True
+    image = gray(4)
+    points = [{"x": 20.5, "y": 10, "color": "#0000ff"}, {"x": 50, "y": 30, "color": "#f80"}]
+    files = {"image": ("a.png", png_bytes(image))}
+    result = decoded(client.post("/api/colorize", files=files, data={"hints": json.dumps(points)}))
+    hints = [Hint(20.5, 10, "#0000ff"), Hint(50, 30, "#f80")]
+    assert np.array_equal(
+        np.asarray(result), np.asarray(hint_colorizer.colorize(image, hints=hints))
+    )
+    assert not np.array_equal(np.asarray(result), np.asarray(hint_colorizer.colorize(image)))
+    empty = decoded(client.post("/api/colorize", files=files, data={"hints": "[]"}))
+    assert np.array_equal(np.asarray(empty), np.asarray(hint_colorizer.colorize(image)))
+
+
+@pytest.mark.parametrize(
+    ("hints", "reason"),
+    [
+        ("[{x: 1}]", "hints: not valid JSON"),
+        ('{"x": 1, "y": 2, "color": "#00f"}', "expected a JSON list of points"),
+        ('[{"x": 1, "y": 2}]', "point 0: expected an object with x, y and color"),
+        ('[{"x": 1, "y": 2, "color": "blue"}]', "point 0: color 'blue' is not"),
+        ('[{"x": 1, "y": "2", "color": "#00f"}]', "point 0: 'y' must be a number"),
+        ('[{"x": 1, "y": 2, "color": "#00f"}, {"x": 70, "y": 0, "color": "#00f"}]',
+         "point 1 at (70, 0) is outside the 70x50 image"),
+    ],
+)  # fmt: skip
+def test_a_bad_hints_field_gets_a_400_reason(
+    hint_colorizer: Colorizer, hints: str, reason: str
+) -> None:
+    client = TestClient(create_app(hint_colorizer))
+    files = {"image": ("a.png", png_bytes(gray(4)))}
+    response = client.post("/api/colorize", files=files, data={"hints": hints})
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    assert reason in response.json()["error"]
+
+
+def test_points_for_a_model_without_hints_get_a_400_reason(client: TestClient) -> None:
+    files = {"image": ("a.png", png_bytes(gray(4)))}
+    hints = json.dumps([{"x": 1, "y": 2, "color": "#0000ff"}])
+    response = client.post("/api/colorize", files=files, data={"hints": hints})
+    assert response.status_code == 400
+    assert "trained without color points" in response.json()["error"]
 
 
 def test_concurrent_requests_get_their_own_results(colorizer: Colorizer) -> None:
