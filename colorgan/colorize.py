@@ -37,7 +37,7 @@ from colorgan.files import (
     to_picture,
 )
 from colorgan.generator import ColorModel
-from colorgan.hints import HINT_CHANNELS, Hint, HintError, check_inside, load_hints, render
+from colorgan.hints import Hint, HintError, check_inside, load_hints, no_points, render
 
 # The model as a function: Batch (l at the working size, + conditioning) -> ab (B, 2, h, w) in
 # [-1, 1], on the Colorizer's device. A generator (through batch.generate) or an ONNX session.
@@ -235,7 +235,7 @@ class Colorizer:
         """The model's ab (1, 2, h, w) for each picture of `chunk`, its points pasted in."""
         if all(maps[i] is None for i in chunk):
             return list(self.predict(Batch(l=l_small)).split(1))
-        zeros = l_small.new_zeros(1, HINT_CHANNELS, *l_small.shape[2:])
+        zeros = no_points(l_small[:1])
         hint_maps = torch.cat([m if (m := maps[i]) is not None else zeros for i in chunk])
         ab = self.predict(Batch(l=l_small, hints=hint_maps))
         ab = torch.where(hint_maps[:, 2:] > 0, hint_maps[:, :2], ab)

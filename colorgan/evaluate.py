@@ -241,6 +241,22 @@ def _point_maps(rgb: torch.Tensor, names: Sequence[str], count: int) -> torch.Te
     return torch.stack([eval_points(a, count, seed) for a, seed in zip(ab, seeds, strict=True)])
 
 
+def _points_batch(
+    generator: ColorModel,
+    rgb: torch.Tensor,
+    names: Sequence[str],
+    count: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], float, int]:
+    """One batch with `count` test points per crop: the 8-bit output, its metrics, and the
+    CIEDE2000 summed over the hinted pixels with their number."""
+    maps = _point_maps(rgb, names, count)
+    fake, real = colorize_crops(generator, rgb, device, maps).fake, uint8_to_float(rgb)
+    mask = maps[:, 2] > 0
+    inside = float(delta_e2000_pixels(fake, real)[mask].sum()) if mask.any() else 0.0
+    return fake, image_metrics(fake, real), inside, int(mask.sum())
+
+
 def hint_scores(
     generator: ColorModel,
     paths: Sequence[Path],
@@ -251,35 +267,35 @@ def hint_scores(
     quiet: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """`by_hints`: for each number of points (as a string key), the model's metrics with
-    that many test points per image, and `hint_fidelity`, the mean CIEDE2000 inside them."""
+    that many test points per image, and `hint_fidelity`, the mean CIEDE2000 inside them.
+    Each crop is decoded (and its Lite0 features taken) once for all counts."""
+    loader = DataLoader(ColorImages(paths, size, train=False), batch_size=batch_size)
     network = _load_feature_network(device)
     generator = generator.to(device).eval()
+    sums = {c: dict.fromkeys(METRIC_KEYS, 0.0) for c in counts}
+    inside = {c: [0.0, 0] for c in counts}  # ΔE00 summed over hinted pixels, their number
+    features: dict[int, list[torch.Tensor]] = {c: [] for c in counts}
+    real_features: list[torch.Tensor] = []
+    done = 0
+    for rgb in tqdm(loader, desc="color points", unit="batch", disable=True if quiet else None):
+        names = [p.name for p in paths[done : done + rgb.shape[0]]]
+        done += rgb.shape[0]
+        if network is not None:
+            real_features.append(lite0_features(network, uint8_to_float(rgb)))
+        for count in counts:
+            fake, values, error, pixels = _points_batch(generator, rgb, names, count, device)
+            for key, value in values.items():
+                sums[count][key] += float(value.sum())
+            inside[count][0] += error
+            inside[count][1] += pixels
+            if network is not None:
+                features[count].append(lite0_features(network, fake))
     result = {}
     for count in counts:
-        sums = dict.fromkeys(METRIC_KEYS, 0.0)
-        features: dict[str, list[torch.Tensor]] = {"model": [], "gray": [], "real": []}
-        inside = [0.0, 0.0]  # ΔE00 summed over hinted pixels, their number
-        for start in tqdm(
-            range(0, len(paths), batch_size),
-            desc=f"{count} point(s)",
-            disable=True if quiet else None,
-        ):
-            chunk = paths[start : start + batch_size]
-            names = [p.name for p in chunk]
-            rgb = ColorImages(chunk, size, train=False).crops(len(chunk))
-            maps = _point_maps(rgb, names, count)
-            fake, real = colorize_crops(generator, rgb, device, maps).fake, uint8_to_float(rgb)
-            for key, values in image_metrics(fake, real).items():
-                sums[key] += float(values.sum())
-            mask = maps[:, 2] > 0
-            inside[0] += float(delta_e2000_pixels(fake, real)[mask].sum())
-            inside[1] += float(mask.sum())
-            if network is not None:
-                features["model"].append(lite0_features(network, fake))
-                features["real"].append(lite0_features(network, real))
-        metrics: dict[str, Any] = {k: v / len(paths) for k, v in sums.items()}
-        metrics.update(_distances(features if network is not None else None)["model"])
-        metrics["hint_fidelity"] = inside[0] / inside[1] if inside[1] else None
+        metrics: dict[str, Any] = {k: v / len(paths) for k, v in sums[count].items()}
+        sets = {"model": features[count], "real": real_features} if network is not None else None
+        metrics.update(_distances(sets)["model"])
+        metrics["hint_fidelity"] = inside[count][0] / inside[count][1] if inside[count][1] else None
         result[str(count)] = metrics
     return result
 

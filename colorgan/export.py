@@ -25,7 +25,7 @@ from colorgan.device import resolve_device
 from colorgan.errors import ColorganError, MissingDependency, OnnxModelError
 from colorgan.files import atomic_write
 from colorgan.generator import ColorModel
-from colorgan.hints import HINT_CHANNELS
+from colorgan.hints import HINT_CHANNELS, no_points
 
 OPSET = 18  # the torch.export-based exporter's own opset (17 is the floor the task sets)
 META_IMAGE_SIZE = "colorgan.image_size"  # the training size: the default working size
@@ -189,7 +189,7 @@ def _session_predict(session: Any, device: torch.device) -> Callable[[Batch], to
     def predict(batch: Batch) -> torch.Tensor:
         inputs = dict(zip(INPUT_NAMES, model_inputs(batch), strict=False))
         if "hints" in names and "hints" not in inputs:  # no points: the zero map
-            inputs["hints"] = batch.l.new_zeros(batch.l.shape[0], HINT_CHANNELS, *batch.l.shape[2:])
+            inputs["hints"] = no_points(batch.l)
         feed = {
             name: inputs[name].detach().to("cpu", torch.float32).contiguous().numpy()
             for name in names

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from colorgan.config import ModelConfig
-from colorgan.hints import HINT_CHANNELS
+from colorgan.hints import HINT_CHANNELS, no_points
 from colorgan.lite0 import STEM_CHANNELS, TAP_CHANNELS, load_lite0, to_input
 
 Norm = str  # "batch" | "instance" | "none"
@@ -143,7 +143,7 @@ class Generator(nn.Module):
 def _hint_map(l: torch.Tensor, hints: torch.Tensor | None) -> torch.Tensor:
     """The hint map to use: `hints`, or no points (zeros) when None."""
     if hints is None:
-        return l.new_zeros(l.shape[0], HINT_CHANNELS, *l.shape[2:])
+        return no_points(l)
     return hints.to(l.dtype)
 
 

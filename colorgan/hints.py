@@ -52,6 +52,11 @@ class Hint:
         return float(ab[0]), float(ab[1])
 
 
+def no_points(l: torch.Tensor) -> torch.Tensor:
+    """The hint map of "no points" for l (B, 1, H, W): zeros (B, 3, H, W) like `l`."""
+    return l.new_zeros(l.shape[0], HINT_CHANNELS, *l.shape[2:])
+
+
 def parse_color(color: object) -> tuple[int, int, int]:
     """'#rrggbb', '#rgb' or (r, g, b) in 0-255 -> (r, g, b); HintError otherwise."""
     if isinstance(color, str):
@@ -106,17 +111,26 @@ def hints_from_json(data: object, where: str) -> list[Hint]:
     return hints
 
 
+def hints_from_text(text: str, where: str) -> list[Hint]:
+    """The points of a hints file's text; HintError naming `where` (and the entry) otherwise."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise HintError(f"{where}: not valid JSON ({str(err).splitlines()[0][:80]})") from None
+    return hints_from_json(data, where)
+
+
 def load_hints(path: Path) -> list[Hint]:
     """The points of a hints file; HintError with the file and the entry otherwise."""
     try:
         if path.stat().st_size > MAX_HINT_FILE_BYTES:
             raise HintError(f"{path}: over {MAX_HINT_FILE_BYTES:,} bytes; not a hints file")
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise HintError(f"{path}: cannot read hints ({err.strerror or err})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except UnicodeDecodeError as err:
         raise HintError(f"{path}: not valid JSON ({str(err).splitlines()[0][:80]})") from None
-    return hints_from_json(data, str(path))
+    return hints_from_text(text, str(path))
 
 
 def hints_to_json(hints: Sequence[Hint]) -> list[dict[str, Any]]:

@@ -9,7 +9,6 @@ header, before decoding), with a 4xx status and a JSON {"error": reason} the pag
 from __future__ import annotations
 
 import io
-import json
 import socket
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -21,7 +20,7 @@ from typing import Any
 from colorgan.colorize import Colorizer
 from colorgan.errors import ColorganError, MissingDependency, UnreadableImage, UploadRefused
 from colorgan.files import load_picture, to_image
-from colorgan.hints import Hint, HintError, hints_from_json
+from colorgan.hints import Hint, HintError, hints_from_text
 
 DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_MB = 25.0
@@ -104,11 +103,7 @@ def parse_hints(text: str | None) -> list[Hint] | None:
     if text is None or not text.strip():
         return None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise UploadRefused(400, f"hints: not valid JSON ({str(err)[:80]})") from None
-    try:
-        return hints_from_json(data, "hints")
+        return hints_from_text(text, "hints")
     except HintError as err:
         raise UploadRefused(400, str(err)) from None
 
