@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +26,29 @@ Amp = Literal["auto", "off", "bf16", "fp16"]
 LITE0_DEPTH = 5  # EfficientNet-Lite0's encoder halves the size five times (stride 32)
 # model.depth when not given: the encoder's (pix2pix's 8 for the from-scratch U-Net)
 DEFAULT_DEPTH = {"unet": 8, "efficientnet_lite0": LITE0_DEPTH}
+
+# Bounds on what a config may ask for, checked before anything is built (see RANGES).
+MAX_IMAGE_SIZE = 4096  # data.image_size: at batch 1 the default model already needs ~50 GB
+# Saved activations of one training step (default model: Lite0 U-Net + PatchGAN, fp32) per
+# pixel of one crop: 2.9 kB measured at 128 and 256 px. Only for data.image_size's message.
+ACTIVATION_BYTES_PER_PIXEL = 3000
+MAX_DEPTH = MAX_IMAGE_SIZE.bit_length() - 1  # model.depth: 2**depth must divide image_size
+MAX_CHANNELS = 1024  # model.base_channels, model.disc_channels (pix2pix: 64; x8 inside)
+MAX_WORKERS = 256  # train.num_workers: processes
+COUNT_MAX = 2**31 - 1  # counts (epochs, images, ...): more means nothing and overflows C ints
+# train.seed: torch.manual_seed takes < 2**64, and data.EpochSampler seeds with seed * 100_003
+SEED_MAX = 2**32 - 1
+# A config file (or one --set value) is a few hundred bytes of YAML; PyYAML's pure-Python
+# parser takes up to 2 s for this much, and 30 s for a megabyte.
+MAX_CONFIG_BYTES = 2**16
+MAX_YAML_DEPTH = 16  # nesting levels in a config file (it needs 2: sections, keys)
+SHOWN_CHARS = 60  # the most of a bad value a config error shows
+
+
+def largest_disc_layers(image_size: int) -> int:
+    """The most model.disc_layers that leave the PatchGAN a patch at `image_size`: its stride-2
+    convs must leave at least 3 px for the two final 4x4 convs (0 or less: none work)."""
+    return (image_size // 3).bit_length() - 1
 
 
 @dataclass(frozen=True)
@@ -116,6 +141,141 @@ def to_dict(config: Config) -> dict[str, dict[str, Any]]:
     return dataclasses.asdict(config)
 
 
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """`repr(value)` on one line of at most `limit` characters: how every config error shows a
+    value, so that a huge one cannot flood the message."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's 4300-digit limit for str()
+        text = f"<{type(value).__name__} too large to show>"
+    return clip(text, limit)
+
+
+def clip(text: str, limit: int = SHOWN_CHARS) -> str:
+    """`text` on one line of at most `limit` characters, "..." marking a cut."""
+    text = text.replace("\n", "\\n").replace("\r", "\\r")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _number(x: float) -> str:
+    """A range bound as a message shows it: 0, 0.5, inf, 2**31 - 1."""
+    if x == math.inf:
+        return "inf"
+    if isinstance(x, int) and x >= 2**16 and (x + 1) & x == 0:
+        return f"2**{x.bit_length()} - 1"
+    return f"{x:g}"
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric key accepts: `lo` to `hi`, each end included unless `open_lo` or
+    `open_hi`; NaN and the infinities never. `note` says what a special value means."""
+
+    lo: float
+    hi: float = math.inf
+    open_lo: bool = False
+    open_hi: bool = False
+    note: str = ""
+
+    def __contains__(self, value: float) -> bool:
+        if not isinstance(value, int) and not math.isfinite(value):  # ints may exceed floats
+            return False
+        above = value > self.lo if self.open_lo else value >= self.lo
+        below = value < self.hi if self.open_hi else value <= self.hi
+        return above and below
+
+    def __str__(self) -> str:
+        left = "(" if self.open_lo else "["
+        right = ")" if self.open_hi or self.hi == math.inf else "]"
+        text = f"{left}{_number(self.lo)}, {_number(self.hi)}{right}"
+        return f"{text} ({self.note})" if self.note else text
+
+
+_FRACTION = Range(0, 1, open_hi=True)  # [0, 1)
+_PROBABILITY = Range(0, 1, open_lo=True)  # (0, 1]
+_NON_NEGATIVE = Range(0)
+_COUNT = Range(1, COUNT_MAX)
+_EPOCHS = Range(0, COUNT_MAX)
+
+# Every int and float key's range, checked by validate (so by load_config, from_dict and
+# resume_config alike). Relations between keys are in _check_relations.
+RANGES: dict[str, Range] = {
+    "data.val_fraction": _FRACTION,
+    "data.gray_threshold": _NON_NEGATIVE,
+    "data.max_images": Range(0, COUNT_MAX, note="0: all"),
+    "data.hint_p": _PROBABILITY,
+    "data.hint_max_patch": Range(1, 256, note="pixels at 256 px; 256 is the whole crop"),
+    "model.base_channels": Range(1, MAX_CHANNELS),
+    "model.depth": Range(0, MAX_DEPTH, note="0: the encoder's"),
+    "model.dropout": _FRACTION,
+    "model.disc_channels": Range(1, MAX_CHANNELS),
+    "model.disc_layers": Range(1, largest_disc_layers(MAX_IMAGE_SIZE)),
+    "model.freeze_encoder_epochs": _EPOCHS,
+    "loss.adversarial_weight": Range(0, note="0: no discriminator"),
+    "loss.l1_weight": _NON_NEGATIVE,
+    "loss.perceptual_weight": Range(0, note="0: off"),
+    "loss.real_label": _PROBABILITY,
+    "loss.instance_noise": _NON_NEGATIVE,
+    "loss.rebalance": Range(0, 1, open_hi=True, note="0: off"),
+    "optim.lr": Range(0, open_lo=True),
+    "optim.lr_d": Range(0, note="0: optim.lr"),
+    "optim.beta1": _FRACTION,
+    "optim.beta2": _FRACTION,
+    "optim.weight_decay": _NON_NEGATIVE,
+    "optim.eta_min": _NON_NEGATIVE,
+    "train.epochs": _COUNT,
+    "train.batch_size": _COUNT,
+    "train.seed": Range(0, SEED_MAX),
+    "train.num_workers": Range(0, MAX_WORKERS, note="0: load in the main process"),
+    "train.keep_checkpoints": Range(0, COUNT_MAX, note="0: only last.pt"),
+    "train.sample_images": _COUNT,
+    "train.val_images": _COUNT,
+    "train.max_minutes": Range(0, note="0: no limit"),
+    "train.pretrain_epochs": _EPOCHS,
+    "train.ema_decay": Range(0, 1, open_hi=True, note="0: off"),
+    # after train.batch_size, which its message uses
+    "data.image_size": Range(1, MAX_IMAGE_SIZE, note="a multiple of 2**model.depth"),
+}
+
+
+@functools.cache
+def numeric_keys() -> dict[str, type]:
+    """Every int and float key ("section.name") of Config, with its type."""
+    found: dict[str, type] = {}
+    for section, section_type in typing.get_type_hints(Config).items():
+        hints = typing.get_type_hints(section_type)
+        found |= {f"{section}.{k}": t for k, t in hints.items() if t in (int, float)}
+    return found
+
+
+def _batch_memory(config: Config) -> str:
+    """data.image_size's message above MAX_IMAGE_SIZE: about how much a batch would need."""
+    size, batch = config.data.image_size, config.train.batch_size
+    need = size * size * batch * ACTIVATION_BYTES_PER_PIXEL // 10**9
+    amount = f"{need:,}" if need < 10**9 else f"10**{int(math.log10(need))}"
+    return (
+        f"data.image_size={shown(size)} needs about {amount} GB of activations per batch of "
+        f"train.batch_size={shown(batch)}; the largest accepted is {MAX_IMAGE_SIZE}"
+    )
+
+
+def _check_ranges(config: Config) -> None:
+    """Each numeric key against RANGES: one line naming the key, the value and the range."""
+    kinds = numeric_keys()
+    for key, allowed in RANGES.items():
+        section, name = key.split(".")
+        value, kind = getattr(getattr(config, section), name), kinds[key]
+        if isinstance(value, bool) or not isinstance(value, int if kind is int else (int, float)):
+            raise ConfigError(f"{key}: expected {kind.__name__}, got {shown(value)}")
+        if value in allowed:
+            continue
+        if key == "data.image_size" and value > allowed.hi:
+            raise ConfigError(_batch_memory(config))
+        finite = isinstance(value, int) or math.isfinite(value)
+        problem = "is out of range" if finite else "is not a finite number"
+        raise ConfigError(f"{key}={shown(value)} {problem}; allowed: {allowed}")
+
+
 def _check_value(key: str, value: Any, annotation: Any) -> Any:
     """Return `value` as the type `annotation` names, or raise ConfigError."""
     origin = typing.get_origin(annotation)
@@ -125,7 +285,7 @@ def _check_value(key: str, value: Any, annotation: Any) -> Any:
             value = "auto" if value else "off"
         if value not in allowed:
             choices = " | ".join(str(a) for a in allowed)
-            raise ConfigError(f"{key}: {value!r} is not one of {choices}")
+            raise ConfigError(f"{key}: {shown(value)} is not one of {choices}")
         return value
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(annotation):
@@ -141,7 +301,12 @@ def _check_value(key: str, value: Any, annotation: Any) -> Any:
             return value
     elif annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an int past 1e308
+                raise ConfigError(
+                    f"{key}={shown(value)} is not a finite number; allowed: {RANGES[key]}"
+                ) from None
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
             try:
                 return float(value)
@@ -155,7 +320,7 @@ def _check_value(key: str, value: Any, annotation: Any) -> Any:
     else:  # pragma: no cover - a field type this function does not know is a programming error
         raise TypeError(f"unsupported config type {annotation!r} for {key}")
     name = getattr(annotation, "__name__", str(annotation))
-    raise ConfigError(f"{key}: expected {name}, got {value!r}")
+    raise ConfigError(f"{key}: expected {name}, got {shown(value)}")
 
 
 def _apply(config: Config, overrides: dict[str, Any], source: str) -> Config:
@@ -169,7 +334,7 @@ def _apply(config: Config, overrides: dict[str, Any], source: str) -> Config:
     for section_name, values in overrides.items():
         if section_name not in sections:
             known = ", ".join(sections)
-            raise ConfigError(f"{source}: unknown section {section_name!r} (known: {known})")
+            raise ConfigError(f"{source}: unknown section {shown(section_name)} (known: {known})")
         section = getattr(config, section_name)
         if values is None:
             continue
@@ -182,11 +347,52 @@ def _apply(config: Config, overrides: dict[str, Any], source: str) -> Config:
             if key not in hints:
                 known = ", ".join(hints)
                 raise ConfigError(
-                    f"{source}: unknown key {full!r} (known in {section_name}: {known})"
+                    f"{source}: unknown key {shown(full)} (known in {section_name}: {known})"
                 )
             updates[key] = _check_value(full, value, hints[key])
         changes[section_name] = dataclasses.replace(section, **updates)
     return dataclasses.replace(config, **changes)
+
+
+class _Refused(yaml.YAMLError):
+    """YAML that a config may not hold (aliases, deep nesting) or that Python cannot read."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader without aliases (`*name`) and with at most MAX_YAML_DEPTH levels of nesting.
+    A config needs neither; refusing aliases outright means a small file cannot expand into a
+    huge value ("billion laughs"), and the depth limit keeps the composer off Python's stack
+    limit. Anchors (`&name`) alone change nothing and are let through."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        mark = self.peek_event().start_mark
+        if self.check_event(yaml.AliasEvent):
+            raise _Refused(f"YAML aliases (*name) are not accepted (line {mark.line + 1})")
+        if self._depth >= MAX_YAML_DEPTH:
+            raise _Refused(f"nested over {MAX_YAML_DEPTH} levels deep (line {mark.line + 1})")
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _parse_yaml(text: str) -> Any:
+    """`text` as YAML through _ConfigLoader; _Refused also for what Python cannot convert."""
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader: no arbitrary objects
+    except (ValueError, OverflowError, RecursionError) as err:  # e.g. an int of 5000 digits
+        raise _Refused(f"cannot read a value ({clip(str(err))})") from None
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """One short line for a YAML syntax error: where it is and what is wrong."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or err.__class__.__name__
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"not valid YAML{where}: {clip(str(problem))}"
 
 
 def parse_set(assignments: list[str]) -> dict[str, dict[str, Any]]:
@@ -196,13 +402,45 @@ def parse_set(assignments: list[str]) -> dict[str, dict[str, Any]]:
         key, sep, raw = item.partition("=")
         section, dot, name = key.strip().partition(".")
         if not sep or not dot or not section or not name:
-            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.epochs=5")
+            raise ConfigError(
+                f"--set {shown(item)}: expected section.key=value, e.g. train.epochs=5"
+            )
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"--set {shown(key.strip())}: over {MAX_CONFIG_BYTES // 2**10} KiB")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = _parse_yaml(raw) if raw.strip() else ""
+        except _Refused as err:
+            raise ConfigError(f"--set {shown(key.strip())}: {err}") from None
         except yaml.YAMLError:
             value = raw
         nested.setdefault(section, {})[name] = value
     return nested
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML file at `path`: at most MAX_CONFIG_BYTES of UTF-8, parsed by _parse_yaml."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+    except OSError as err:
+        raise ConfigError(f"cannot read config {path}: {err.strerror or err}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: over {MAX_CONFIG_BYTES // 2**10} KiB; a config is a short YAML file"
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
+            f"save it as UTF-8"
+        ) from None
+    try:
+        return _parse_yaml(text)
+    except _Refused as err:
+        raise ConfigError(f"{path}: {err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: {_yaml_problem(err)}") from None
 
 
 def _resolve_depth(config: Config) -> Config:
@@ -213,63 +451,64 @@ def _resolve_depth(config: Config) -> Config:
     return dataclasses.replace(config, model=model)
 
 
-def validate(config: Config) -> Config:
-    """Fill in model.depth when not given, and check relations between keys that single types
-    cannot express. Returns the resolved config."""
-    config = _resolve_depth(config)
-    multiple = 2**config.model.depth
-    if config.data.image_size % multiple:
+def _check_discriminator(config: Config) -> None:
+    """The PatchGAN needs image_size / 2**disc_layers >= 3 to give at least one patch."""
+    size, layers = config.data.image_size, config.model.disc_layers
+    top = largest_disc_layers(size)
+    if top < 1:
         raise ConfigError(
-            f"data.image_size={config.data.image_size} is not a multiple of 2**model.depth="
-            f"{multiple}; change data.image_size"
-            + (" or lower model.depth" if config.model.encoder == "unet" else "")
+            f"data.image_size={size} is too small for the discriminator (6 px at least); "
+            f"raise it or set loss.adversarial_weight=0"
         )
-    positives = {
-        "data.image_size": config.data.image_size,
-        "model.base_channels": config.model.base_channels,
-        "model.depth": config.model.depth,
-        "train.epochs": config.train.epochs,
-        "train.batch_size": config.train.batch_size,
-        "optim.lr": config.optim.lr,
-        "data.hint_max_patch": config.data.hint_max_patch,
-    }
-    for key, value in positives.items():
-        if value <= 0:
-            raise ConfigError(f"{key} must be positive, got {value}")
-    if not 0.0 < config.data.hint_p <= 1.0:
-        raise ConfigError(f"data.hint_p must be in (0, 1], got {config.data.hint_p}")
-    if not 0.0 <= config.data.val_fraction < 1.0:
-        raise ConfigError(f"data.val_fraction must be in [0, 1), got {config.data.val_fraction}")
-    if not 0.0 <= config.model.dropout < 1.0:
-        raise ConfigError(f"model.dropout must be in [0, 1), got {config.model.dropout}")
-    if config.model.encoder == "efficientnet_lite0" and config.model.depth != LITE0_DEPTH:
+    if layers > top:
+        raise ConfigError(
+            f"model.disc_layers={layers} leaves the discriminator no patch at "
+            f"data.image_size={size}; the most there is {top}"
+        )
+
+
+def _check_relations(config: Config) -> None:
+    """What single ranges cannot express: keys that must agree with each other."""
+    d, m, loss, t = config.data, config.model, config.loss, config.train
+    multiple = 2**m.depth
+    if d.image_size % multiple:
+        raise ConfigError(
+            f"data.image_size={d.image_size} is not a multiple of 2**model.depth="
+            f"{multiple}; change data.image_size"
+            + (" or lower model.depth" if m.encoder == "unet" else "")
+        )
+    if m.encoder == "efficientnet_lite0" and m.depth != LITE0_DEPTH:
         raise ConfigError(
             f"model.encoder=efficientnet_lite0 downsamples {LITE0_DEPTH} times: "
             f"set model.depth={LITE0_DEPTH}"
         )
-    non_negatives = {
-        "model.freeze_encoder_epochs": config.model.freeze_encoder_epochs,
-        "train.pretrain_epochs": config.train.pretrain_epochs,
-        "train.max_minutes": config.train.max_minutes,
-        "train.num_workers": config.train.num_workers,
-        "loss.instance_noise": config.loss.instance_noise,
-    }
-    for key, value in non_negatives.items():
-        if value < 0:
-            raise ConfigError(f"{key} must be >= 0, got {value}")
-    if config.loss.adversarial_weight > 0 and config.train.pretrain_epochs >= config.train.epochs:
+    if m.encoder == "efficientnet_lite0" and d.image_size == 2**LITE0_DEPTH and t.batch_size < 2:
         raise ConfigError(
-            f"train.pretrain_epochs={config.train.pretrain_epochs} leaves no adversarial epochs "
-            f"in train.epochs={config.train.epochs}; lower it or set loss.adversarial_weight=0"
+            f"train.batch_size=1 at data.image_size={d.image_size}: the Lite0 encoder's batch "
+            f"norm sees one value per channel; use train.batch_size >= 2 or a larger image_size"
         )
-    if not 0.0 <= config.train.ema_decay < 1.0:
-        raise ConfigError(f"train.ema_decay must be in [0, 1), got {config.train.ema_decay}")
-    if not 0.0 < config.loss.real_label <= 1.0:
-        raise ConfigError(f"loss.real_label must be in (0, 1], got {config.loss.real_label}")
-    if config.loss.real_label < 1.0 and config.loss.gan_mode == "hinge":
+    if loss.adversarial_weight == loss.l1_weight == loss.perceptual_weight == 0:
+        raise ConfigError(
+            "loss.adversarial_weight, loss.l1_weight and loss.perceptual_weight are all 0: "
+            "the generator would learn nothing"
+        )
+    if loss.adversarial_weight > 0:
+        _check_discriminator(config)
+        if t.pretrain_epochs >= t.epochs:
+            raise ConfigError(
+                f"train.pretrain_epochs={t.pretrain_epochs} leaves no adversarial epochs "
+                f"in train.epochs={t.epochs}; lower it or set loss.adversarial_weight=0"
+            )
+    if loss.real_label < 1.0 and loss.gan_mode == "hinge":
         raise ConfigError("loss.real_label < 1 has no meaning for gan_mode=hinge; use 1.0")
-    if not 0.0 <= config.loss.rebalance < 1.0:
-        raise ConfigError(f"loss.rebalance must be in [0, 1), got {config.loss.rebalance}")
+
+
+def validate(config: Config) -> Config:
+    """Check every numeric key's range (RANGES), fill in model.depth when not given, and check
+    the relations between keys. Returns the resolved config."""
+    _check_ranges(config)
+    config = _resolve_depth(config)
+    _check_relations(config)
     return config
 
 
@@ -282,15 +521,7 @@ def load_config(
     config = base if base is not None else Config()
     if path is not None:
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as err:
-            raise ConfigError(f"cannot read config {path}: {err.strerror or err}") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
-        config = _apply(config, loaded or {}, str(path))
+        config = _apply(config, _read_yaml(path) or {}, str(path))
     if assignments:
         config = _apply(config, parse_set(assignments), "--set")
     return validate(config)
@@ -318,7 +549,7 @@ def resume_config(
 def from_dict(values: dict[str, Any]) -> Config:
     """Rebuild a Config saved by `to_dict` (checkpoints, config.yaml); validated. A saved config
     older than model.encoder had the from-scratch U-Net, whatever today's default is."""
-    model = values.get("model")
+    model = values.get("model") if isinstance(values, dict) else None
     if isinstance(model, dict) and "encoder" not in model:
         values = {**values, "model": {**model, "encoder": "unet"}}
     return validate(_apply(Config(), values, "saved config"))
