@@ -4,6 +4,8 @@ generator from a checkpoint alone."""
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import math
 import os
@@ -13,23 +15,57 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from colorgan.config import Config, from_dict, to_dict
-from colorgan.errors import CheckpointError, ColorganError, ConfigError
-from colorgan.files import atomic_write
+from colorgan.errors import CheckpointError, ColorganError, ConfigError, WriteFailed
+from colorgan.files import atomic_write, write_error
 from colorgan.generator import ColorModel, build_generator
 from colorgan.state import State
 
 log = logging.getLogger("colorgan")
 
 FORMAT_VERSION = 1
+LOADED_FROM = "loaded_from"  # the path load_checkpoint read a checkpoint dict from
 BEST_METRIC = "val_delta_e"  # lower is better; the field's main per-pixel color error
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write `state` to `path` atomically: a crash leaves the old file or the new one, whole."""
     payload = {"format_version": FORMAT_VERSION, **state}
-    atomic_write(path, lambda tmp: torch.save(payload, tmp), durable=True)
+    try:
+        atomic_write(path, lambda tmp: torch.save(payload, tmp), durable=True)
+    except OSError as err:
+        full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+        kept = f"; the checkpoint that was at {path.name} is kept" if path.exists() else ""
+        needed = _tensor_bytes(payload) if full else None
+        raise WriteFailed(write_error(err, needed) + kept) from None
+
+
+def _tensor_bytes(value: Any) -> int:
+    """The bytes of the tensors in a nested dict/list: about a checkpoint's size on disk."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
+
+
+def load_weights(target: nn.Module | Any, weights: Any, source: str, what: str) -> None:
+    """`target.load_state_dict(weights)` (a module, optimizer or schedule), or one line naming
+    `source` and the first mismatch when they do not fit (another architecture, changed keys)."""
+    try:
+        target.load_state_dict(weights)
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = next((line for line in lines[1:] if line), lines[0] if lines else "")
+        raise CheckpointError(
+            f"{source}: its {what} do not fit the model its config describes "
+            f"({detail[:160]}); was it made by another colorgan version, or were model.* keys "
+            f"changed? Resume with the checkpoint's own model settings"
+        ) from None
 
 
 def link_checkpoint(source: Path, target: Path) -> None:
@@ -62,6 +98,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path}: checkpoint format {version} is not supported by this colorgan "
             f"(format {FORMAT_VERSION})"
         )
+    state[LOADED_FROM] = str(path)  # for messages; checkpoint_dict never writes it back
     return state
 
 
@@ -91,6 +128,7 @@ def checkpoint_dict(state: State) -> dict[str, Any]:
         "epoch": state.epoch,
         "step": state.step,
         "epoch_items": state.epoch_items,
+        "epoch_sums": dict(state.epoch_sums),
         "best": state.best,
         "best_metric": BEST_METRIC,
         "generator": state.generator.state_dict(),
@@ -110,13 +148,14 @@ def checkpoint_dict(state: State) -> dict[str, Any]:
 
 
 def _restore_models(state: State, saved: dict[str, Any]) -> None:
-    state.generator.load_state_dict(saved["generator"])
+    source = str(saved.get(LOADED_FROM, "the checkpoint"))
+    load_weights(state.generator, saved["generator"], source, "generator weights")
     if state.ema is not None:
         if saved.get("generator_ema") is not None:
-            state.ema.module.load_state_dict(saved["generator_ema"])
+            load_weights(state.ema.module, saved["generator_ema"], source, "EMA generator weights")
             state.ema.updates = int(saved.get("ema_updates", 0))
         else:  # train.ema_decay switched on at resume: start the average here
-            state.ema.module.load_state_dict(saved["generator"])
+            load_weights(state.ema.module, saved["generator"], source, "generator weights")
     pairs = [
         (state.discriminator, "discriminator"),
         (state.opt_d, "opt_d"),
@@ -128,9 +167,9 @@ def _restore_models(state: State, saved: dict[str, Any]) -> None:
                 raise ColorganError(
                     f"the checkpoint has no {key} to resume an adversarial run from"
                 )
-            obj.load_state_dict(saved[key])
-    state.opt_g.load_state_dict(saved["opt_g"])
-    state.sched_g.load_state_dict(saved["sched_g"])
+            load_weights(obj, saved[key], source, f"{key} state")
+    load_weights(state.opt_g, saved["opt_g"], source, "optimizer state (opt_g)")
+    load_weights(state.sched_g, saved["sched_g"], source, "schedule state (sched_g)")
 
 
 def restore(state: State, saved: dict[str, Any]) -> None:
@@ -143,6 +182,7 @@ def restore(state: State, saved: dict[str, Any]) -> None:
         state.scaler.load_state_dict(saved["scaler"])
     state.epoch, state.step = int(saved["epoch"]), int(saved["step"])
     state.epoch_items = int(saved.get("epoch_items", 0))
+    state.epoch_sums = {k: float(v) for k, v in (saved.get("epoch_sums") or {}).items()}
     state.best = float(saved.get("best", math.inf))
     state.history = list(saved.get("history", []))
     if saved.get("ab_counts") is not None:
@@ -184,12 +224,92 @@ def save_run(state: State, run_dir: Path, epoch_done: bool, is_best: bool = Fals
         link_checkpoint(last, folder / "best.pt")
 
 
+def holds_run(run_dir: Path) -> str | None:
+    """What says `run_dir` holds a run (a checkpoint or metrics rows), or None."""
+    for name in ("checkpoints/last.pt", "checkpoints/best.pt"):
+        if (run_dir / name).is_file():
+            return name
+    if any((run_dir / "checkpoints").glob("epoch_*.pt")):
+        return "checkpoints/epoch_*.pt"
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file() and metrics.stat().st_size > 0:
+        return "metrics.jsonl"
+    return None
+
+
+def _further(run_dir: Path, resumed: Path, saved: dict[str, Any]) -> str | None:
+    """How `run_dir` went further than the checkpoint `saved` (read from `resumed`): its
+    last.pt at a later step, or metrics rows past its epoch; None if it did not."""
+    last = run_dir / "checkpoints" / "last.pt"
+    if last.is_file() and not (resumed.exists() and os.path.samefile(last, resumed)):
+        try:
+            newest = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+            if int(newest.get("step", 0)) > int(saved["step"]):
+                return f"its last.pt is at epoch {newest['epoch']}, step {newest['step']}"
+        except Exception:  # an unreadable last.pt is not a newer run
+            pass
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file():
+        for line in metrics.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                epoch = int(json.loads(line)["epoch"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if epoch > int(saved["epoch"]):
+                return f"its metrics.jsonl has epoch {epoch}"
+    return None
+
+
+def branch_dir(run_dir: Path, epoch: int) -> Path:
+    """A new run directory beside `run_dir` for a run resumed from its epoch `epoch`:
+    RUN-from-epoch002 (then -2, -3, ... if taken)."""
+    base = run_dir.with_name(f"{run_dir.name}-from-epoch{epoch:03d}")
+    candidate, number = base, 1
+    while candidate.exists() and holds_run(candidate):
+        number += 1
+        candidate = base.with_name(f"{base.name}-{number}")
+    return candidate
+
+
+def _resume_path(resume: str, run_dir: Path | None) -> tuple[dict[str, Any], Path]:
+    """A checkpoint file to resume and the run directory it continues in (see resolve_resume)."""
+    saved = load_checkpoint(resume)
+    path = Path(resume).resolve()
+    home = path.parent.parent if path.parent.name == "checkpoints" else None
+    if run_dir is None:
+        if home is None:
+            raise ConfigError(
+                f"--resume {resume}: the file is not in a run's checkpoints/ folder; "
+                f"say where the run goes with --run-dir"
+            )
+        further = _further(home, path, saved)
+        if further is None:
+            return saved, home
+        branch = branch_dir(home, int(saved["epoch"]))
+        log.warning(
+            "%s went further (%s): resuming from epoch %d branches into %s; %s is left as it is",
+            home, further, int(saved["epoch"]), branch, home,
+        )  # fmt: skip
+        return saved, branch
+    same = home is not None and run_dir.resolve() == home
+    further = _further(run_dir, path, saved) if same else holds_run(run_dir)
+    if further is not None:
+        raise ConfigError(
+            f"--run-dir {run_dir} holds a run that went further than {resume} ({further}); "
+            f"resuming there would overwrite it: give another --run-dir"
+            + (", or leave out --run-dir to branch into a new one" if same else "")
+        )
+    return saved, run_dir
+
+
 def resolve_resume(
     resume: str | None, run_dir: Path | None
 ) -> tuple[dict[str, Any] | None, Path | None]:
     """What `--resume` means: (the loaded checkpoint or None, the run directory). 'auto' takes
-    RUN_DIR/checkpoints/last.pt when there is one (a fresh run otherwise); a path's run
-    directory defaults to the folder above its checkpoints/ folder."""
+    RUN_DIR/checkpoints/last.pt when there is one (a fresh run otherwise). A path continues
+    the run whose checkpoints/ folder holds it, or --run-dir (required for a file elsewhere);
+    a run that went further than the file is never overwritten: without --run-dir the resumed
+    run branches into RUN-from-epochNNN, with it the resume is refused."""
     if resume == "auto":
         if run_dir is None:
             raise ConfigError("--resume auto needs --run-dir to know which run to continue")
@@ -199,8 +319,7 @@ def resolve_resume(
         log.warning("no checkpoint in %s; starting a new run", candidate.parent)
         return None, run_dir
     if resume:
-        saved = load_checkpoint(resume)
-        return saved, run_dir if run_dir is not None else Path(resume).resolve().parent.parent
+        return _resume_path(resume, run_dir)
     return None, run_dir
 
 
@@ -213,6 +332,6 @@ def load_generator(
     config = from_dict(state["config"])
     generator = build_generator(config.model)
     weights = state.get("generator_ema") or state["generator"]
-    generator.load_state_dict(weights)
+    load_weights(generator, weights, str(path), "generator weights")
     generator.eval()
     return generator, config

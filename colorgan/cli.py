@@ -12,7 +12,7 @@ from pathlib import Path
 
 from colorgan import colorize, evaluate, files, serve
 from colorgan.device import DEVICE_CHOICES
-from colorgan.errors import ColorganError, Interrupted, NonFiniteLoss
+from colorgan.errors import ColorganError, Interrupted, NonFiniteLoss, WriteFailed
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MODEL_HELP = "a training checkpoint (.pt) or an exported .onnx"
@@ -81,7 +81,15 @@ def _train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument(
         "--resume",
         metavar="PATH|auto",
-        help="continue from a checkpoint; 'auto' picks RUN_DIR/checkpoints/last.pt if there is one",
+        help="continue from a checkpoint; 'auto' picks RUN_DIR/checkpoints/last.pt if there is "
+        "one. A checkpoint outside a run's checkpoints/ folder needs --run-dir; an older epoch "
+        "of a run that went further branches into a new run directory",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in a --run-dir that holds a run: its checkpoints, metrics, samples "
+        "and logs are deleted first (without this, such a run dir is refused)",
     )
     _set_option(p, "override one config key, e.g. --set train.epochs=5 (repeatable; applied last)")
     _quiet_option(p, "no progress bars or console log")
@@ -99,10 +107,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             args.run_dir,
             args.resume,
             quiet=args.quiet,
+            overwrite=args.overwrite,
         )
     except Interrupted as interrupt:
         return 128 + interrupt.signum
-    except NonFiniteLoss as err:  # the run failed; it is not a usage error
+    except (NonFiniteLoss, WriteFailed) as err:  # the run failed; it is not a usage error
         print(f"colorgan: error: {err}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
@@ -212,6 +221,13 @@ def _colorize_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     _max_pixels_option(p, files.DEFAULT_MAX_PIXELS)
     _hints_option(p)
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files in --out that colorize did not write (by default such a file is "
+        "left alone, named, and the exit status is 1); its own earlier outputs are always "
+        "replaced",
+    )
     _quiet_option(p, "no progress bar or summary")
 
 
@@ -255,6 +271,7 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
         on_failure=report,
         progress=not args.quiet and len(jobs) > 1,
         hints=hints,
+        overwrite=args.overwrite,
     )
     if not args.quiet:
         print(f"colorized {len(jobs) - len(job_failures)} of {len(jobs)} image(s) into {args.out}")

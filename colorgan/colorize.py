@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,19 +25,21 @@ from tqdm import tqdm
 from colorgan.batch import Batch, generate
 from colorgan.checkpoint import load_generator
 from colorgan.color import float_to_uint8, lab_in_gamut, rgb_to_l_ab
-from colorgan.device import resolve_device
-from colorgan.errors import ColorganError, UnreadableImage
+from colorgan.device import check_fits, free_memory, resolve_device
+from colorgan.errors import ColorganError, DataError, DoesNotFit, UnreadableImage
 from colorgan.files import (
     DEFAULT_MAX_PIXELS,
     FORMATS,
     Picture,
     find_images,
     load_picture,
+    mark_options,
     save_image,
     to_image,
     to_picture,
+    written_by_colorgan,
 )
-from colorgan.generator import ColorModel
+from colorgan.generator import DEFAULT_BYTES_PER_PIXEL, ColorModel, bytes_per_pixel
 from colorgan.hints import Hint, HintError, check_inside, load_hints, no_points, render
 
 # The model as a function: Batch (l at the working size, + conditioning) -> ab (B, 2, h, w) in
@@ -46,7 +49,8 @@ Predict = Callable[[Batch], torch.Tensor]
 DEFAULT_BATCH_SIZE = 8  # files read and run through the model together
 MAX_ASPECT = 4  # the working image's long side is at most this many times the working size
 _STRIP_PIXELS = 4_000_000  # full-resolution color math runs on row strips of about this size
-_OPTIONS: dict[str, dict[str, int]] = {"png": {}, "jpg": {"quality": 95}, "webp": {"quality": 95}}
+_OPTIONS: dict[str, dict[str, Any]] = {"png": {}, "jpg": {"quality": 95}, "webp": {"quality": 95}}
+_COLOR_BYTES_PER_PIXEL = 64  # per working pixel besides the model: l, hint map, ab, resizing
 
 
 def working_shape(height: int, width: int, size: int, multiple: int) -> tuple[int, int]:
@@ -120,6 +124,7 @@ class Colorizer:
         device: torch.device,
         batch_size: int = DEFAULT_BATCH_SIZE,
         hints: bool = False,
+        bytes_per_pixel: float = DEFAULT_BYTES_PER_PIXEL,
     ) -> None:
         if batch_size < 1:
             raise ColorganError(f"batch size must be at least 1, got {batch_size}")
@@ -129,6 +134,8 @@ class Colorizer:
         self.device = device
         self.batch_size = batch_size
         self.hints = hints  # the model takes color points (model.hints)
+        # inference memory per working pixel of one image (an estimate; see check_shape)
+        self.bytes_per_pixel = bytes_per_pixel + _COLOR_BYTES_PER_PIXEL
 
     @classmethod
     def from_checkpoint(
@@ -151,6 +158,7 @@ class Colorizer:
             target,
             batch_size,
             hints=config.model.hints,
+            bytes_per_pixel=bytes_per_pixel(generator),
         )
 
     @classmethod
@@ -164,6 +172,32 @@ class Colorizer:
         return cls(
             model.predict, model.image_size, model.multiple, model.device, batch_size, model.hints
         )
+
+    def working_shape(self, picture: Picture, size: int | None = None) -> tuple[int, int]:
+        """The (h, w) the model sees `picture` at, for working size `size` (default: the
+        training size)."""
+        size = self.image_size if size is None else size
+        return working_shape(picture.rgb.shape[1], picture.rgb.shape[2], size, self.multiple)
+
+    def check_shape(self, shape: tuple[int, int]) -> None:
+        """DoesNotFit, before anything is allocated, if one image at working shape (h, w)
+        needs more memory than the device has free (an estimate)."""
+        height, width = shape
+        check_fits(
+            height * width * self.bytes_per_pixel,
+            self.device,
+            f"colorizing at a working size of {height}x{width}",
+            "use a smaller --size",
+        )
+
+    def _chunk(self, shape: tuple[int, int]) -> int:
+        """How many images of working shape `shape` run together: the batch size, or fewer
+        where the batch would not fit in memory."""
+        free = free_memory(self.device)
+        if free is None:
+            return self.batch_size
+        per_image = shape[0] * shape[1] * self.bytes_per_pixel
+        return max(1, min(self.batch_size, int(free // per_image)))
 
     def colorize(
         self, image: Image.Image, size: int | None = None, hints: Sequence[Hint] | None = None
@@ -201,9 +235,11 @@ class Colorizer:
         maps = self._hint_maps(l_full, shapes, hints)  # (1, 3, h, w) per picture, or None
         ab_small: dict[int, torch.Tensor] = {}  # (1, 2, h, w) in [-1, 1]
         for shape in dict.fromkeys(shapes):
+            self.check_shape(shape)
             same = [i for i, s in enumerate(shapes) if s == shape]
-            for start in range(0, len(same), self.batch_size):
-                chunk = same[start : start + self.batch_size]
+            step = self._chunk(shape)
+            for start in range(0, len(same), step):
+                chunk = same[start : start + step]
                 l_small = torch.cat([resize_l(l_full[i], shape) for i in chunk])
                 ab_small.update(zip(chunk, self._predict(l_small, chunk, maps), strict=True))
         return [join(l, ab_small[i]) for i, l in enumerate(l_full)]
@@ -278,11 +314,16 @@ def find_inputs(inputs: Sequence[Path], out: Path) -> tuple[list[tuple[Path, Pat
         if given.is_dir():
             # an output folder inside the input folder holds earlier results, not inputs
             skipped = out.resolve() if given.resolve() in out.resolve().parents else None
+
+            def unlisted(folder: Path, err: OSError) -> None:
+                failures.append(Failure(folder, f"cannot list folder ({err.strerror or err})"))
+
             try:
-                files = [p for p in find_images(given) if skipped not in p.resolve().parents]
-            except OSError as err:
-                failures.append(Failure(given, f"cannot list folder ({err.strerror or err})"))
+                listed = find_images(given, on_error=unlisted)
+            except (OSError, DataError) as err:
+                failures.append(Failure(given, f"cannot list folder ({err})"))
                 continue
+            files = [p for p in listed if skipped not in p.resolve().parents]
             if not files:
                 failures.append(Failure(given, "no image files in this folder"))
             pairs = [(p, p.parent.relative_to(given)) for p in files]
@@ -358,12 +399,24 @@ def side_by_side_image(gray: Image.Image, color: Image.Image) -> Image.Image:
 
 
 def save_results(job: Job, picture: Picture, rgb: torch.Tensor, fmt: str) -> None:
-    """Write the colorized image (and gray | color if asked) for one job."""
+    """Write the colorized image (and gray | color if asked) for one job, tagged as colorgan's
+    (so a re-run knows it may replace them)."""
+    kind = FORMATS[fmt]
+    options = _OPTIONS[fmt] | mark_options(kind)
     color = to_image(rgb, picture.alpha)  # rgb: (3, H, W) uint8
-    save_image(color, job.target, FORMATS[fmt], **_OPTIONS[fmt])
+    save_image(color, job.target, kind, **options)
     if job.side_by_side is not None:
         pair = side_by_side_image(gray_image(picture), color)
-        save_image(pair, job.side_by_side, FORMATS[fmt], **_OPTIONS[fmt])
+        save_image(pair, job.side_by_side, kind, **options)
+
+
+def foreign_output(job: Job) -> Path | None:
+    """An output path of `job` that holds a file colorize did not write (None if none):
+    colorize never replaces such a file unless told to overwrite."""
+    for path in (job.target, job.side_by_side):
+        if path is not None and path.exists() and not written_by_colorgan(path):
+            return path
+    return None
 
 
 def hints_for_jobs(jobs: Sequence[Job], hints: Path | None) -> dict[Path, list[Hint]]:
@@ -389,10 +442,11 @@ def _load(
     jobs: Sequence[Job],
     max_pixels: int,
     hints: dict[Path, list[Hint]],
+    fits: Callable[[Picture], None],
     fail: Callable[[Path, str], None],
 ) -> list[tuple[Job, Picture, list[Hint] | None]]:
-    """The jobs' pictures (and points); a file that cannot be read, or whose points fall
-    outside it, goes to `fail`."""
+    """The jobs' pictures (and points); a file that cannot be read, whose points fall outside
+    it, or that `fits` refuses (too large to colorize), goes to `fail`."""
     loaded = []
     for job in jobs:
         try:
@@ -400,10 +454,27 @@ def _load(
             points = hints.get(job.source)
             if points:
                 check_inside(points, (picture.rgb.shape[1], picture.rgb.shape[2]))
+            fits(picture)
             loaded.append((job, picture, points))
-        except (UnreadableImage, HintError) as err:
+        except (UnreadableImage, HintError, DoesNotFit) as err:
             fail(job.source, str(err))
     return loaded
+
+
+def _not_foreign(
+    jobs: Sequence[Job], overwrite: bool, fail: Callable[[Path, str], None]
+) -> list[Job]:
+    """The jobs whose outputs are free or colorize's own; the others go to `fail`, unless
+    `overwrite`."""
+    kept = []
+    for job in jobs:
+        foreign = None if overwrite else foreign_output(job)
+        if foreign is None:
+            kept.append(job)
+        else:
+            fail(job.source, f"{foreign} exists and colorgan did not write it: skipped "
+                 "(--overwrite replaces it)")  # fmt: skip
+    return kept
 
 
 def colorize_files(
@@ -415,14 +486,18 @@ def colorize_files(
     on_failure: Callable[[Failure], None] | None = None,
     progress: bool = False,
     hints: dict[Path, list[Hint]] | None = None,
+    overwrite: bool = False,
 ) -> list[Failure]:
     """Colorize each job's file (with its points from `hints`, see hints_for_jobs),
-    `colorizer.batch_size` files at a time. Files that cannot be read or written are passed to
-    `on_failure`, skipped and returned; the rest go on."""
+    `colorizer.batch_size` files at a time. Files that cannot be read or written, too large to
+    colorize, or whose output path holds a file colorize did not write (unless `overwrite`)
+    are passed to `on_failure`, skipped and returned; the rest go on."""
     if max_pixels < 1:
         raise ColorganError(f"--max-pixels must be positive, got {max_pixels}")
     if size is not None and size < 1:
         raise ColorganError(f"--size must be a positive number of pixels, got {size}")
+    if size is not None:
+        colorizer.check_shape((size, size))  # the least any image needs at this size
     failures: list[Failure] = []
 
     def fail(path: Path, reason: str) -> None:
@@ -430,12 +505,15 @@ def colorize_files(
         if on_failure is not None:
             on_failure(failures[-1])
 
+    def fits(picture: Picture) -> None:
+        colorizer.check_shape(colorizer.working_shape(picture, size))
+
     bar_off = None if progress else True  # None: shown on a terminal only
     with tqdm(total=len(jobs), desc="colorizing", unit="img", disable=bar_off) as bar:
         for start in range(0, len(jobs), colorizer.batch_size):
-            chunk = jobs[start : start + colorizer.batch_size]
-            loaded = _load(chunk, max_pixels, hints or {}, fail)
-            bar.update(len(chunk) - len(loaded))
+            chunk = _not_foreign(jobs[start : start + colorizer.batch_size], overwrite, fail)
+            loaded = _load(chunk, max_pixels, hints or {}, fits, fail)
+            bar.update(min(len(jobs) - start, colorizer.batch_size) - len(loaded))
             pictures = [picture for _, picture, _ in loaded]
             points = [p for _, _, p in loaded]
             colored = colorizer.colorize_pictures(pictures, size, points)

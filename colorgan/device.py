@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any
 
 import torch
 
-from colorgan.errors import ColorganError
+from colorgan.errors import ColorganError, DoesNotFit
 
 DEVICE_CHOICES = "auto | cpu | cuda | cuda:N | mps"
 
@@ -47,3 +48,45 @@ def autocast(
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free for tensors on `device` now: a CUDA GPU's free memory plus what torch holds
+    unused, or the machine's available memory for the CPU (Linux's MemAvailable); None when
+    it cannot be told (then nothing is refused)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def human_bytes(count: float) -> str:
+    """1536 -> '1.5 KB' (powers of 1024), for messages."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(count) < 1024 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def check_fits(needed: float, device: torch.device, what: str, advice: str) -> None:
+    """Raise DoesNotFit, before anything is allocated, when `what` needs more than `device`
+    has free (`needed`: an estimate in bytes); `advice` says what to change."""
+    free = free_memory(device)
+    if free is not None and needed > free:
+        raise DoesNotFit(
+            f"{what} needs about {human_bytes(needed)} of memory and {device} has "
+            f"{human_bytes(free)} free; {advice}"
+        )

@@ -57,6 +57,15 @@ class NonFiniteLoss(ColorganError):
     """A loss became NaN or infinite (the run failed: exit 1, not a usage error)."""
 
 
+class WriteFailed(ColorganError):
+    """A file could not be written (a full disk, a read-only folder): the run failed (exit 1);
+    what was written before it is kept."""
+
+
+class DoesNotFit(ColorganError):
+    """A working size whose memory estimate is more than the device has free."""
+
+
 class UploadRefused(ColorganError):
     """A request the server answers with a 4xx status and a one-line reason."""
 

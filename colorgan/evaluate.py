@@ -36,10 +36,10 @@ from colorgan.color import (
     uint8_to_float,
 )
 from colorgan.data import ColorImages, scan_images
-from colorgan.device import resolve_device
+from colorgan.device import check_fits, resolve_device
 from colorgan.errors import ColorganError, EvaluateError
 from colorgan.files import atomic_write
-from colorgan.generator import ColorModel
+from colorgan.generator import ColorModel, bytes_per_pixel
 from colorgan.hints import eval_points
 from colorgan.lite0 import EfficientNetLite0, load_lite0
 from colorgan.losses import l1_loss
@@ -78,6 +78,9 @@ def check_size(size: int, generator: ColorModel) -> int:
 
 
 DEFAULT_BATCH_SIZE = 16  # crops per model batch
+# per pixel of a crop besides the model: the crop, its gray and output in 8 and 32 bits, Lab
+# of both, the feature network's input
+_METRIC_BYTES_PER_PIXEL = 128
 VAL_KEYS = ("val_l1", "val_psnr", "val_delta_e", "val_colorfulness")  # training's per-epoch row
 _VAL_METRICS = ("psnr", "delta_e", "colorfulness")  # the val_ keys measured by image_metrics
 
@@ -321,7 +324,14 @@ def evaluate_checkpoint(
         raise EvaluateError(
             f"{checkpoint} was trained without color points (model.hints=false); drop --hints"
         )
-    size = check_size(size or config.data.image_size, generator)
+    size = check_size(config.data.image_size if size is None else size, generator)
+    target = resolve_device(device)
+    check_fits(
+        min(batch_size, 2**16) * size**2 * (bytes_per_pixel(generator) + _METRIC_BYTES_PER_PIXEL),
+        target,
+        f"evaluating {batch_size} crops of {size}x{size} at once",
+        "use a smaller --size or --batch-size",
+    )
     scan = scan_images(data, config.data.gray_threshold, limit=limit, quiet=quiet)
     if scan.grayscale or scan.unreadable:
         log.warning(
@@ -330,7 +340,6 @@ def evaluate_checkpoint(
             len(scan.grayscale),
             len(scan.unreadable),
         )
-    target = resolve_device(device)
     result = evaluate_images(generator, scan.usable, size, target, batch_size, fid, quiet)
     if hints:
         result["by_hints"] = hint_scores(

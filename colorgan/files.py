@@ -9,7 +9,10 @@ keeps alpha and the full depth of 16-bit gray.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import shutil
 import struct
 import tempfile
 import warnings
@@ -17,13 +20,16 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
 
 from colorgan.errors import DataError, UnreadableImage
+
+log = logging.getLogger("colorgan")
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 # What Pillow raises on a file it cannot decode (truncated, corrupt, a bomb, not an image).
@@ -42,15 +48,32 @@ _DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
 
-def find_images(root: Path) -> list[Path]:
-    """Image files under `root`, recursively, sorted; other and hidden files are ignored."""
+def _warn_unreadable_folder(folder: Path, err: OSError) -> None:
+    log.warning("skipping unreadable folder %s: %s", folder, err.strerror or type(err).__name__)
+
+
+def find_images(
+    root: Path, on_error: Callable[[Path, OSError], None] = _warn_unreadable_folder
+) -> list[Path]:
+    """Image files under `root`, recursively, sorted; other and hidden files are ignored. A
+    sub-folder that cannot be listed goes to `on_error` (by default a warning naming it)."""
     if not root.is_dir():
         raise DataError(f"{root}: not a directory; give a folder of color images")
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
-    )
+    found = []
+
+    def unreadable(err: OSError) -> None:
+        if Path(err.filename) == root:  # the folder given itself, not a skipped sub-folder
+            reason = err.strerror or type(err).__name__
+            raise DataError(f"{root}: cannot list this folder ({reason})")
+        on_error(Path(err.filename), err)
+
+    for folder, _, names in os.walk(root, onerror=unreadable):
+        for name in names:
+            path = Path(folder, name)
+            wanted = path.suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".")
+            if wanted and path.is_file():
+                found.append(path)
+    return sorted(found)
 
 
 def decode_reason(err: BaseException) -> str:
@@ -177,13 +200,58 @@ def atomic_write(path: Path, write: Callable[[Path], object], durable: bool = Fa
         os.umask(umask)
         tmp.chmod(0o666 & ~umask)  # mkstemp's 0600 would hide outputs from other users
         os.replace(tmp, path)
+    except OSError as err:
+        err.filename = str(path)  # the file meant, not its hidden temporary
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def save_image(image: Image.Image, path: Path, kind: str, **options: int) -> None:
+def write_error(err: OSError, needed: int | None = None) -> str:
+    """One line on why a file could not be written; on a full disk, the room needed (when
+    known) and the room free."""
+    where = err.filename or "a file"
+    text = f"cannot write {where}: {err.strerror or type(err).__name__}"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT) and err.filename:
+        folder = Path(err.filename).parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        free = shutil.disk_usage(folder).free
+        wanted = f"about {needed / 2**20:.1f} MB needed, " if needed else ""
+        text += f" ({wanted}{free / 2**20:.1f} MB free)"
+    return text
+
+
+MARK = "colorgan"  # the Software tag of the images colorize writes: its own, safe to replace
+_SOFTWARE = 0x0131  # the EXIF Software tag
+
+
+def mark_options(kind: str) -> dict[str, Any]:
+    """Pillow save options that tag an image of format `kind` as written by colorgan."""
+    if kind == "PNG":
+        info = PngInfo()
+        info.add_text("Software", MARK)
+        return {"pnginfo": info}
+    exif = Image.Exif()
+    exif[_SOFTWARE] = MARK
+    return {"exif": exif.tobytes()}
+
+
+def written_by_colorgan(path: Path) -> bool:
+    """Whether `path` is an image that save_image(..., mark=True) wrote (colorize's outputs)."""
+    try:
+        with Image.open(path) as image:
+            if image.format == "PNG":
+                return image.info.get("Software") == MARK
+            return image.getexif().get(_SOFTWARE) == MARK
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
+
+
+def save_image(image: Image.Image, path: Path, kind: str, **options: Any) -> None:
     """Encode `image` as Pillow format `kind` (PNG, JPEG, WEBP, ...) at `path`, atomically.
-    JPEG has no alpha, so a transparent image is flattened onto white first."""
+    JPEG has no alpha, so a transparent image is flattened onto white first. `options` go to
+    Pillow (mark_options(kind) tags the file as colorgan's)."""
     if kind == "JPEG" and image.mode == "RGBA":
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image).convert("RGB")

@@ -296,3 +296,36 @@ def build_generator(model: ModelConfig, pretrained: bool = False) -> ColorModel:
         dropout=model.dropout,
         hints=model.hints,
     )
+
+
+# What inference at a working size holds at once, per pixel per image, as a multiple of the
+# largest single activation: its input, its output and the skip tensors waiting for the decoder.
+PEAK_ACTIVATIONS = 4
+DEFAULT_BYTES_PER_PIXEL = 512.0  # the default Lite0 U-Net (width 32): 4 x 128 bytes
+
+
+@torch.inference_mode()
+def bytes_per_pixel(model: ColorModel) -> float:
+    """A rough estimate of inference memory per working pixel of one image (float32): the
+    largest activation of one forward at a small size, times PEAK_ACTIVATIONS. Good for
+    refusing sizes that cannot fit; a size that passes may still be tight."""
+    largest = 0
+
+    def hook(module: nn.Module, args: object, output: object) -> None:
+        nonlocal largest
+        if isinstance(output, torch.Tensor):
+            largest = max(largest, output.numel() * 4)  # float32, whatever the model's dtype
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    side = 2 * model.multiple
+    param = next(model.parameters())
+    training = model.training
+    model.eval()  # BatchNorm statistics stay as they are
+    try:
+        model(torch.zeros(1, 1, side, side, device=param.device, dtype=param.dtype))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(training)
+    return PEAK_ACTIVATIONS * largest / side**2

@@ -15,6 +15,7 @@ from typing import Any
 from tqdm import tqdm
 
 from colorgan.figures import save_loss_curves
+from colorgan.files import atomic_write
 
 log = logging.getLogger("colorgan")
 
@@ -70,11 +71,16 @@ def format_row(row: dict[str, Any]) -> str:
 
 
 class EpochMeter:
-    """Image-weighted running means of an epoch's losses, and its images per second."""
+    """Image-weighted running means of an epoch's losses, and its images per second. A meter
+    resumed mid-epoch starts from the interrupted part's `sums` over `images`, so the epoch's
+    row averages every step of it; the rate counts this process's images only."""
 
-    def __init__(self, keys: Sequence[str]) -> None:
-        self.sums = dict.fromkeys(keys, 0.0)
-        self.images = 0
+    def __init__(
+        self, keys: Sequence[str], sums: dict[str, float] | None = None, images: int = 0
+    ) -> None:
+        self.sums = dict.fromkeys(keys, 0.0) | (sums or {})
+        self.images = images
+        self._rate_from = images
         self.start = time.perf_counter()
 
     def add(self, losses: dict[str, float], n: int) -> None:
@@ -88,7 +94,7 @@ class EpochMeter:
 
     def rate(self) -> float:
         """Images per second since the meter started."""
-        return self.images / max(time.perf_counter() - self.start, 1e-9)
+        return (self.images - self._rate_from) / max(time.perf_counter() - self.start, 1e-9)
 
     def postfix(self) -> dict[str, str]:
         """The progress bar's short summary."""
@@ -118,6 +124,27 @@ class EpochReport:
     def __init__(self, run_dir: Path, tensorboard: bool) -> None:
         self.run_dir = run_dir
         self.writer = _tensorboard(run_dir) if tensorboard else None
+
+    def reconcile(self, history: list[dict[str, Any]]) -> None:
+        """Make metrics.jsonl the checkpoint's `history` (the truth) at the start of a run: a
+        kill between a checkpoint save and the row's append leaves the row missing; rows past
+        the checkpoint are moved to metrics.jsonl.bak."""
+        path = self.run_dir / "metrics.jsonl"
+        text = "".join(json.dumps(row) + "\n" for row in history)
+        old = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+        if old == text:
+            return
+        rows = old.splitlines()
+        if len(rows) > len(history):
+            backup = path.with_name("metrics.jsonl.bak")
+            atomic_write(backup, lambda tmp: tmp.write_text(old, encoding="utf-8"))
+            log.warning("metrics.jsonl had rows past the checkpoint: moved to %s", backup)
+        else:
+            log.warning(
+                "metrics.jsonl (%d rows) did not match the checkpoint's %d: rewritten from it",
+                len(rows), len(history),
+            )  # fmt: skip
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def write(self, row: dict[str, Any], history: list[dict[str, Any]], sample: Path) -> None:
         """Report `row` (the newest of `history`), whose sample grid is at `sample`."""

@@ -49,6 +49,7 @@ class State:
     epoch: int = 0  # completed epochs
     step: int = 0  # optimizer steps taken
     epoch_items: int = 0  # items of the current epoch done before an interruption
+    epoch_sums: dict[str, float] = field(default_factory=dict)  # their image-weighted losses
     best: float = math.inf
     history: list[dict[str, Any]] = field(default_factory=list)
     sources: dict[str, str | None] = field(default_factory=dict)  # data folders, for resume

@@ -5,6 +5,7 @@ splits and loaders data.py's, the per-epoch report runlog.py's, validation metri
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import signal
@@ -23,16 +24,17 @@ from colorgan.checkpoint import BEST_METRIC, resolve_resume, save_run
 from colorgan.color import uint8_to_float
 from colorgan.config import Config, load_config, resume_config
 from colorgan.device import autocast
-from colorgan.errors import ConfigError, NonFiniteLoss
+from colorgan.errors import ConfigError, NonFiniteLoss, WriteFailed
 from colorgan.evaluate import colorize_crops, validation_metrics
 from colorgan.figures import save_samples
+from colorgan.files import write_error
 from colorgan.losses import (
     d_losses,
     g_adversarial_loss,
     l1_loss,
     perceptual_loss,
 )
-from colorgan.run import Run, interrupt, open_run, stop_on_signals
+from colorgan.run import Run, check_run_dir, interrupt, open_run, start_fresh, stop_on_signals
 from colorgan.runlog import EpochMeter, log_start, run_logging
 from colorgan.state import State
 
@@ -40,6 +42,8 @@ log = logging.getLogger("colorgan")
 
 LOSS_KEYS = ("g_adv", "g_l1", "g_perceptual", "g_total", "d_real", "d_fake", "d_total")
 _D_KEYS = ("g_adv", "d_real", "d_fake", "d_total")  # null in the metrics while D is off
+# errno values that mean "this file cannot be written": the run fails with WriteFailed
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
 def train(
@@ -49,15 +53,29 @@ def train(
     val_data: Path | None = None,
     resume: dict[str, Any] | None = None,
     quiet: bool = False,
+    overwrite: bool = False,
 ) -> list[dict[str, Any]]:
     """Train from scratch or from `resume` (a loaded checkpoint); returns the metrics history.
-    Under torchrun, every process calls this; only rank 0 writes."""
+    A fresh run refuses a `run_dir` that holds a run unless `overwrite` (which deletes it).
+    A file that cannot be written (full disk, read-only) stops the run with WriteFailed; what
+    was written before is kept. Under torchrun, every process calls this; only rank 0 writes."""
     info, device = ddp.init(config.train.device)
     try:
+        if info.is_main:
+            check_run_dir(run_dir)
+            if resume is None:
+                start_fresh(run_dir, overwrite)
         with run_logging(run_dir, quiet, info.is_main):
             quiet = quiet or not info.is_main
             run = open_run(config, data, run_dir, val_data, resume, quiet, info, device)
             return loop(run)
+    except OSError as err:
+        if err.errno not in _WRITE_ERRORS:
+            raise
+        raise WriteFailed(
+            f"{write_error(err)}; the run stopped, its last checkpoint is kept: make room "
+            f"(or fix the folder) and resume with --run-dir {run_dir} --resume auto"
+        ) from None
     finally:
         ddp.shutdown(info)
 
@@ -92,7 +110,9 @@ def run_epoch(run: Run, stop: list[int]) -> dict[str, float]:
     run.loaders.sampler.set_epoch(state.epoch, skip=state.epoch_items)
     state.generator.freeze_encoder(state.epoch < state.config.model.freeze_encoder_epochs)
     state.generator.train()
-    meter = EpochMeter(LOSS_KEYS)
+    # A mid-epoch resume carries on the interrupted part's sums (older checkpoints: none).
+    meter = EpochMeter(LOSS_KEYS, state.epoch_sums, state.epoch_items if state.epoch_sums else 0)
+    state.epoch_sums = meter.sums  # saved with an interruption's checkpoint
     title = f"epoch {state.epoch + 1}/{state.config.train.epochs}"
     bar = tqdm(
         run.loaders.train,
@@ -227,6 +247,7 @@ def end_epoch(run: Run, measured: dict[str, float], start: float) -> None:
     trained_adversarially = state.adversarial  # for the epoch just finished
     state.epoch += 1
     state.epoch_items = 0
+    state.epoch_sums = {}
     row: dict[str, Any] = {"epoch": state.epoch, "step": state.step}
     row["lr"] = state.opt_g.param_groups[0]["lr"]
     row.update({k: measured[k] for k in LOSS_KEYS})
@@ -256,6 +277,7 @@ def train_from_options(
     run_dir: Path | None,
     resume: str | None,
     quiet: bool = False,
+    overwrite: bool = False,
 ) -> list[dict[str, Any]]:
     """`colorgan train`: resolve --resume, merge the config (the checkpoint's, then the file,
     then --set), take the data folders from the checkpoint when not given, and train."""
@@ -274,4 +296,6 @@ def train_from_options(
     run_dir = run_dir or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     # A fresh network's first CPU steps make denormal floats, which run several times slower.
     torch.set_flush_denormal(True)
-    return train(config, data, run_dir, val_data=val_data, resume=saved, quiet=quiet)
+    return train(
+        config, data, run_dir, val_data=val_data, resume=saved, quiet=quiet, overwrite=overwrite
+    )
