@@ -423,11 +423,38 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help=f"refuse uploads larger than this many MiB (default {serve.DEFAULT_MAX_UPLOAD_MB:g})",
     )
     _max_pixels_option(p, serve.DEFAULT_MAX_PIXELS)
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=serve.DEFAULT_HEADER_TIMEOUT,
+        metavar="S",
+        help="close a connection whose request headers take longer than this "
+        f"(default {serve.DEFAULT_HEADER_TIMEOUT:g} s)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=serve.DEFAULT_BODY_TIMEOUT,
+        metavar="S",
+        help="answer 408 to an upload whose body takes longer than this after its headers "
+        f"(default {serve.DEFAULT_BODY_TIMEOUT:g} s)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=serve.DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help=f"open connections at once (default {serve.DEFAULT_MAX_CONNECTIONS}); over it the "
+        "longest-stalled one is closed, or a new one gets 503 when all are busy",
+    )
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     limits = serve.limits_from_options(args.max_upload_mb, args.max_pixels)
-    serve.serve(args.model, args.host, args.port, args.device, limits)
+    connections = serve.connections_from_options(
+        args.header_timeout, args.body_timeout, args.max_connections
+    )
+    serve.serve(args.model, args.host, args.port, args.device, limits, connections)
     return EXIT_OK
 
 

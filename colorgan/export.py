@@ -172,14 +172,59 @@ def _providers(onnxruntime: Any, device: str) -> list[Any]:
     return [gpu, "CPUExecutionProvider"]
 
 
-def _metadata_int(meta: dict[str, str], key: str, path: Path) -> int:
-    try:
-        return int(meta[key])
-    except (KeyError, ValueError):
+MAX_DEPTH = 12  # the most 2x downsamplings an export may declare (sides: multiples of 4096)
+MAX_IMAGE_SIZE = 16384  # the largest training size an export may declare
+_SHOWN = 60  # characters of a bad metadata value quoted in the error
+
+
+def _not_colorgan(path: Path, key: str) -> OnnxModelError:
+    return OnnxModelError(
+        f"{path}: not a colorgan export (no {key} in its metadata); "
+        f"make one with `colorgan export CHECKPOINT --onnx FILE`"
+    )
+
+
+def _bad_metadata(path: Path, key: str, value: str, expected: str) -> OnnxModelError:
+    shown = value if len(value) <= _SHOWN else value[:_SHOWN] + "..."
+    return OnnxModelError(
+        f"{path}: bad metadata {key}={shown!r} (expected {expected}); "
+        f"export the checkpoint again with `colorgan export CHECKPOINT --onnx FILE`"
+    )
+
+
+def _metadata_int(meta: dict[str, str], key: str, path: Path, low: int, high: int) -> int:
+    """The metadata value `key`, a whole number (ASCII digits) from `low` to `high`."""
+    if key not in meta:
+        raise _not_colorgan(path, key)
+    value = meta[key]
+    number = int(value) if value.isascii() and value.isdigit() else None
+    if number is None or not low <= number <= high:
+        raise _bad_metadata(path, key, value, f"a whole number from {low} to {high}")
+    return number
+
+
+def _metadata(meta: dict[str, str], path: Path) -> tuple[int, int]:
+    """(image_size, multiple) from an export's metadata, each checked; OnnxModelError naming the
+    key and its value otherwise."""
+    image_size = _metadata_int(meta, META_IMAGE_SIZE, path, 1, MAX_IMAGE_SIZE)
+    depth = _metadata_int(meta, META_DEPTH, path, 1, MAX_DEPTH)
+    if image_size % 2**depth:
+        expected = f"a multiple of 2**{META_DEPTH}={2**depth}"
+        raise _bad_metadata(path, META_IMAGE_SIZE, meta[META_IMAGE_SIZE], expected)
+    fmt = meta.get(META_FORMAT, ONNX_FORMAT)
+    if fmt != ONNX_FORMAT:
+        raise _bad_metadata(path, META_FORMAT, fmt, f"{ONNX_FORMAT!r}, the format this reads")
+    return image_size, 2**depth
+
+
+def _check_inputs(names: list[str], path: Path) -> None:
+    """The graph's inputs must be colorgan's: `l`, then optionally `hints`."""
+    if not names or names[0] != INPUT_NAMES[0] or not set(names) <= set(INPUT_NAMES):
+        shown = ", ".join(names)[:_SHOWN]
         raise OnnxModelError(
-            f"{path}: not a colorgan export (no {key} in its metadata); "
-            f"make one with `colorgan export CHECKPOINT --onnx FILE`"
-        ) from None
+            f"{path}: the graph's inputs ({shown}) are not a colorgan export's "
+            f"({', '.join(INPUT_NAMES)})"
+        )
 
 
 def _session_predict(session: Any, device: torch.device) -> Callable[[Batch], torch.Tensor]:
@@ -213,14 +258,13 @@ def load_onnx(path: str | Path, device: str = "auto") -> OnnxModel:
     except Exception as err:
         detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise OnnxModelError(f"{path}: cannot load the ONNX model ({detail})") from None
-    meta = session.get_modelmeta().custom_metadata_map
-    image_size = _metadata_int(meta, META_IMAGE_SIZE, path)
-    depth = _metadata_int(meta, META_DEPTH, path)
+    image_size, multiple = _metadata(session.get_modelmeta().custom_metadata_map, path)
+    inputs = [node.name for node in session.get_inputs()]
+    _check_inputs(inputs, path)
     provider = session.get_providers()[0]
     torch_device = torch.device("cpu")
     if provider == "CUDAExecutionProvider" and torch.cuda.is_available():
         # pre- and post-processing beside the model, on its GPU, when this torch has CUDA too
         torch_device = resolve_device("cuda" if device == "auto" else device)
-    hints = any(node.name == "hints" for node in session.get_inputs())
     predict = _session_predict(session, torch_device)
-    return OnnxModel(predict, image_size, 2**depth, torch_device, provider, hints)
+    return OnnxModel(predict, image_size, multiple, torch_device, provider, "hints" in inputs)

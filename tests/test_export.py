@@ -16,7 +16,7 @@ from colorgan.batch import Batch
 from colorgan.checkpoint import load_generator
 from colorgan.cli import main
 from colorgan.colorize import Colorizer
-from colorgan.errors import ColorganError
+from colorgan.errors import ColorganError, OnnxModelError
 from colorgan.export import load_onnx
 from tests.conftest import make_color_image, make_tiny_checkpoint
 
@@ -179,3 +179,69 @@ def test_export_usage_errors_exit_2(
     code = main(["export", *args])
     err = capsys.readouterr().err.splitlines()
     assert code == 2 and len(err) == 1 and message in err[0]
+
+
+def edited_onnx(source: Path, out: Path, changes: dict[str, str | None]) -> Path:
+    """A copy of an export with its metadata_props edited (None: the key removed)."""
+    import onnx
+
+    model = onnx.load(source)
+    props = {p.key: p.value for p in model.metadata_props}
+    for key, value in changes.items():
+        if value is None:
+            props.pop(key, None)
+        else:
+            props[key] = value
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, out)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"colorgan.depth": "-3"}, "colorgan.depth='-3' (expected a whole number from 1 to 12)"),
+        ({"colorgan.depth": "0"}, "colorgan.depth='0'"),
+        ({"colorgan.depth": "13"}, "colorgan.depth='13'"),
+        ({"colorgan.depth": "²"}, "colorgan.depth='²'"),
+        ({"colorgan.depth": "3.0"}, "colorgan.depth='3.0'"),
+        ({"colorgan.image_size": "0"}, "colorgan.image_size='0' (expected a whole number from 1"),
+        ({"colorgan.image_size": "abc"}, "colorgan.image_size='abc'"),
+        ({"colorgan.image_size": "36"}, "colorgan.image_size='36' (expected a multiple of "
+                                        "2**colorgan.depth=8)"),
+        ({"colorgan.image_size": "9" * 200}, "colorgan.image_size='" + "9" * 60 + "...'"),
+        ({"colorgan.format": "2"}, "colorgan.format='2'"),
+        ({"colorgan.depth": None}, "not a colorgan export (no colorgan.depth in its metadata)"),
+    ],
+)  # fmt: skip
+def test_edited_metadata_is_one_line_naming_the_key(
+    models: tuple[Path, Path], tmp_path: Path, changes: dict[str, str | None], message: str
+) -> None:
+    path = edited_onnx(models[1], tmp_path / "edited.onnx", changes)
+    with pytest.raises(OnnxModelError) as caught:
+        load_onnx(path, "cpu")
+    text = str(caught.value)
+    assert message in text and text.startswith(f"{path}: ") and "\n" not in text
+    assert "9" * 61 not in text  # a long value is cut short
+
+
+def test_edited_metadata_is_a_usage_error_in_colorize(
+    models: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = edited_onnx(models[1], tmp_path / "edited.onnx", {"colorgan.depth": "-3"})
+    make_color_image(0, (20, 20)).save(tmp_path / "a.png")
+    code = main(["colorize", str(path), str(tmp_path / "a.png"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 1 and "colorgan.depth='-3'" in err[0]
+
+
+def test_an_export_whose_inputs_are_not_colorgans_is_refused(tmp_path: Path) -> None:
+    path = edited_onnx(
+        foreign_onnx(tmp_path / "x.onnx"),
+        tmp_path / "y.onnx",
+        {"colorgan.image_size": "32", "colorgan.depth": "3"},
+    )
+    with pytest.raises(OnnxModelError, match=r"the graph's inputs \(x\) are not a colorgan"):
+        load_onnx(path, "cpu")

@@ -253,3 +253,14 @@ def test_cli_serve_prints_its_url_and_answers(checkpoint: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_working_size_that_cannot_fit_gets_a_413_reason(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import colorgan.device as device_module
+
+    monkeypatch.setattr(device_module, "free_memory", lambda device: 1000)  # 1 kB free
+    response = client.post("/api/colorize?size=64", content=png_bytes(gray(0)))
+    assert response.status_code == 413
+    assert "free" in response.json()["error"] and "smaller --size" in response.json()["error"]
