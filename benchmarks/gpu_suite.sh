@@ -20,7 +20,7 @@ python3 benchmarks/inference_latency.py --sizes 256 512 1024 --devices cuda --js
 python3 -c "import sys; sys.path.insert(0, '.'); from tests.conftest import write_color_folder; \
 from pathlib import Path; write_color_folder(Path('/tmp/gen'), 64, (160, 144))"
 python3 -m torch.distributed.run --standalone --nproc_per_node 1 -m colorgan train \
-    --config configs/tiny.yaml --data /tmp/gen --run-dir /tmp/ddp --quiet \
+    --config configs/tiny.yaml --data /tmp/gen --run-dir /tmp/ddp --quiet --overwrite \
     --set data.image_size=128 --set model.depth=7 --set train.device=cuda \
     --set train.sync_batchnorm=true --set train.amp=auto --set train.epochs=2
 echo "torchrun exit $?"

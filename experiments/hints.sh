@@ -20,7 +20,7 @@ for name in "$@"; do
   hints=false; [[ $variant == hint ]] && hints=true
   "$BIN/colorgan" train --config configs/cpu-small.yaml --set model.hints=$hints \
     --set data.image_size=64 --set train.epochs="$EPOCHS" --set train.seed="$seed" \
-    --data "$DATA/$domain/train" --val-data "$DATA/$domain/val" --run-dir "$OUT/$name" --quiet
+    --data "$DATA/$domain/train" --val-data "$DATA/$domain/val" --run-dir "$OUT/$name" --quiet --overwrite
   sets=(val); [[ $domain == anime ]] && sets=(val unseen)
   for set in "${sets[@]}"; do
     extra=(); [[ $hints == true ]] && extra=(--hints "$COUNTS")

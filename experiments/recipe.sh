@@ -45,7 +45,7 @@ for name in "$@"; do
   read -r -a spec <<< "$(args "$variant")"
   "$BIN/colorgan" train --config "${spec[0]}" "${spec[@]:1}" \
     --set data.image_size=64 --set train.epochs=5 --set train.seed="$seed" \
-    --data "$DATA/anime/train" --val-data "$DATA/anime/val" --run-dir "$OUT/$name" --quiet
+    --data "$DATA/anime/train" --val-data "$DATA/anime/val" --run-dir "$OUT/$name" --quiet --overwrite
   for set in anime photos; do
     "$BIN/colorgan" evaluate "$OUT/$name/checkpoints/last.pt" --data "$DATA/$set/val" \
       --json "$OUT/$name/eval-$set.json" --quiet
