@@ -53,9 +53,16 @@ def _tensor_bytes(value: Any) -> int:
     return 0
 
 
-def load_weights(target: nn.Module | Any, weights: Any, source: str, what: str) -> None:
+def load_weights(
+    target: nn.Module | Any,
+    weights: Any,
+    source: str,
+    what: str,
+    advice: str = "Resume with the checkpoint's own model settings",
+) -> None:
     """`target.load_state_dict(weights)` (a module, optimizer or schedule), or one line naming
-    `source` and the first mismatch when they do not fit (another architecture, changed keys)."""
+    `source`, the first mismatch and `advice` when they do not fit (another architecture,
+    changed keys)."""
     try:
         target.load_state_dict(weights)
     except (RuntimeError, KeyError, TypeError, ValueError) as err:
@@ -64,7 +71,7 @@ def load_weights(target: nn.Module | Any, weights: Any, source: str, what: str) 
         raise CheckpointError(
             f"{source}: its {what} do not fit the model its config describes "
             f"({detail[:160]}); was it made by another colorgan version, or were model.* keys "
-            f"changed? Resume with the checkpoint's own model settings"
+            f"changed? {advice}"
         ) from None
 
 
@@ -323,15 +330,20 @@ def resolve_resume(
     return None, run_dir
 
 
+def generator_from(state: dict[str, Any], source: str) -> tuple[ColorModel, Config]:
+    """The generator of a loaded checkpoint dict (EMA weights when it has them), on the CPU, in
+    eval mode, with the config it was trained with; `source` names it in errors."""
+    config = from_dict(state["config"])
+    generator = build_generator(config.model)
+    weights = state.get("generator_ema") or state["generator"]
+    load_weights(generator, weights, source, "generator weights")
+    generator.eval()
+    return generator, config
+
+
 def load_generator(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[ColorModel, Config]:
     """Rebuild the generator (EMA weights when the checkpoint has them) from a checkpoint alone,
     in eval mode, with the config it was trained with."""
-    state = load_checkpoint(path, map_location)
-    config = from_dict(state["config"])
-    generator = build_generator(config.model)
-    weights = state.get("generator_ema") or state["generator"]
-    load_weights(generator, weights, str(path), "generator weights")
-    generator.eval()
-    return generator, config
+    return generator_from(load_checkpoint(path, map_location), str(path))

@@ -15,7 +15,13 @@ from colorgan.device import DEVICE_CHOICES
 from colorgan.errors import ColorganError, Interrupted, NonFiniteLoss, WriteFailed
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-MODEL_HELP = "a training checkpoint (.pt) or an exported .onnx"
+MODEL_HELP = (
+    "a training checkpoint (.pt), an exported .onnx, a model folder (export --model-dir) or "
+    "hf://owner/name[@revision] on the Hugging Face Hub"
+)
+GENERATOR_HELP = (
+    "a training checkpoint (.pt), a model folder (export --model-dir) or hf://owner/name[@revision]"
+)
 
 
 def _set_option(p: argparse.ArgumentParser, set_help: str) -> None:
@@ -40,7 +46,7 @@ def _device_option(p: argparse.ArgumentParser) -> None:
 def _model_argument(
     p: argparse.ArgumentParser, name: str = "model", what: str = MODEL_HELP
 ) -> None:
-    p.add_argument(name, metavar=name.upper(), type=Path, help=what)
+    p.add_argument(name, metavar=name.upper(), help=what)  # a str: hf:// is no path
 
 
 def _max_pixels_option(p: argparse.ArgumentParser, default: int) -> None:
@@ -260,6 +266,8 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
     jobs, failures = plan_jobs(args.inputs, args.out, args.format, args.side_by_side)
     hints = hints_for_jobs(jobs, args.hints)
     colorizer = load_colorizer(args.model, args.device, args.batch_size)
+    if colorizer.revision is not None and not args.quiet:
+        print(f"model {colorizer.source}")  # the commit it came from: the run can be repeated
     for failure in failures:
         report(failure)
     job_failures = colorize_files(
@@ -290,7 +298,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "(baseline_gray). Images are center-cropped to --size pixels as in training's validation, "
         "colorized and measured at that size.",
     )
-    _model_argument(p, "checkpoint", "a colorgan training checkpoint (.pt)")
+    _model_argument(p, "checkpoint", GENERATOR_HELP)
     p.add_argument(
         "--data", type=Path, required=True, help="folder of color images (searched recursively)"
     )
@@ -323,9 +331,13 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from colorgan.evaluate import evaluate_checkpoint, format_table, parse_counts, write_json
+    from colorgan.modeldir import resolve_model
 
+    model = resolve_model(args.checkpoint)
+    if model.revision is not None:
+        print(f"model {model.name}")
     result = evaluate_checkpoint(
-        args.checkpoint,
+        model,
         args.data,
         size=args.size,
         limit=args.limit,
@@ -376,23 +388,64 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "export",
-        help="export a checkpoint's generator to ONNX",
-        description="Write the generator of a training checkpoint as an ONNX file (dynamic batch, "
-        "height and width; sides multiples of 2**model.depth), with the checkpoint's working "
-        "size and depth in its metadata, atomically. The file is then checked in onnxruntime "
-        "against PyTorch. `colorize` and `serve` take it as MODEL. Needs "
-        "pip install 'colorgan[onnx]'.",
+        help="export a checkpoint's generator: a model folder to share, or ONNX",
+        description="--model-dir DIR writes a model folder to share: the generator alone "
+        "(EMA weights when the checkpoint has them) in model.safetensors, its architecture and "
+        "working size in config.json, and a model card README.md in the Hugging Face Hub's "
+        "format with what the checkpoint knows (config, data folders, epochs, images seen, last "
+        "validation) and, with --eval, `colorgan evaluate --json`'s results beside the gray "
+        "baseline; written atomically. --push OWNER/NAME then uploads it to the Hub (needs a "
+        "token: `hf auth login` or HF_TOKEN). --onnx FILE writes the generator as an ONNX file "
+        "(dynamic batch, height and width; sides multiples of 2**model.depth) with the working "
+        "size and depth in its metadata, checked in onnxruntime against PyTorch (needs pip "
+        "install 'colorgan[onnx]'). `colorize`, `evaluate` and `serve` take either as MODEL.",
     )
-    _model_argument(p, "checkpoint", "a colorgan training checkpoint (.pt)")
-    p.add_argument("--onnx", type=Path, required=True, metavar="FILE", help="the .onnx to write")
+    _model_argument(
+        p,
+        "checkpoint",
+        "a colorgan training checkpoint (.pt); for --onnx alone, any " + GENERATOR_HELP,
+    )
+    p.add_argument("--model-dir", type=Path, metavar="DIR", help="the model folder to write")
+    p.add_argument(
+        "--eval",
+        type=Path,
+        metavar="FILE",
+        help="the JSON of `colorgan evaluate --json` for the card (with --model-dir)",
+    )
+    p.add_argument(
+        "--push",
+        metavar="OWNER/NAME",
+        help="upload the model folder to this Hugging Face Hub model repo (with --model-dir)",
+    )
+    p.add_argument("--onnx", type=Path, metavar="FILE", help="the .onnx to write")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from colorgan.export import export_onnx
+    from colorgan import hub
+    from colorgan.modeldir import FILES, export_model_dir
 
-    delta = export_onnx(args.checkpoint, args.onnx)
-    size_mb = args.onnx.stat().st_size / 2**20
-    print(f"wrote {args.onnx} ({size_mb:.1f} MB); onnxruntime vs PyTorch: max |Δab| {delta:.1e}")
+    if args.onnx is None and args.model_dir is None:
+        raise ColorganError("export needs --model-dir DIR or --onnx FILE (or both)")
+    if args.model_dir is None and (args.eval is not None or args.push is not None):
+        raise ColorganError("--eval and --push go with --model-dir DIR")
+    if args.push is not None:
+        hub.check_repo_id(args.push, "--push")
+    access = hub.token() if args.push is not None else None  # before any work: say how to log in
+    if args.model_dir is not None:
+        export_model_dir(args.checkpoint, args.model_dir, args.eval, args.push)
+        size_mb = sum(p.stat().st_size for p in args.model_dir.iterdir()) / 2**20
+        print(f"wrote {args.model_dir} ({', '.join(FILES)}; {size_mb:.1f} MB)")
+    if args.onnx is not None:
+        from colorgan.export import export_onnx
+
+        delta = export_onnx(args.checkpoint, args.onnx)
+        size_mb = args.onnx.stat().st_size / 2**20
+        print(
+            f"wrote {args.onnx} ({size_mb:.1f} MB); onnxruntime vs PyTorch: max |Δab| {delta:.1e}"
+        )
+    if access is not None:
+        url = hub.push(args.model_dir, args.push, FILES, access, "Upload a colorgan model")
+        print(f"pushed to {url}; load it with: colorgan colorize hf://{args.push} ...")
     return EXIT_OK
 
 

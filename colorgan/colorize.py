@@ -23,7 +23,6 @@ from PIL import Image
 from tqdm import tqdm
 
 from colorgan.batch import Batch, generate
-from colorgan.checkpoint import load_generator
 from colorgan.color import float_to_uint8, lab_in_gamut, rgb_to_l_ab
 from colorgan.device import check_fits, free_memory, resolve_device
 from colorgan.errors import ColorganError, DataError, DoesNotFit, UnreadableImage
@@ -41,6 +40,8 @@ from colorgan.files import (
 )
 from colorgan.generator import DEFAULT_BYTES_PER_PIXEL, ColorModel, bytes_per_pixel
 from colorgan.hints import Hint, HintError, check_inside, load_hints, no_points, render
+from colorgan.hub import PREFIX as HUB_PREFIX
+from colorgan.modeldir import ModelSource, load_model, resolve_model
 
 # The model as a function: Batch (l at the working size, + conditioning) -> ab (B, 2, h, w) in
 # [-1, 1], on the Colorizer's device. A generator (through batch.generate) or an ONNX session.
@@ -136,6 +137,34 @@ class Colorizer:
         self.hints = hints  # the model takes color points (model.hints)
         # inference memory per working pixel of one image (an estimate; see check_shape)
         self.bytes_per_pixel = bytes_per_pixel + _COLOR_BYTES_PER_PIXEL
+        self.source = ""  # what it was loaded from: a path, or hf://owner/name@<commit>
+        self.revision: str | None = None  # the Hub commit of a model from the Hub
+
+    @classmethod
+    def from_source(
+        cls,
+        source: ModelSource,
+        device: str | torch.device = "auto",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> Colorizer:
+        """A Colorizer for a resolved MODEL (modeldir.resolve_model)."""
+        if source.kind == "onnx":
+            colorizer = cls.from_onnx(source.path, str(device), batch_size)
+        else:
+            target = device if isinstance(device, torch.device) else resolve_device(device)
+            generator, config = load_model(source)
+            generator.to(target)
+            colorizer = cls(
+                _generator_predict(generator),
+                config.data.image_size,
+                generator.multiple,
+                target,
+                batch_size,
+                hints=config.model.hints,
+                bytes_per_pixel=bytes_per_pixel(generator),
+            )
+        colorizer.source, colorizer.revision = source.name, source.revision
+        return colorizer
 
     @classmethod
     def from_checkpoint(
@@ -144,22 +173,32 @@ class Colorizer:
         device: str | torch.device = "auto",
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> Colorizer:
-        """Rebuild the generator from a training checkpoint alone ('auto': cuda, mps, cpu);
-        an exported .onnx file runs in onnxruntime instead (see from_onnx)."""
-        if Path(path).suffix.lower() == ".onnx":
-            return cls.from_onnx(path, str(device), batch_size)
-        target = device if isinstance(device, torch.device) else resolve_device(device)
-        generator, config = load_generator(path)
-        generator.to(target)
-        return cls(
-            _generator_predict(generator),
-            config.data.image_size,
-            generator.multiple,
-            target,
-            batch_size,
-            hints=config.model.hints,
-            bytes_per_pixel=bytes_per_pixel(generator),
-        )
+        """A Colorizer for MODEL ('auto': cuda, mps, cpu): a training checkpoint (its generator
+        rebuilt from it alone), a model folder (`export --model-dir`), `hf://owner/name[@rev]`
+        (see from_pretrained), or an exported .onnx file, run in onnxruntime (see from_onnx)."""
+        return cls.from_source(resolve_model(path), device, batch_size)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name: str | Path,
+        revision: str | None = None,
+        device: str | torch.device = "auto",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> Colorizer:
+        """A shared model: a model folder on this machine, or "owner/name" on the Hugging Face
+        Hub at `revision` (a branch, tag or commit; default: the main branch), downloaded into
+        huggingface_hub's cache (HF_HUB_OFFLINE=1: the cache alone). `.revision` is then the
+        commit its files are from."""
+        if Path(name).is_dir():
+            if revision is not None:
+                raise ColorganError(f"{name}: a folder on this machine has no revision")
+            return cls.from_checkpoint(name, device, batch_size)
+        text = str(name).removeprefix(HUB_PREFIX)
+        if "@" in text and revision is not None:
+            raise ColorganError(f"{name}: give the revision once (in the name or as revision=)")
+        model = HUB_PREFIX + text + (f"@{revision}" if revision else "")
+        return cls.from_checkpoint(model, device, batch_size)
 
     @classmethod
     def from_onnx(
@@ -169,9 +208,11 @@ class Colorizer:
         from colorgan.export import load_onnx  # onnxruntime is optional: imported on use
 
         model = load_onnx(path, device)
-        return cls(
+        colorizer = cls(
             model.predict, model.image_size, model.multiple, model.device, batch_size, model.hints
         )
+        colorizer.source = str(path)
+        return colorizer
 
     def working_shape(self, picture: Picture, size: int | None = None) -> tuple[int, int]:
         """The (h, w) the model sees `picture` at, for working size `size` (default: the
@@ -281,7 +322,8 @@ class Colorizer:
 def load_colorizer(
     path: str | Path, device: str = "auto", batch_size: int = DEFAULT_BATCH_SIZE
 ) -> Colorizer:
-    """A Colorizer for MODEL: a training checkpoint (.pt) or an exported .onnx file."""
+    """A Colorizer for MODEL: a training checkpoint (.pt), an exported .onnx file, a model
+    folder or hf://owner/name[@revision]."""
     return Colorizer.from_checkpoint(path, device, batch_size)
 
 

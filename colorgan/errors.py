@@ -41,6 +41,16 @@ class OnnxModelError(ColorganError):
     """An .onnx file that is missing, unreadable or not a colorgan export."""
 
 
+class ModelFolderError(ColorganError):
+    """A model folder (or Hub snapshot) that is missing files, unreadable or not colorgan's, or
+    an output folder `export --model-dir` must not replace."""
+
+
+class HubError(ColorganError):
+    """The Hugging Face Hub cannot give (or take) a model as asked: no such repo or revision,
+    not cached while offline, no network, no token."""
+
+
 class EvaluateError(ColorganError):
     """An evaluation that cannot run as asked."""
 

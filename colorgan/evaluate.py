@@ -27,7 +27,6 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from colorgan.batch import Batch, generate, to_batch
-from colorgan.checkpoint import load_generator
 from colorgan.color import (
     float_to_uint8,
     l_ab_to_rgb,
@@ -44,6 +43,7 @@ from colorgan.hints import eval_points
 from colorgan.lite0 import EfficientNetLite0, load_lite0
 from colorgan.losses import l1_loss
 from colorgan.metrics import METRIC_KEYS, colorfulness, delta_e2000_pixels, image_metrics
+from colorgan.modeldir import ModelSource, load_model, resolve_model
 from colorgan.set_distance import (
     DISTRIBUTION_KEYS,
     MIN_IMAGES,
@@ -304,7 +304,7 @@ def hint_scores(
 
 
 def evaluate_checkpoint(
-    checkpoint: Path,
+    checkpoint: str | Path | ModelSource,
     data: Path,
     size: int | None = None,
     limit: int = 0,
@@ -314,15 +314,17 @@ def evaluate_checkpoint(
     quiet: bool = False,
     hints: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the generator in `checkpoint` on the color images under `data` (at most `limit`
-    of them; 0: all), at `size` px (default: the checkpoint's data.image_size); with `hints`
-    (numbers of points), `by_hints` too."""
+    """Evaluate the generator in `checkpoint` (a training checkpoint, a model folder or
+    hf://owner/name[@revision]) on the color images under `data` (at most `limit` of them; 0:
+    all), at `size` px (default: the model's data.image_size); with `hints` (numbers of
+    points), `by_hints` too."""
     if batch_size <= 0 or limit < 0:
         raise EvaluateError("--batch-size must be positive and --limit >= 0")
-    generator, config = load_generator(checkpoint)
+    source = checkpoint if isinstance(checkpoint, ModelSource) else resolve_model(checkpoint)
+    generator, config = load_model(source)
     if hints and not config.model.hints:
         raise EvaluateError(
-            f"{checkpoint} was trained without color points (model.hints=false); drop --hints"
+            f"{source.name} was trained without color points (model.hints=false); drop --hints"
         )
     size = check_size(config.data.image_size if size is None else size, generator)
     target = resolve_device(device)

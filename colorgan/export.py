@@ -20,12 +20,12 @@ from typing import Any
 import torch
 
 from colorgan.batch import INPUT_NAMES, Batch, Generate, generate, model_inputs
-from colorgan.checkpoint import load_generator
 from colorgan.device import resolve_device
 from colorgan.errors import ColorganError, MissingDependency, OnnxModelError
 from colorgan.files import atomic_write
 from colorgan.generator import ColorModel
 from colorgan.hints import HINT_CHANNELS, no_points
+from colorgan.modeldir import load_model, resolve_model
 
 OPSET = 18  # the torch.export-based exporter's own opset (17 is the floor the task sets)
 META_IMAGE_SIZE = "colorgan.image_size"  # the training size: the default working size
@@ -113,12 +113,13 @@ def _save_atomically(program: Any, path: Path) -> None:
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path) -> float:
-    """Export a checkpoint's generator to `out` (.onnx); returns the max |Δab| between
-    onnxruntime and PyTorch on a random input at the working size (checked ≤ 1e-3)."""
+    """Export the generator of a checkpoint (or model folder, or hf://owner/name) to `out`
+    (.onnx); returns the max |Δab| between onnxruntime and PyTorch on a random input at the
+    working size (checked ≤ 1e-3)."""
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise ColorganError(f"{out}: the ONNX file's name must end in .onnx")
-    generator, config = load_generator(checkpoint)
+    generator, config = load_model(resolve_model(checkpoint))
     metadata = {
         META_IMAGE_SIZE: str(config.data.image_size),
         META_DEPTH: str(config.model.depth),

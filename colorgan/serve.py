@@ -455,12 +455,14 @@ def serve(
     limits: Limits | None = None,
     connections: ConnectionLimits | None = None,
 ) -> None:
-    """Load MODEL (.pt or .onnx), print the URL and serve until interrupted."""
+    """Load MODEL (.pt, .onnx, a model folder or hf://owner/name[@revision]), print the URL
+    and serve until interrupted."""
     if not 0 <= port <= 65535:
         raise ColorganError(f"--port must be from 0 to 65535, got {port}")
-    app = create_app(Colorizer.from_checkpoint(model, device, batch_size=1), limits)
+    colorizer = Colorizer.from_checkpoint(model, device, batch_size=1)
+    app = create_app(colorizer, limits)
     sock = listen(host, port)
     with sock:
         http = server(app, sock, connections)
-        print(f"colorgan: serving {model} at {url_of(sock)} (Ctrl-C stops)", flush=True)
+        print(f"colorgan: serving {colorizer.source} at {url_of(sock)} (Ctrl-C stops)", flush=True)
         http.run(sockets=[sock])

@@ -12,11 +12,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "colorgan"
 # docs/ARCHITECTURE.md's layers, bottom first: a module imports only from lower layers.
 LAYERS = [
     {"errors", "color", "metrics", "ema"},
-    {"config", "device", "files", "lite0", "hints"},
+    {"config", "device", "files", "lite0", "hints", "hub", "card"},
     {"generator", "losses", "set_distance", "batch", "ddp", "figures"},
     {"discriminator", "data", "runlog"},
     {"state"},
     {"checkpoint"},
+    {"modeldir"},
     {"evaluate", "colorize", "export", "prepare", "run"},
     {"train", "serve"},
     {"demo", "cli"},
