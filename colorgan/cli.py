@@ -10,7 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from colorgan import colorize, evaluate, files, serve
+from colorgan import colorize, evaluate, files, pipeline, serve
 from colorgan.device import DEVICE_CHOICES
 from colorgan.errors import ColorganError, Interrupted, NonFiniteLoss, WriteFailed
 
@@ -227,14 +227,31 @@ def _colorize_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     _max_pixels_option(p, files.DEFAULT_MAX_PIXELS)
     _hints_option(p)
+    _pipeline_options(p)
+    _quiet_option(p, "no progress bar or summary")
+
+
+def _pipeline_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=pipeline.DEFAULT_WORKERS,
+        metavar="N",
+        help="processes decoding the inputs while the model runs, and threads encoding the "
+        f"outputs (default {pipeline.DEFAULT_WORKERS}; 0: decode in this process)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model first (slow to start; for long runs on a GPU)",
+    )
     p.add_argument(
         "--overwrite",
         action="store_true",
         help="replace files in --out that colorize did not write (by default such a file is "
-        "left alone, named, and the exit status is 1); its own earlier outputs are always "
-        "replaced",
+        "left alone, named, and the exit status is 1). Its own earlier outputs are skipped when "
+        "complete for the same model, size, format and points, and replaced otherwise",
     )
-    _quiet_option(p, "no progress bar or summary")
 
 
 def _hints_option(p: argparse.ArgumentParser) -> None:
@@ -252,38 +269,22 @@ def _hints_option(p: argparse.ArgumentParser) -> None:
 def _cmd_colorize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from colorgan.colorize import (
-        Failure,
-        colorize_files,
-        hints_for_jobs,
-        load_colorizer,
-        plan_jobs,
-    )
+    from colorgan.colorize import Failure
 
     def report(failure: Failure) -> None:
         tqdm.write(f"colorgan: {failure.path}: {failure.reason}", file=sys.stderr)
 
-    jobs, failures = plan_jobs(args.inputs, args.out, args.format, args.side_by_side)
-    hints = hints_for_jobs(jobs, args.hints)
-    colorizer = load_colorizer(args.model, args.device, args.batch_size)
-    if colorizer.revision is not None and not args.quiet:
-        print(f"model {colorizer.source}")  # the commit it came from: the run can be repeated
-    for failure in failures:
-        report(failure)
-    job_failures = colorize_files(
-        colorizer,
-        jobs,
-        args.format,
-        size=args.size,
-        max_pixels=args.max_pixels,
-        on_failure=report,
-        progress=not args.quiet and len(jobs) > 1,
-        hints=hints,
-        overwrite=args.overwrite,
-    )
-    if not args.quiet:
-        print(f"colorized {len(jobs) - len(job_failures)} of {len(jobs)} image(s) into {args.out}")
-    return EXIT_FAILED if failures or job_failures else EXIT_OK
+    run = pipeline.FolderRun(
+        args.model, args.inputs, args.out, args.format, args.side_by_side, args.size,
+        args.device, args.batch_size, args.max_pixels, args.hints, args.overwrite,
+        args.workers, args.compile, args.quiet,
+    )  # fmt: skip
+    try:
+        _, _, failed = pipeline.run_colorize(run, report)
+    except Interrupted as interrupt:
+        print(f"colorgan: {interrupt}: stopped; every output written is whole", file=sys.stderr)
+        return 128 + interrupt.signum
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

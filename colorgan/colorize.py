@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 from tqdm import tqdm
 
 from colorgan.batch import Batch, generate
@@ -38,10 +39,11 @@ from colorgan.files import (
     to_picture,
     written_by_colorgan,
 )
-from colorgan.generator import DEFAULT_BYTES_PER_PIXEL, ColorModel, bytes_per_pixel
+from colorgan.generator import DEFAULT_BYTES_PER_PIXEL, bytes_per_pixel
 from colorgan.hints import Hint, HintError, check_inside, load_hints, no_points, render
 from colorgan.hub import PREFIX as HUB_PREFIX
 from colorgan.modeldir import ModelSource, load_model, resolve_model
+from colorgan.speed import fast_model
 
 # The model as a function: Batch (l at the working size, + conditioning) -> ab (B, 2, h, w) in
 # [-1, 1], on the Colorizer's device. A generator (through batch.generate) or an ONNX session.
@@ -104,10 +106,12 @@ def gray_image(picture: Picture) -> Image.Image:
     return to_image(join(l, torch.zeros(1, 2, 1, 1)), picture.alpha)
 
 
-def _generator_predict(generator: ColorModel) -> Predict:
+def _generator_predict(generator: nn.Module, channels_last: bool = False) -> Predict:
     """The generator as a gradient-free Batch -> ab function."""
 
     def predict(batch: Batch) -> torch.Tensor:
+        if channels_last:
+            batch = batch.map(lambda t: t.contiguous(memory_format=torch.channels_last))
         with torch.inference_mode():
             return generate(generator, batch).float()  # (B, 2, h, w) in [-1, 1]
 
@@ -146,16 +150,21 @@ class Colorizer:
         source: ModelSource,
         device: str | torch.device = "auto",
         batch_size: int = DEFAULT_BATCH_SIZE,
+        compile_model: bool = False,
     ) -> Colorizer:
-        """A Colorizer for a resolved MODEL (modeldir.resolve_model)."""
+        """A Colorizer for a resolved MODEL (modeldir.resolve_model). A generator runs as
+        speed.fast_model makes it: BatchNorm folded, channels-last on CUDA, torch.compile
+        with `compile_model`."""
         if source.kind == "onnx":
             colorizer = cls.from_onnx(source.path, str(device), batch_size)
         else:
             target = device if isinstance(device, torch.device) else resolve_device(device)
             generator, config = load_model(source)
             generator.to(target)
+            layout = target.type == "cuda"  # channels-last: faster on GPUs, slower on CPUs
+            fast = fast_model(generator, channels_last=layout, compile_model=compile_model)
             colorizer = cls(
-                _generator_predict(generator),
+                _generator_predict(fast, layout),
                 config.data.image_size,
                 generator.multiple,
                 target,
@@ -172,11 +181,12 @@ class Colorizer:
         path: str | Path,
         device: str | torch.device = "auto",
         batch_size: int = DEFAULT_BATCH_SIZE,
+        compile_model: bool = False,
     ) -> Colorizer:
         """A Colorizer for MODEL ('auto': cuda, mps, cpu): a training checkpoint (its generator
         rebuilt from it alone), a model folder (`export --model-dir`), `hf://owner/name[@rev]`
         (see from_pretrained), or an exported .onnx file, run in onnxruntime (see from_onnx)."""
-        return cls.from_source(resolve_model(path), device, batch_size)
+        return cls.from_source(resolve_model(path), device, batch_size, compile_model)
 
     @classmethod
     def from_pretrained(
@@ -231,7 +241,7 @@ class Colorizer:
             "use a smaller --size",
         )
 
-    def _chunk(self, shape: tuple[int, int]) -> int:
+    def chunk(self, shape: tuple[int, int]) -> int:
         """How many images of working shape `shape` run together: the batch size, or fewer
         where the batch would not fit in memory."""
         free = free_memory(self.device)
@@ -278,11 +288,12 @@ class Colorizer:
         for shape in dict.fromkeys(shapes):
             self.check_shape(shape)
             same = [i for i, s in enumerate(shapes) if s == shape]
-            step = self._chunk(shape)
+            step = self.chunk(shape)
             for start in range(0, len(same), step):
                 chunk = same[start : start + step]
                 l_small = torch.cat([resize_l(l_full[i], shape) for i in chunk])
-                ab_small.update(zip(chunk, self._predict(l_small, chunk, maps), strict=True))
+                chunk_maps = [maps[i] for i in chunk]
+                ab_small.update(zip(chunk, self.predict_maps(l_small, chunk_maps), strict=True))
         return [join(l, ab_small[i]) for i, l in enumerate(l_full)]
 
     def _hint_maps(
@@ -306,25 +317,29 @@ class Colorizer:
             for h, l, shape in zip(hints, l_full, shapes, strict=True)
         ]
 
-    def _predict(
-        self, l_small: torch.Tensor, chunk: list[int], maps: Sequence[torch.Tensor | None]
+    def predict_maps(
+        self, l_small: torch.Tensor, maps: Sequence[torch.Tensor | None]
     ) -> list[torch.Tensor]:
-        """The model's ab (1, 2, h, w) for each picture of `chunk`, its points pasted in."""
-        if all(maps[i] is None for i in chunk):
+        """The model's ab (1, 2, h, w) for each l of `l_small` (B, 1, h, w) in [-1, 1], with its
+        hint map (1, 3, h, w) or None; a point's own pixels get its color."""
+        if all(m is None for m in maps):
             return list(self.predict(Batch(l=l_small)).split(1))
         zeros = no_points(l_small[:1])
-        hint_maps = torch.cat([m if (m := maps[i]) is not None else zeros for i in chunk])
+        hint_maps = torch.cat([m if m is not None else zeros for m in maps])
         ab = self.predict(Batch(l=l_small, hints=hint_maps))
         ab = torch.where(hint_maps[:, 2:] > 0, hint_maps[:, :2], ab)
         return list(ab.split(1))
 
 
 def load_colorizer(
-    path: str | Path, device: str = "auto", batch_size: int = DEFAULT_BATCH_SIZE
+    path: str | Path,
+    device: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    compile_model: bool = False,
 ) -> Colorizer:
     """A Colorizer for MODEL: a training checkpoint (.pt), an exported .onnx file, a model
     folder or hf://owner/name[@revision]."""
-    return Colorizer.from_checkpoint(path, device, batch_size)
+    return Colorizer.from_checkpoint(path, device, batch_size, compile_model)
 
 
 @dataclass(frozen=True)
@@ -440,11 +455,11 @@ def side_by_side_image(gray: Image.Image, color: Image.Image) -> Image.Image:
     return both
 
 
-def save_results(job: Job, picture: Picture, rgb: torch.Tensor, fmt: str) -> None:
+def save_results(job: Job, picture: Picture, rgb: torch.Tensor, fmt: str, key: str = "") -> None:
     """Write the colorized image (and gray | color if asked) for one job, tagged as colorgan's
-    (so a re-run knows it may replace them)."""
+    with `key` (so a re-run knows it may replace them, or skip them when the key matches)."""
     kind = FORMATS[fmt]
-    options = _OPTIONS[fmt] | mark_options(kind)
+    options = _OPTIONS[fmt] | mark_options(kind, key)
     color = to_image(rgb, picture.alpha)  # rgb: (3, H, W) uint8
     save_image(color, job.target, kind, **options)
     if job.side_by_side is not None:

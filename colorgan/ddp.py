@@ -86,6 +86,16 @@ def mean_over_ranks(values: torch.Tensor, info: Dist) -> torch.Tensor:
     return values
 
 
+def gather_counts(counts: list[int], info: Dist, device: torch.device) -> list[list[int]]:
+    """Every rank's `counts` (the same length on each), rank 0's first; alone: [counts]."""
+    if not info.enabled:
+        return [counts]
+    mine = torch.tensor(counts, dtype=torch.int64, device=device)
+    every = [torch.zeros_like(mine) for _ in range(info.world_size)]
+    dist.all_gather(every, mine)
+    return [[int(v) for v in t.tolist()] for t in every]
+
+
 def any_rank(flag: bool, info: Dist, device: torch.device) -> bool:
     """True on every rank if `flag` is true on any rank."""
     if not info.enabled:

@@ -226,26 +226,42 @@ MARK = "colorgan"  # the Software tag of the images colorize writes: its own, sa
 _SOFTWARE = 0x0131  # the EXIF Software tag
 
 
-def mark_options(kind: str) -> dict[str, Any]:
-    """Pillow save options that tag an image of format `kind` as written by colorgan."""
+def mark_options(kind: str, key: str = "") -> dict[str, Any]:
+    """Pillow save options that tag an image of format `kind` as written by colorgan, with
+    `key` (what it was made from, see pipeline.run_key) when given."""
+    tag = f"{MARK} {key}" if key else MARK
     if kind == "PNG":
         info = PngInfo()
-        info.add_text("Software", MARK)
+        info.add_text("Software", tag)
         return {"pnginfo": info}
     exif = Image.Exif()
-    exif[_SOFTWARE] = MARK
+    exif[_SOFTWARE] = tag
     return {"exif": exif.tobytes()}
 
 
-def written_by_colorgan(path: Path) -> bool:
-    """Whether `path` is an image that save_image(..., mark=True) wrote (colorize's outputs)."""
+def output_key(path: Path) -> str | None:
+    """The key in the tag of an image colorize wrote ("" if it has none), or None when `path`
+    is not such an image. Reads the header only."""
     try:
         with Image.open(path) as image:
-            if image.format == "PNG":
-                return image.info.get("Software") == MARK
-            return image.getexif().get(_SOFTWARE) == MARK
+            tag = image.info.get("Software") if image.format == "PNG" else None
+            tag = tag if tag is not None else image.getexif().get(_SOFTWARE)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return False
+        return None
+    if not isinstance(tag, str) or tag.split(" ")[0] != MARK:
+        return None
+    return tag[len(MARK) :].strip()
+
+
+def written_by_colorgan(path: Path) -> bool:
+    """Whether `path` is an image colorize wrote (tagged by mark_options)."""
+    return output_key(path) is not None
+
+
+def is_stale_temporary(path: Path) -> bool:
+    """Whether `path` looks like a temporary atomic_write left behind (a killed process)."""
+    parts = path.name.split(".")
+    return path.name.startswith(".") and len(parts) >= 4 and parts[-1] == "tmp"
 
 
 def save_image(image: Image.Image, path: Path, kind: str, **options: Any) -> None:

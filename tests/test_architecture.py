@@ -13,13 +13,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "colorgan"
 LAYERS = [
     {"errors", "color", "metrics", "ema"},
     {"config", "device", "files", "lite0", "hints", "hub", "card"},
-    {"generator", "losses", "set_distance", "batch", "ddp", "figures"},
+    {"generator", "losses", "set_distance", "batch", "ddp", "figures", "speed"},
     {"discriminator", "data", "runlog"},
     {"state"},
     {"checkpoint"},
     {"modeldir"},
     {"evaluate", "colorize", "export", "prepare", "run"},
-    {"train", "serve"},
+    {"train", "serve", "pipeline"},
     {"demo", "cli"},
     {"__init__", "__main__"},
 ]

@@ -13,6 +13,7 @@ from PIL import Image
 
 import colorgan.colorize as colorize_module
 import colorgan.device as device_module
+import colorgan.pipeline as pipeline_module
 from colorgan.cli import main
 from colorgan.colorize import Colorizer
 from colorgan.errors import DoesNotFit
@@ -60,6 +61,7 @@ def test_one_image_too_large_does_not_lose_the_rest_of_the_batch(
     room = int(1600 * colorizer.bytes_per_pixel)  # room for 1,600 working pixels, not 2,048
     monkeypatch.setattr(device_module, "free_memory", lambda device: room)
     monkeypatch.setattr(colorize_module, "free_memory", lambda device: room)
+    monkeypatch.setattr(pipeline_module, "free_memory", lambda device: room)
     code = main(["colorize", str(checkpoint), str(inputs), "--out", str(tmp_path / "out"),
                  "--device", "cpu", "--batch-size", "4"])  # fmt: skip
     assert code == 1

@@ -1,0 +1,146 @@
+"""Images per second of `colorgan colorize` on a folder: today's sequential path (decode, run,
+encode one batch after another, unfolded model), the pipeline (decoding workers, full batches,
+encoding threads, BatchNorm folded), and the model alone on the same batches (the bound).
+
+    python benchmarks/colorize_throughput.py --n 48 --size 512 --json FILE
+
+Inputs are generated color scenes of --size x --size pixels saved as PNG (no data needed); the
+model is the default generator (Lite0 U-Net, width 32) with its ImageNet encoder, working at its
+training size (256). The three are measured in turns (--repeats rounds), so a noisy machine hits
+all alike; the JSON holds each round and the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from colorgan.batch import Batch
+from colorgan.checkpoint import load_generator, save_checkpoint
+from colorgan.colorize import (
+    Colorizer,
+    _generator_predict,
+    colorize_files,
+    lightness,
+    plan_jobs,
+    resize_l,
+)
+from colorgan.config import load_config, to_dict
+from colorgan.device import resolve_device
+from colorgan.files import load_picture
+from colorgan.generator import build_generator, bytes_per_pixel
+from colorgan.pipeline import DEFAULT_WORKERS, colorize_folder
+from tests.conftest import make_color_image
+
+
+def _setup(root: Path, n: int, size: int) -> tuple[Path, Path]:
+    inputs = root / "in"
+    inputs.mkdir()
+    for i in range(n):
+        make_color_image(i, (size, size)).save(inputs / f"img{i:04d}.png")
+    config = load_config(None, [])
+    torch.manual_seed(0)
+    generator = build_generator(config.model, pretrained=True)
+    model = root / "model.pt"
+    save_checkpoint({"config": to_dict(config), "generator": generator.state_dict()}, model)
+    return inputs, model
+
+
+def _colorizers(model: Path, device: torch.device, batch: int) -> tuple[Colorizer, Colorizer]:
+    """(today's: the model as trained, BatchNorm not folded; the pipeline's: folded)."""
+    fast = Colorizer.from_checkpoint(model, device, batch)
+    generator, _ = load_generator(model)
+    generator.to(device)
+    plain = Colorizer(
+        _generator_predict(generator), fast.image_size, fast.multiple, device, batch,
+        bytes_per_pixel=bytes_per_pixel(generator),
+    )  # fmt: skip
+    return plain, fast
+
+
+def _sequential(plain: Colorizer, inputs: Path, out: Path) -> float:
+    """Today's path: colorize_files, one batch after another."""
+    jobs, _ = plan_jobs([inputs], out)
+    start = time.perf_counter()
+    failures = colorize_files(plain, jobs)
+    return (len(jobs) - len(failures)) / (time.perf_counter() - start)
+
+
+def _pipeline(fast: Colorizer, inputs: Path, out: Path, workers: int) -> float:
+    jobs, _ = plan_jobs([inputs], out)
+    start = time.perf_counter()
+    written = colorize_folder(fast, jobs, workers=workers).written
+    return written / (time.perf_counter() - start)
+
+
+def _model_only(fast: Colorizer, inputs: Path, device: torch.device) -> float:
+    """The folded model alone on the same working-size batches (decoded beforehand)."""
+    files = sorted(inputs.glob("*.png"))
+    smalls = []
+    for path in files:
+        picture = load_picture(path)
+        shape = fast.working_shape(picture)
+        smalls.append(resize_l(lightness(picture.rgb, torch.device("cpu")), shape))
+    step = fast.batch_size
+    batches = [torch.cat(smalls[i : i + step]).to(device) for i in range(0, len(smalls), step)]
+    start = time.perf_counter()
+    for l_small in batches:
+        fast.predict(Batch(l=l_small))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return len(files) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=48, help="number of input images")
+    parser.add_argument("--size", type=int, default=512, help="side of the input images")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    rounds: dict[str, list[float]] = {"sequential": [], "pipeline": [], "model_only": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        inputs, model = _setup(root, args.n, args.size)
+        plain, fast = _colorizers(model, device, args.batch_size)
+        for r in range(args.repeats):
+            rounds["sequential"].append(_sequential(plain, inputs, root / f"seq{r}"))
+            rounds["pipeline"].append(_pipeline(fast, inputs, root / f"pipe{r}", args.workers))
+            rounds["model_only"].append(_model_only(fast, inputs, device))
+            print({k: round(v[-1], 2) for k, v in rounds.items()}, flush=True)
+    result: dict[str, Any] = {
+        name: {"images_per_second": statistics.median(values), "rounds": values}
+        for name, values in rounds.items()
+    }
+    seq_ips = result["sequential"]["images_per_second"]
+    result["pipeline"]["speedup_over_sequential"] = (
+        result["pipeline"]["images_per_second"] / seq_ips
+    )
+    result["pipeline"]["fraction_of_model_only"] = (
+        result["pipeline"]["images_per_second"] / result["model_only"]["images_per_second"]
+    )
+    result["setup"] = {
+        "n": args.n, "size": args.size, "batch_size": args.batch_size, "workers": args.workers,
+        "device": str(device), "threads": torch.get_num_threads(), "repeats": args.repeats,
+    }  # fmt: skip
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

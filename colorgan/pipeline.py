@@ -1,0 +1,442 @@
+"""Colorizing many files at the speed of the model.
+
+Decoding (file -> upright picture -> its L at full resolution and at the working size) runs in
+DataLoader worker processes; the main process groups the pictures by working shape into full
+batches for the model; the full-resolution color math and the encoding run in a thread pool,
+each output written (atomically) as it finishes. What is in flight is bounded (the loader's
+prefetch, one batch per working shape, a few outputs), never the folder. A re-run skips the
+outputs that are complete for the same model and settings; under torchrun each rank takes its
+own share of the files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from colorgan import ddp
+from colorgan.colorize import (
+    Colorizer,
+    Failure,
+    Job,
+    foreign_output,
+    hints_for_jobs,
+    join,
+    lightness,
+    load_colorizer,
+    plan_jobs,
+    resize_l,
+    save_results,
+    working_shape,
+)
+from colorgan.device import free_memory, human_bytes
+from colorgan.errors import ColorganError, DoesNotFit, Interrupted, UnreadableImage
+from colorgan.files import (
+    DEFAULT_MAX_PIXELS,
+    Picture,
+    is_stale_temporary,
+    load_picture,
+    output_key,
+)
+from colorgan.hints import Hint, HintError, check_inside, render
+
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)  # decoding processes (and encoding threads)
+
+
+def shard(jobs: Sequence[Job], rank: int, world_size: int) -> list[Job]:
+    """Rank `rank`'s share of `jobs` (every world_size-th, from its rank): the shares of all
+    ranks are disjoint and cover every job."""
+    return list(jobs[rank::world_size])
+
+
+def run_key(model_id: str, size: int | None, fmt: str, hints: Sequence[Hint] | None) -> str:
+    """What an output depends on besides its input file: the model, the working size, the
+    format and the image's points, as a short hash (written into each output's tag)."""
+    points = [[h.x, h.y, h.color, h.radius] for h in hints or []]
+    text = json.dumps([model_id, size, fmt, points], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def model_identity(path: str | Path) -> str:
+    """A model file's (or folder's) identity for run_key: its resolved path, size and time."""
+    resolved = Path(path).resolve()
+    try:
+        stat = resolved.stat()
+        return f"{resolved}:{stat.st_size}:{stat.st_mtime_ns}"
+    except OSError:
+        return str(path)  # e.g. hf://owner/name@revision: the name is the identity
+
+
+def is_complete(job: Job, key: str) -> bool:
+    """Whether every output of `job` was written by colorize with the same `key`, after its
+    input was last changed (outputs are atomic: one that exists is whole)."""
+    try:
+        source_time = job.source.stat().st_mtime_ns
+    except OSError:
+        return False
+    for path in (job.target, job.side_by_side):
+        if path is None:
+            continue
+        try:
+            if path.stat().st_mtime_ns < source_time or output_key(path) != key:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class Decoded:
+    """One input as the decoding workers give it: the picture, its L at the working size and
+    its hint map; or why it could not be read."""
+
+    index: int
+    picture: Picture | None = None
+    l_small: torch.Tensor | None = None  # (1, 1, h, w) in [-1, 1]
+    hint_map: torch.Tensor | None = None  # (1, 3, h, w)
+    error: str | None = None
+
+
+class _Shapes:
+    """What a decoding worker needs to size a picture (no model: it stays in the main
+    process): the Colorizer's working-size rule, and the memory budget measured once."""
+
+    def __init__(self, colorizer: Colorizer, size: int | None) -> None:
+        self.size = colorizer.image_size if size is None else size
+        self.multiple = colorizer.multiple
+        self.bytes_per_pixel = colorizer.bytes_per_pixel
+        self.free = free_memory(colorizer.device)
+
+    def shape(self, picture: Picture) -> tuple[int, int]:
+        """The working (h, w) of `picture`; DoesNotFit where one image there cannot fit."""
+        height, width = picture.rgb.shape[1], picture.rgb.shape[2]
+        shape = working_shape(height, width, self.size, self.multiple)
+        needed = shape[0] * shape[1] * self.bytes_per_pixel
+        if self.free is not None and needed > self.free:
+            raise DoesNotFit(
+                f"colorizing at a working size of {shape[0]}x{shape[1]} needs about "
+                f"{human_bytes(needed)} of memory and {human_bytes(self.free)} is free; "
+                f"use a smaller --size"
+            )
+        return shape
+
+
+class _DecodeFiles(Dataset[Decoded]):
+    """The jobs' files, decoded and scaled to their working size (in worker processes)."""
+
+    def __init__(
+        self,
+        jobs: Sequence[Job],
+        shapes: _Shapes,
+        max_pixels: int,
+        hints: dict[Path, list[Hint]],
+    ) -> None:
+        self.jobs, self.shapes = list(jobs), shapes
+        self.max_pixels, self.hints = max_pixels, hints
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, index: int) -> Decoded:
+        job = self.jobs[index]
+        try:
+            picture = load_picture(job.source, self.max_pixels)
+            height, width = picture.rgb.shape[1:]
+            points = self.hints.get(job.source)
+            if points:
+                check_inside(points, (height, width))
+            shape = self.shapes.shape(picture)
+        except (UnreadableImage, HintError, DoesNotFit) as err:
+            return Decoded(index, error=str(err))
+        l_small = resize_l(lightness(picture.rgb, torch.device("cpu")), shape)
+        hint_map = render(points, (height, width), shape)[None] if points else None
+        return Decoded(index, picture, l_small, hint_map)
+
+
+def _identity(item: Decoded) -> Decoded:
+    return item
+
+
+@dataclass
+class _Batches:
+    """Decoded pictures waiting for the model, grouped by working shape; a group goes to the
+    model when it is full, or (the largest) when too many wait in all."""
+
+    size: int
+    limit: int
+    groups: dict[tuple[int, int], list[Decoded]] = field(default_factory=dict)
+
+    def add(self, item: Decoded) -> list[Decoded] | None:
+        assert item.l_small is not None
+        group = self.groups.setdefault(tuple(item.l_small.shape[-2:]), [])  # type: ignore[arg-type]
+        group.append(item)
+        if len(group) >= self.size:
+            return self.groups.pop(tuple(item.l_small.shape[-2:]))  # type: ignore[arg-type]
+        if sum(len(g) for g in self.groups.values()) > self.limit:
+            largest = max(self.groups, key=lambda shape: len(self.groups[shape]))
+            return self.groups.pop(largest)
+        return None
+
+    def rest(self) -> Iterator[list[Decoded]]:
+        while self.groups:
+            yield self.groups.pop(next(iter(self.groups)))
+
+
+@dataclass
+class Summary:
+    """What a folder run did: written, skipped as already complete, failed."""
+
+    written: int = 0
+    skipped: int = 0
+    failures: list[Failure] = field(default_factory=list)
+
+
+def _finish(job: Job, picture: Picture, ab: torch.Tensor, fmt: str, key: str) -> None:
+    """Full-resolution colors (the picture's own L + the model's ab) and the outputs."""
+    rgb = join(lightness(picture.rgb, torch.device("cpu")), ab.cpu())
+    save_results(job, picture, rgb, fmt, key)
+
+
+class _Writer:
+    """Encodes and writes outputs in a thread pool, at most `limit` pending at once."""
+
+    def __init__(self, workers: int, fail: Callable[[Path, str], None], done: Callable[[], None]):
+        self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="colorgan-write")
+        self.pending: list[tuple[Job, Future[None]]] = []
+        self.limit, self.fail, self.done = 2 * max(1, workers), fail, done
+        self.written = 0
+
+    def submit(self, job: Job, picture: Picture, ab: torch.Tensor, fmt: str, key: str) -> None:
+        self.pending.append((job, self.pool.submit(_finish, job, picture, ab, fmt, key)))
+        while len(self.pending) > self.limit:
+            self._collect(*self.pending.pop(0))
+
+    def _collect(self, job: Job, future: Future[None]) -> None:
+        try:
+            future.result()
+            self.written += 1
+        except OSError as err:
+            self.fail(job.source, f"cannot write {job.target} ({err.strerror or err})")
+        self.done()
+
+    def close(self) -> None:
+        """Wait for every pending output (also on Ctrl-C: each is whole or not there)."""
+        try:
+            for job, future in self.pending:
+                self._collect(job, future)
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def clean_temporaries(jobs: Sequence[Job]) -> int:
+    """Delete the hidden temporaries a killed run left in the output folders; how many."""
+    folders = {path.parent for job in jobs for path in (job.target, job.side_by_side) if path}
+    removed = 0
+    for folder in folders:
+        for path in folder.glob(".*.tmp") if folder.is_dir() else ():
+            if is_stale_temporary(path) and path.is_file():
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def _plan(
+    jobs: Sequence[Job], keys: dict[Path, str], overwrite: bool, summary: Summary,
+    fail: Callable[[Path, str], None],
+) -> list[Job]:  # fmt: skip
+    """The jobs still to do: complete outputs (same key) are skipped, and outputs colorize did
+    not write are failures unless `overwrite`."""
+    todo = []
+    for job in jobs:
+        if is_complete(job, keys[job.source]):
+            summary.skipped += 1
+        elif not overwrite and (foreign := foreign_output(job)) is not None:
+            fail(job.source, f"{foreign} exists and colorgan did not write it: skipped "
+                 "(--overwrite replaces it)")  # fmt: skip
+        else:
+            todo.append(job)
+    return todo
+
+
+def colorize_folder(
+    colorizer: Colorizer,
+    jobs: Sequence[Job],
+    fmt: str = "png",
+    size: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    workers: int = DEFAULT_WORKERS,
+    hints: dict[Path, list[Hint]] | None = None,
+    overwrite: bool = False,
+    model_id: str = "",
+    on_failure: Callable[[Failure], None] | None = None,
+    progress: bool = False,
+) -> Summary:
+    """Colorize `jobs` through the pipeline (see the module's docstring): `workers` decoding
+    processes (0: decode in this process) and as many encoding threads. Outputs complete for
+    the same model (`model_id`), size, format and points are skipped; failures go to
+    `on_failure` and into the summary; the rest go on."""
+    summary, hints = Summary(), hints or {}
+
+    def fail(path: Path, reason: str) -> None:
+        summary.failures.append(Failure(path, reason))
+        if on_failure is not None:
+            on_failure(summary.failures[-1])
+
+    if max_pixels < 1:
+        raise ColorganError(f"--max-pixels must be positive, got {max_pixels}")
+    if size is not None and size < 1:
+        raise ColorganError(f"--size must be a positive number of pixels, got {size}")
+    if workers < 0:
+        raise ColorganError(f"--workers must be 0 or more, got {workers}")
+    if size is not None:
+        colorizer.check_shape((size, size))  # the least any image needs at this size
+    clean_temporaries(jobs)
+    keys = {job.source: run_key(model_id, size, fmt, hints.get(job.source)) for job in jobs}
+    todo = _plan(jobs, keys, overwrite, summary, fail)
+    bar = tqdm(total=len(todo), desc="colorizing", unit="img", disable=None if progress else True)
+    writer = _Writer(workers, fail, lambda: _advance(bar))
+    try:
+        for group in _decoded_groups(todo, colorizer, size, max_pixels, hints, workers, fail, bar):
+            l_small = torch.cat([item.l_small for item in group])  # type: ignore[misc]
+            maps = [item.hint_map for item in group]
+            abs_ = colorizer.predict_maps(l_small.to(colorizer.device), _on(maps, colorizer))
+            for item, ab in zip(group, abs_, strict=True):
+                job = todo[item.index]
+                assert item.picture is not None
+                writer.submit(job, item.picture, ab, fmt, keys[job.source])
+    finally:
+        writer.close()
+        bar.close()
+    summary.written = writer.written
+    return summary
+
+
+def _advance(bar: tqdm) -> None:
+    bar.update()
+
+
+def _on(maps: list[torch.Tensor | None], colorizer: Colorizer) -> list[torch.Tensor | None]:
+    return [m.to(colorizer.device) if m is not None else None for m in maps]
+
+
+def _decoded_groups(
+    todo: Sequence[Job], colorizer: Colorizer, size: int | None, max_pixels: int,
+    hints: dict[Path, list[Hint]], workers: int, fail: Callable[[Path, str], None], bar: tqdm,
+) -> Iterator[list[Decoded]]:  # fmt: skip
+    """The decoded pictures, in groups of one working shape, as large as the batch size (and
+    memory) allow; unreadable ones go to `fail`."""
+    dataset = _DecodeFiles(todo, _Shapes(colorizer, size), max_pixels, hints)
+    loader = DataLoader(
+        dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity,  # type: ignore[arg-type]
+        prefetch_factor=2 if workers else None,
+    )  # fmt: skip
+    batches = _Batches(colorizer.batch_size, 2 * colorizer.batch_size)
+    for item in loader:
+        if item.error is not None:
+            fail(todo[item.index].source, item.error)
+            bar.update()
+        elif (group := batches.add(item)) is not None:
+            yield from _fitting(group, colorizer)
+    for group in batches.rest():
+        yield from _fitting(group, colorizer)
+
+
+def _fitting(group: list[Decoded], colorizer: Colorizer) -> Iterator[list[Decoded]]:
+    """`group` in chunks that fit in memory at once (Colorizer's rule)."""
+    assert group[0].l_small is not None
+    step = colorizer.chunk(tuple(group[0].l_small.shape[-2:]))  # type: ignore[arg-type]
+    for start in range(0, len(group), step):
+        yield group[start : start + step]
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM (and SIGINT) raise Interrupted in the main thread, so every output being
+    written is finished (each atomic) and no temporary is left."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@dataclass
+class FolderRun:
+    """What `colorgan colorize` was asked (see cli.py), for run_colorize."""
+
+    model: str
+    inputs: list[Path]
+    out: Path
+    fmt: str = "png"
+    side_by_side: bool = False
+    size: int | None = None
+    device: str = "auto"
+    batch_size: int = 8
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    hints: Path | None = None
+    overwrite: bool = False
+    workers: int = DEFAULT_WORKERS
+    compile_model: bool = False
+    quiet: bool = False
+
+
+def run_colorize(run: FolderRun, report: Callable[[Failure], None]) -> tuple[int, int, int]:
+    """`colorgan colorize`, alone or under torchrun (each rank its share of the files, on its
+    own GPU): (written, skipped as complete, failed) over all ranks; rank 0 prints the
+    summary."""
+    info, device = ddp.init(run.device)
+    try:
+        with _signals_interrupt():
+            jobs, failures = plan_jobs(run.inputs, run.out, run.fmt, run.side_by_side)
+            hints = hints_for_jobs(jobs, run.hints)
+            colorizer = load_colorizer(run.model, str(device), run.batch_size, run.compile_model)
+            if info.is_main:
+                if colorizer.revision is not None and not run.quiet:
+                    print(f"model {colorizer.source}")  # the commit: the run can be repeated
+                for failure in failures:
+                    report(failure)
+            mine = shard(jobs, info.rank, info.world_size)
+            summary = colorize_folder(
+                colorizer, mine, run.fmt, run.size, run.max_pixels, run.workers, hints,
+                run.overwrite, _model_id(run.model, colorizer), report,
+                progress=info.is_main and not run.quiet and len(mine) > 1,
+            )  # fmt: skip
+        counts = [summary.written, summary.skipped, len(summary.failures)]
+        every = ddp.gather_counts(counts, info, device)
+    finally:
+        ddp.shutdown(info)
+    written, skipped, failed = (sum(rank[i] for rank in every) for i in range(3))
+    if info.is_main and not run.quiet:
+        _print_summary(every, len(jobs), skipped, run.out)
+    return written, skipped, failed + len(failures)
+
+
+def _model_id(model: str, colorizer: Colorizer) -> str:
+    return colorizer.source if colorizer.revision else model_identity(model)
+
+
+def _print_summary(every: list[list[int]], total: int, skipped: int, out: Path) -> None:
+    written = sum(rank[0] for rank in every)
+    ranks = f" (ranks: {' + '.join(str(rank[0]) for rank in every)})" if len(every) > 1 else ""
+    done = f"; {skipped} already complete, skipped" if skipped else ""
+    print(f"colorized {written} of {total} image(s) into {out}{ranks}{done}")

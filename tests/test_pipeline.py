@@ -1,0 +1,203 @@
+"""The pipelined folder run: the same images as one-at-a-time colorizing, resumable re-runs,
+interruptions that leave no half-written file, torchrun ranks that share the work, and the
+fast (BatchNorm-folded) model."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from colorgan.cli import main
+from colorgan.colorize import Colorizer, colorize_files, plan_jobs
+from colorgan.config import load_config
+from colorgan.generator import build_generator
+from colorgan.pipeline import Decoded, _Batches, colorize_folder, shard
+from colorgan.speed import fast_model, fold_batchnorm
+from tests.conftest import UNET, make_color_image, make_tiny_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")
+
+
+def _inputs(root: Path, count: int = 7) -> Path:
+    """Images of several sizes and modes (so several working shapes), one in a sub-folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    sizes = [(48, 40), (40, 48), (64, 30), (33, 47), (48, 40), (90, 20), (20, 20)]
+    for i in range(count):
+        image = make_color_image(i, sizes[i % len(sizes)])
+        if i == 3:
+            image = image.convert("LA")  # gray with alpha
+        folder = root / "sub" if i == 5 else root
+        folder.mkdir(exist_ok=True)
+        image.save(folder / f"img{i}.png")
+    return root
+
+
+def _pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGBA"))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_pipeline_writes_what_one_at_a_time_colorizing_writes(
+    checkpoint: Path, tmp_path: Path, workers: int
+) -> None:
+    inputs = _inputs(tmp_path / "in")
+    colorizer = Colorizer.from_checkpoint(checkpoint, device="cpu", batch_size=3)
+    jobs, _ = plan_jobs([inputs], tmp_path / "seq")
+    assert colorize_files(colorizer, jobs) == []
+    jobs, _ = plan_jobs([inputs], tmp_path / "pipe")
+    summary = colorize_folder(colorizer, jobs, workers=workers)
+    assert summary.written == len(jobs) == 7 and not summary.failures
+    for job in jobs:
+        sequential = tmp_path / "seq" / job.target.relative_to(tmp_path / "pipe")
+        assert np.array_equal(_pixels(job.target), _pixels(sequential)), job.target
+
+
+def test_a_re_run_skips_complete_outputs_and_redoes_what_changed(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    inputs = _inputs(tmp_path / "in", 4)
+    colorizer = Colorizer.from_checkpoint(checkpoint, device="cpu")
+    jobs, _ = plan_jobs([inputs], tmp_path / "out")
+    assert colorize_folder(colorizer, jobs, model_id="m1", workers=0).written == 4
+    before = {job.target: job.target.stat().st_mtime_ns for job in jobs}
+    again = colorize_folder(colorizer, jobs, model_id="m1", workers=0)
+    assert (again.written, again.skipped) == (0, 4)
+    assert {job.target: job.target.stat().st_mtime_ns for job in jobs} == before
+    time.sleep(0.01)
+    make_color_image(9).save(jobs[0].source)  # a changed input is colorized again
+    assert colorize_folder(colorizer, jobs, model_id="m1", workers=0).written == 1
+    other = colorize_folder(colorizer, jobs, model_id="m2", workers=0)  # another model: all
+    assert (other.written, other.skipped) == (4, 0)
+    bigger = colorize_folder(colorizer, jobs, size=64, model_id="m2", workers=0)
+    assert bigger.written == 4  # another working size: all
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed(checkpoint: Path, tmp_path: Path) -> None:
+    inputs = _inputs(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".img0.png.k3j_x8a1.tmp").write_bytes(b"half a png")
+    (out / "notes.tmp").write_text("not ours")
+    jobs, _ = plan_jobs([inputs], out)
+    colorize_folder(Colorizer.from_checkpoint(checkpoint, device="cpu"), jobs, workers=0)
+    assert not (out / ".img0.png.k3j_x8a1.tmp").exists() and (out / "notes.tmp").exists()
+
+
+def test_sigterm_leaves_no_half_written_file_and_a_re_run_finishes(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(24):
+        make_color_image(i, (64, 48)).save(inputs / f"img{i:02d}.png")
+    out = tmp_path / "out"
+    slow = (  # every output takes a while to write, so the signal lands mid-run
+        "import time, colorgan.files as f\n"
+        "real = f.atomic_write\n"
+        "def slow(path, write, durable=False):\n"
+        "    time.sleep(0.15)\n"
+        "    real(path, write, durable)\n"
+        "f.atomic_write = slow\n"
+        "from colorgan.cli import main\n"
+        f"raise SystemExit(main(['colorize', {str(checkpoint)!r}, {str(inputs)!r}, '--out', "
+        f"{str(out)!r}, '--workers', '1', '--quiet', '--device', 'cpu']))\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-c", slow], cwd=REPO, env=env, text=True,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(out.glob("*.png"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and "every output written is whole" in err
+    written = sorted(out.glob("*.png"))
+    assert 3 <= len(written) < 24
+    assert not list(out.glob(".*")), "a temporary was left behind"
+    for path in written:
+        with Image.open(path) as image:
+            image.load()  # whole files only
+    code = main(["colorize", str(checkpoint), str(inputs), "--out", str(out), "--device", "cpu"])
+    assert code == 0 and len(list(out.glob("*.png"))) == 24
+
+
+def test_shards_are_disjoint_and_cover_every_job(tmp_path: Path) -> None:
+    jobs, _ = plan_jobs([_inputs(tmp_path / "in")], tmp_path / "out")
+    for world in (1, 2, 3, 8):
+        shares = [shard(jobs, rank, world) for rank in range(world)]
+        flat = [job for share in shares for job in share]
+        assert sorted(j.source for j in flat) == sorted(j.source for j in jobs)
+        assert len(flat) == len(set(flat))
+
+
+def test_torchrun_ranks_write_every_input_exactly_once(checkpoint: Path, tmp_path: Path) -> None:
+    inputs = _inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+            "2", "-m", "colorgan", "colorize", str(checkpoint), str(inputs), "--out", str(out),
+            "--device", "cpu", "--workers", "0"]  # fmt: skip
+    result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = re.search(r"colorized (\d+) of (\d+) image\(s\) into .* \(ranks: (\d+) \+ (\d+)\)",
+                        result.stdout)  # fmt: skip
+    assert summary is not None, result.stdout
+    written, total, first, second = (int(v) for v in summary.groups())
+    assert written == total == 7 and first + second == 7 and first > 0 and second > 0
+    assert result.stdout.count("colorized") == 1  # one summary, from rank 0
+    outputs = sorted(p.relative_to(out) for p in out.rglob("*.png"))
+    assert len(outputs) == 7 and (out / "sub" / "img5.png").is_file()
+
+
+def test_groups_stay_bounded_whatever_the_shapes() -> None:
+    batches = _Batches(size=4, limit=8)
+    released = []
+    for i in range(100):  # a new working shape for almost every picture
+        item = Decoded(i, l_small=torch.zeros(1, 1, 8 * (1 + i % 13), 8))
+        if (group := batches.add(item)) is not None:
+            released.extend(group)
+        assert sum(len(g) for g in batches.groups.values()) <= 8
+    released.extend(item for group in batches.rest() for item in group)
+    assert sorted(item.index for item in released) == list(range(100))
+
+
+@pytest.mark.parametrize("encoder", ["unet", "efficientnet_lite0"])
+def test_folding_batchnorm_keeps_the_outputs(encoder: str) -> None:
+    settings = [*UNET, "model.depth=5"] if encoder == "unet" else []
+    config = load_config(None, [*settings, "model.hints=true", "data.image_size=64"])
+    torch.manual_seed(0)
+    generator = build_generator(config.model)
+    for module in generator.modules():  # statistics far from the identity
+        if isinstance(module, torch.nn.BatchNorm2d):
+            assert module.running_mean is not None and module.running_var is not None
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+    generator.eval()
+    fast = fast_model(generator)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in generator.modules())  # a copy
+    l = torch.rand(2, 1, 64, 64) * 2 - 1
+    hints = torch.zeros(2, 3, 64, 64)
+    hints[:, :, 10:14, 10:14] = 0.5
+    with torch.inference_mode():
+        assert torch.allclose(generator(l, hints), fast(l, hints), atol=1e-5)
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(build_generator(config.model).train())
