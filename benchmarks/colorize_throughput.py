@@ -37,6 +37,7 @@ from colorgan.colorize import (
 )
 from colorgan.config import load_config, to_dict
 from colorgan.device import resolve_device
+from colorgan.export import export_onnx
 from colorgan.files import load_picture
 from colorgan.generator import build_generator, bytes_per_pixel
 from colorgan.pipeline import DEFAULT_WORKERS, colorize_folder
@@ -110,6 +111,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--onnx", action="store_true", help="also the pipeline and the model on onnxruntime"
+    )
     args = parser.parse_args()
     device = resolve_device(args.device)
     rounds: dict[str, list[float]] = {"sequential": [], "pipeline": [], "model_only": []}
@@ -117,10 +121,19 @@ def main() -> None:
         root = Path(tmp)
         inputs, model = _setup(root, args.n, args.size)
         plain, fast = _colorizers(model, device, args.batch_size)
+        onnx = None
+        if args.onnx:
+            export_onnx(model, root / "model.onnx")
+            onnx = Colorizer.from_onnx(root / "model.onnx", str(device), args.batch_size)
+            rounds |= {"pipeline_onnx": [], "model_only_onnx": []}
         for r in range(args.repeats):
             rounds["sequential"].append(_sequential(plain, inputs, root / f"seq{r}"))
             rounds["pipeline"].append(_pipeline(fast, inputs, root / f"pipe{r}", args.workers))
             rounds["model_only"].append(_model_only(fast, inputs, device))
+            if onnx is not None:
+                out = root / f"onnx{r}"
+                rounds["pipeline_onnx"].append(_pipeline(onnx, inputs, out, args.workers))
+                rounds["model_only_onnx"].append(_model_only(onnx, inputs, device))
             print({k: round(v[-1], 2) for k, v in rounds.items()}, flush=True)
     result: dict[str, Any] = {
         name: {"images_per_second": statistics.median(values), "rounds": values}

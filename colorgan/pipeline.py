@@ -51,8 +51,14 @@ from colorgan.files import (
     output_key,
 )
 from colorgan.hints import Hint, HintError, check_inside, render
+from colorgan.modeldir import resolve_model
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)  # decoding processes (and encoding threads)
+RUNTIMES = ("auto", "torch", "onnx")
+# --runtime auto exports to ONNX (once, about a minute; cached) for a CPU run of this many
+# images: onnxruntime ran the default model 3.3x faster than folded PyTorch on 2 CPU cores
+# (docs/PERFORMANCE.md), so the export pays for itself within a few dozen images.
+ONNX_MIN_IMAGES = 100
 
 
 def shard(jobs: Sequence[Job], rank: int, world_size: int) -> list[Job]:
@@ -398,6 +404,56 @@ class FolderRun:
     workers: int = DEFAULT_WORKERS
     compile_model: bool = False
     quiet: bool = False
+    runtime: str = "auto"
+
+
+def onnx_cache() -> Path:
+    """Where --runtime onnx keeps its exports: $COLORGAN_CACHE/onnx, else ~/.cache/colorgan."""
+    root = os.environ.get("COLORGAN_CACHE") or Path.home() / ".cache" / "colorgan"
+    return Path(root) / "onnx"
+
+
+def _onnx_path(model: str) -> Path:
+    """The cached export of MODEL, named by the identity of the files it resolves to (for
+    hf://, the snapshot of one commit)."""
+    identity = model_identity(resolve_model(model).path)
+    return onnx_cache() / f"{run_key(identity, None, 'onnx', None)}.onnx"
+
+
+def _onnx_available() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime"))
+
+
+def _runtime(run: FolderRun, device: torch.device, count: int) -> str:
+    """'torch' or 'onnx' for this run (--runtime auto: onnx on a CPU for a large folder, or
+    when the model is exported already, and when the ONNX packages are installed)."""
+    if run.runtime not in RUNTIMES:
+        raise ColorganError(f"--runtime {run.runtime!r}: use {', '.join(RUNTIMES)}")
+    if run.runtime != "auto" or Path(run.model).suffix.lower() == ".onnx":
+        return "torch" if run.runtime == "auto" else run.runtime
+    cached = _onnx_path(run.model).is_file()
+    large = count >= ONNX_MIN_IMAGES
+    fits = device.type == "cpu" and not run.compile_model and _onnx_available()
+    return "onnx" if fits and (cached or large) else "torch"
+
+
+def _load(run: FolderRun, device: torch.device, count: int, quiet: bool) -> Colorizer:
+    """The Colorizer for the run: MODEL in PyTorch, or exported once to ONNX (cached by the
+    model's identity) and run in onnxruntime."""
+    if _runtime(run, device, count) == "torch" or Path(run.model).suffix.lower() == ".onnx":
+        return load_colorizer(run.model, str(device), run.batch_size, run.compile_model)
+    from colorgan.export import export_onnx
+
+    path = _onnx_path(run.model)
+    if not path.is_file():
+        if not quiet:
+            print(f"exporting the model to ONNX once (cached as {path})", flush=True)
+        export_onnx(run.model, path)
+    colorizer = Colorizer.from_onnx(path, str(device), run.batch_size)
+    colorizer.source = run.model
+    return colorizer
 
 
 def run_colorize(run: FolderRun, report: Callable[[Failure], None]) -> tuple[int, int, int]:
@@ -409,7 +465,7 @@ def run_colorize(run: FolderRun, report: Callable[[Failure], None]) -> tuple[int
         with _signals_interrupt():
             jobs, failures = plan_jobs(run.inputs, run.out, run.fmt, run.side_by_side)
             hints = hints_for_jobs(jobs, run.hints)
-            colorizer = load_colorizer(run.model, str(device), run.batch_size, run.compile_model)
+            colorizer = _load(run, device, len(jobs), run.quiet or not info.is_main)
             if info.is_main:
                 if colorizer.revision is not None and not run.quiet:
                     print(f"model {colorizer.source}")  # the commit: the run can be repeated

@@ -201,3 +201,29 @@ def test_folding_batchnorm_keeps_the_outputs(encoder: str) -> None:
         assert torch.allclose(generator(l, hints), fast(l, hints), atol=1e-5)
     with pytest.raises(ValueError, match="eval mode"):
         fold_batchnorm(build_generator(config.model).train())
+
+
+def test_the_onnx_runtime_exports_once_and_matches_torch(
+    checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLORGAN_CACHE", str(tmp_path / "cache"))
+    inputs = _inputs(tmp_path / "in", 3)
+    base = ["colorize", str(checkpoint), str(inputs), "--device", "cpu", "--workers", "0"]
+    assert main([*base, "--out", str(tmp_path / "torch"), "--runtime", "torch"]) == 0
+    assert "exporting" not in capsys.readouterr().out
+    assert main([*base, "--out", str(tmp_path / "onnx"), "--runtime", "onnx"]) == 0
+    assert "exporting the model to ONNX once" in capsys.readouterr().out
+    assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 1
+    for name in ("img0.png", "img1.png", "img2.png"):
+        a = _pixels(tmp_path / "torch" / name).astype(int)
+        b = _pixels(tmp_path / "onnx" / name).astype(int)
+        assert np.abs(a - b).max() <= 1, name
+    # auto, few images: the cached export is used, not made again
+    assert main([*base, "--out", str(tmp_path / "auto")]) == 0
+    assert "exporting" not in capsys.readouterr().out
+    assert np.array_equal(
+        _pixels(tmp_path / "auto" / "img0.png"), _pixels(tmp_path / "onnx" / "img0.png")
+    )
