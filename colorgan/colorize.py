@@ -518,19 +518,25 @@ def _load(
     return loaded
 
 
+def refusal(job: Job, overwrite: bool) -> str | None:
+    """Why `job` must not be written (an output path holds a file colorize did not write),
+    or None; always None with `overwrite`."""
+    foreign = None if overwrite else foreign_output(job)
+    if foreign is None:
+        return None
+    return f"{foreign} exists and colorgan did not write it: skipped (--overwrite replaces it)"
+
+
 def _not_foreign(
     jobs: Sequence[Job], overwrite: bool, fail: Callable[[Path, str], None]
 ) -> list[Job]:
-    """The jobs whose outputs are free or colorize's own; the others go to `fail`, unless
-    `overwrite`."""
+    """The jobs whose outputs are free or colorize's own; the others go to `fail`."""
     kept = []
     for job in jobs:
-        foreign = None if overwrite else foreign_output(job)
-        if foreign is None:
+        if (reason := refusal(job, overwrite)) is None:
             kept.append(job)
         else:
-            fail(job.source, f"{foreign} exists and colorgan did not write it: skipped "
-                 "(--overwrite replaces it)")  # fmt: skip
+            fail(job.source, reason)
     return kept
 
 

@@ -31,12 +31,12 @@ from colorgan.colorize import (
     Colorizer,
     Failure,
     Job,
-    foreign_output,
     hints_for_jobs,
     join,
     lightness,
     load_colorizer,
     plan_jobs,
+    refusal,
     resize_l,
     save_results,
     working_shape,
@@ -268,9 +268,8 @@ def _plan(
     for job in jobs:
         if is_complete(job, keys[job.source]):
             summary.skipped += 1
-        elif not overwrite and (foreign := foreign_output(job)) is not None:
-            fail(job.source, f"{foreign} exists and colorgan did not write it: skipped "
-                 "(--overwrite replaces it)")  # fmt: skip
+        elif (reason := refusal(job, overwrite)) is not None:
+            fail(job.source, reason)
         else:
             todo.append(job)
     return todo
