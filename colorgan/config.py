@@ -80,6 +80,9 @@ class ModelConfig:
     # efficientnet_lite0 only: the pretrained encoder's weights stay fixed for this many epochs
     freeze_encoder_epochs: int = 0
     hints: bool = False  # the generator also takes color points (a hint map; see hints.py)
+    # efficientnet_lite0 only: the stride at which the decoder predicts ab, upsampled bilinearly
+    # to the input size (1: full resolution, as before the key existed; 2 or 4: lighter decoder)
+    output_stride: int = 1
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,7 @@ RANGES: dict[str, Range] = {
     "model.disc_channels": Range(1, MAX_CHANNELS),
     "model.disc_layers": Range(1, largest_disc_layers(MAX_IMAGE_SIZE)),
     "model.freeze_encoder_epochs": _EPOCHS,
+    "model.output_stride": Range(1, 4, note="1, 2 or 4"),
     "loss.adversarial_weight": Range(0, note="0: no discriminator"),
     "loss.l1_weight": _NON_NEGATIVE,
     "loss.perceptual_weight": Range(0, note="0: off"),
@@ -345,9 +349,10 @@ def _apply(config: Config, overrides: dict[str, Any], source: str) -> Config:
         for key, value in values.items():
             full = f"{section_name}.{key}"
             if key not in hints:
-                known = ", ".join(hints)
+                known = ", ".join(hints)  # the list grows with the keys: show less of a typo
                 raise ConfigError(
-                    f"{source}: unknown key {shown(full)} (known in {section_name}: {known})"
+                    f"{source}: unknown key {shown(full, SHOWN_CHARS // 2)} "
+                    f"(known in {section_name}: {known})"
                 )
             updates[key] = _check_value(full, value, hints[key])
         changes[section_name] = dataclasses.replace(section, **updates)
@@ -481,6 +486,13 @@ def _check_relations(config: Config) -> None:
         raise ConfigError(
             f"model.encoder=efficientnet_lite0 downsamples {LITE0_DEPTH} times: "
             f"set model.depth={LITE0_DEPTH}"
+        )
+    if m.output_stride not in (1, 2, 4):
+        raise ConfigError(f"model.output_stride={m.output_stride} is not allowed: use 1, 2 or 4")
+    if m.encoder == "unet" and m.output_stride != 1:
+        raise ConfigError(
+            f"model.output_stride={m.output_stride} needs model.encoder=efficientnet_lite0; "
+            f"the unet encoder predicts at full resolution (1)"
         )
     if m.encoder == "efficientnet_lite0" and d.image_size == 2**LITE0_DEPTH and t.batch_size < 2:
         raise ConfigError(

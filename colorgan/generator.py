@@ -21,6 +21,7 @@ from colorgan.hints import HINT_CHANNELS, no_points
 from colorgan.lite0 import STEM_CHANNELS, TAP_CHANNELS, load_lite0, to_input
 
 Norm = str  # "batch" | "instance" | "none"
+OUTPUT_STRIDES = (1, 2, 4)  # Lite0UNet's: where it predicts ab (1: at full resolution)
 
 
 def norm_layer(kind: Norm, channels: int) -> nn.Module:
@@ -195,6 +196,11 @@ class Lite0UNet(nn.Module):
     bilinearly, joins the skip and applies two 3x3 conv-norm-ReLU layers; widths are
     8, 4, 2, 1 x `base_channels` from stride 16 to 2, and a last full-resolution layer also sees
     L itself. Always 5 downsamplings (`depth`), so sides are multiples of 32.
+
+    `output_stride` 2 or 4 (`model.output_stride`) predicts ab at that stride instead, since
+    chroma is low-frequency (colorize re-attaches it to the full-resolution L anyway): the
+    full-resolution layer goes, and for 4 also the stride-2 level; the last level kept also sees
+    L average-pooled to its resolution, and its ab is upsampled bilinearly to the input size.
     """
 
     depth = 5
@@ -206,26 +212,38 @@ class Lite0UNet(nn.Module):
         dropout: float = 0.0,
         pretrained: bool = True,
         hints: bool = False,
+        output_stride: int = 1,
     ) -> None:
         super().__init__()
+        if output_stride not in OUTPUT_STRIDES:
+            raise ValueError(f"output_stride must be 1, 2 or 4, got {output_stride}")
         self.encoder = load_lite0(pretrained=pretrained, head=False)
         self.hints = hints
+        self.output_stride = output_stride
         extra = HINT_CHANNELS if hints else 0  # every decoder level also sees the hints
+        levels = 3 if output_stride == 4 else 4  # stride 4 ends at the stride-4 level
         widths = [8 * base_channels, 4 * base_channels, 2 * base_channels, base_channels]
         skips = list(reversed(TAP_CHANNELS[:-1]))  # stride 16, 8, 4, 2
         c_in = TAP_CHANNELS[-1]
         blocks = []
-        for i, (skip, width) in enumerate(zip(skips, widths, strict=True)):
-            blocks.append(_conv_block(c_in + skip + extra, width, norm, dropout if i < 2 else 0.0))
+        for i, (skip, width) in enumerate(zip(skips[:levels], widths[:levels], strict=True)):
+            pooled_l = 1 if output_stride > 1 and i == levels - 1 else 0  # the last level's L
+            blocks.append(
+                _conv_block(c_in + skip + extra + pooled_l, width, norm, dropout if i < 2 else 0.0)
+            )
             c_in = width
         self.decoder = nn.ModuleList(blocks)
-        self.full = nn.Sequential(
-            nn.Conv2d(c_in + 1 + extra, base_channels, 3, padding=1, bias=norm == "none"),
-            norm_layer(norm, base_channels),
-            nn.ReLU(inplace=True),
-        )
-        self.head = nn.Sequential(nn.Conv2d(base_channels, 2, 1), nn.Tanh())
-        for part in (self.decoder, self.full, self.head):
+        parts: list[nn.Module] = [self.decoder]
+        if output_stride == 1:
+            self.full = nn.Sequential(
+                nn.Conv2d(c_in + 1 + extra, base_channels, 3, padding=1, bias=norm == "none"),
+                norm_layer(norm, base_channels),
+                nn.ReLU(inplace=True),
+            )
+            parts.append(self.full)
+            c_in = base_channels
+        self.head = nn.Sequential(nn.Conv2d(c_in, 2, 1), nn.Tanh())
+        for part in (*parts, self.head):
             init_weights(part)  # the encoder keeps its ImageNet weights
         if hints:  # into the encoder's stem, zero-initialised: ImageNet features start unchanged
             self.hint_stem = nn.Conv2d(HINT_CHANNELS, STEM_CHANNELS, 3, stride=2, padding=1)
@@ -268,15 +286,33 @@ class Lite0UNet(nn.Module):
             feats = self.encoder.features(rgb, stem_add=self.hint_stem(hint_map))
         else:
             feats = self.encoder.features(_no_hints(rgb, hints))
-        x = feats.pop()
-        for block in self.decoder:
-            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-            skip = feats.pop()
-            joined = [x, skip] if hint_map is None else [x, skip, _pooled(hint_map, skip)]
-            x = block(torch.cat(joined, dim=1))
-        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        x = self._decode(feats, l, hint_map)
+        if self.output_stride > 1:  # ab at the output stride, upsampled to the input's size
+            return _upsample(self.head(x), float(self.output_stride))
+        x = _upsample(x, 2.0)
         last = [x, l] if hint_map is None else [x, l, hint_map]
         return self.head(self.full(torch.cat(last, dim=1)))
+
+    def _decode(
+        self, feats: list[torch.Tensor], l: torch.Tensor, hint_map: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The decoder levels on the encoder's features `feats` (stride 2 to 32; the coarsest
+        is the start): each joins the upsampled map, its skip and the pooled hint map; the
+        last one also L pooled to its stride when the output stride is over 1."""
+        x = feats.pop()
+        for index, block in enumerate(self.decoder):
+            x = _upsample(x, 2.0)
+            skip = feats.pop()
+            joined = [x, skip] if hint_map is None else [x, skip, _pooled(hint_map, skip)]
+            if self.output_stride > 1 and index == len(self.decoder) - 1:
+                joined.append(F.avg_pool2d(l, self.output_stride))
+            x = block(torch.cat(joined, dim=1))
+        return x
+
+
+def _upsample(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """`x` resized by `factor` (bilinear, half-pixel centres: what the decoder levels use)."""
+    return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
 
 
 ColorModel = Generator | Lite0UNet  # either generator: same input, output and `multiple`
@@ -287,8 +323,15 @@ def build_generator(model: ModelConfig, pretrained: bool = False) -> ColorModel:
     weights (for a fresh run; a checkpoint brings its own)."""
     if model.encoder == "efficientnet_lite0":
         return Lite0UNet(
-            model.base_channels, model.norm, model.dropout, pretrained=pretrained, hints=model.hints
+            model.base_channels,
+            model.norm,
+            model.dropout,
+            pretrained=pretrained,
+            hints=model.hints,
+            output_stride=model.output_stride,
         )
+    if model.output_stride != 1:
+        raise ValueError("model.output_stride other than 1 needs model.encoder=efficientnet_lite0")
     return Generator(
         base_channels=model.base_channels,
         depth=model.depth,

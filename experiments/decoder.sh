@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The lighter-decoder experiment of docs/RESULTS.md ("A lighter decoder (output_stride)"):
+# cpu-small at 64 px, 5 epochs, batch 16 (450 steps), with model.output_stride 1 (today's
+# full-resolution decoder), 2 and 4, and 4 with decoder width 16; trained on anime/train
+# (validated on anime/val) with the same seed and data order, then `colorgan evaluate` scores
+# its last.pt on anime/unseen, anime/val and photos/val.
+#
+#   experiments/decoder.sh NAME [NAME ...]      e.g. experiments/decoder.sh stride1-s0 stride4-s0
+#
+# NAME is VARIANT-sSEED, VARIANT one of stride1, stride2, stride4, stride4w16. The runs of
+# docs/RESULTS.md used a copy of the code (so that other edits of the tree could not change a
+# run midway) and one torch thread (two stalled beside another session's tests on 2 cores):
+#   mkdir /tmp/dec-src && cp -r colorgan /tmp/dec-src/
+#   OMP_NUM_THREADS=1 PYTHONPATH=/tmp/dec-src experiments/decoder.sh stride1-s0 stride4w16-s0 \
+#     stride4-s0 stride2-s0
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${DATA:-../shared/data}
+OUT=${OUT:-runs/decoder}
+BIN=${BIN:-.venv/bin}
+
+args() {  # VARIANT -> --set overrides
+  case $1 in
+    stride1) echo --set model.output_stride=1 ;;
+    stride2) echo --set model.output_stride=2 ;;
+    stride4) echo --set model.output_stride=4 ;;
+    stride4w16) echo --set model.output_stride=4 --set model.base_channels=16 ;;
+    *) echo "unknown variant $1" >&2; exit 2 ;;
+  esac
+}
+
+for name in "$@"; do
+  variant=${name%-s*} seed=${name##*-s}
+  read -r -a extra <<< "$(args "$variant")"
+  "$BIN/colorgan" train --config configs/cpu-small.yaml "${extra[@]}" \
+    --set data.image_size=64 --set train.epochs=5 --set train.seed="$seed" \
+    --data "$DATA/anime/train" --val-data "$DATA/anime/val" --run-dir "$OUT/$name" --quiet --overwrite
+  for set in anime/unseen anime/val photos/val; do
+    "$BIN/colorgan" evaluate "$OUT/$name/checkpoints/last.pt" --data "$DATA/$set" \
+      --json "$OUT/$name/eval-${set/\//-}.json" --quiet > /dev/null
+  done
+done
