@@ -36,6 +36,7 @@ from PIL import Image
 from torch import nn
 from train_throughput import ReferenceUNet, generator_gflops, profile
 
+from colorgan import speed
 from colorgan.colorize import Colorizer
 from colorgan.generator import Generator
 
@@ -53,23 +54,10 @@ def gray_image(size: int) -> Image.Image:
 
 def fold_batchnorm(generator: Generator) -> nn.Module:
     """A copy of an eval-mode generator with each BatchNorm folded into the (transposed)
-    convolution before it: the same function up to float rounding, one pass less per block."""
+    convolution before it (colorgan.speed, what colorize runs): the same function up to float
+    rounding, one pass less per block."""
     folded = copy.deepcopy(generator).eval()
-    for block in [*folded.down, *folded.up]:
-        conv, norm = block[0], block[1]
-        if not isinstance(norm, nn.BatchNorm2d):
-            continue
-        assert norm.running_mean is not None and norm.running_var is not None
-        scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)  # (C_out,)
-        shift = norm.bias - norm.running_mean * scale
-        with torch.no_grad():
-            if isinstance(conv, nn.ConvTranspose2d):  # weight (C_in, C_out, k, k)
-                conv.weight.mul_(scale.view(1, -1, 1, 1))
-            else:  # weight (C_out, C_in, k, k)
-                conv.weight.mul_(scale.view(-1, 1, 1, 1))
-            bias = shift if conv.bias is None else conv.bias * scale + shift
-            conv.bias = nn.Parameter(bias.detach().clone())
-        block[1] = nn.Identity()
+    speed.fold_batchnorm(folded)
     return folded
 
 
