@@ -81,10 +81,13 @@ def human_bytes(count: float) -> str:
     raise AssertionError("unreachable")
 
 
-def check_fits(needed: float, device: torch.device, what: str, advice: str) -> None:
+def check_fits(
+    needed: float, device: torch.device, what: str, advice: str, free: int | None = -1
+) -> None:
     """Raise DoesNotFit, before anything is allocated, when `what` needs more than `device`
-    has free (`needed`: an estimate in bytes); `advice` says what to change."""
-    free = free_memory(device)
+    has free (`needed`: an estimate in bytes); `advice` says what to change. `free`: bytes
+    measured earlier (None: unknown), instead of asking the device now."""
+    free = free_memory(device) if free == -1 else free
     if free is not None and needed > free:
         raise DoesNotFit(
             f"{what} needs about {human_bytes(needed)} of memory and {device} has "

@@ -41,7 +41,7 @@ from colorgan.colorize import (
     save_results,
     working_shape,
 )
-from colorgan.device import free_memory, human_bytes
+from colorgan.device import check_fits, free_memory
 from colorgan.errors import ColorganError, DoesNotFit, Interrupted, UnreadableImage
 from colorgan.files import (
     DEFAULT_MAX_PIXELS,
@@ -123,19 +123,20 @@ class _Shapes:
         self.size = colorizer.image_size if size is None else size
         self.multiple = colorizer.multiple
         self.bytes_per_pixel = colorizer.bytes_per_pixel
+        self.device = colorizer.device
         self.free = free_memory(colorizer.device)
 
     def shape(self, picture: Picture) -> tuple[int, int]:
         """The working (h, w) of `picture`; DoesNotFit where one image there cannot fit."""
         height, width = picture.rgb.shape[1], picture.rgb.shape[2]
         shape = working_shape(height, width, self.size, self.multiple)
-        needed = shape[0] * shape[1] * self.bytes_per_pixel
-        if self.free is not None and needed > self.free:
-            raise DoesNotFit(
-                f"colorizing at a working size of {shape[0]}x{shape[1]} needs about "
-                f"{human_bytes(needed)} of memory and {human_bytes(self.free)} is free; "
-                f"use a smaller --size"
-            )
+        check_fits(
+            shape[0] * shape[1] * self.bytes_per_pixel,
+            self.device,
+            f"colorizing at a working size of {shape[0]}x{shape[1]}",
+            "use a smaller --size",
+            self.free,
+        )
         return shape
 
 
