@@ -11,6 +11,8 @@ Shapes and ranges, for every generator:
     hints  (B, 3, H, W)                  color points: ab in [-1, 1] and a 0/1 mask (hints.py);
                                          None: no points (a model.hints generator sees zeros)
     ab     (B, 2, H, W) in about [-1, 1] Lab ab / 110 (the truth; the generator's output, tanh)
+    uncertainty (B, 1, H, W) > 0         a model.uncertainty generator's third output channel:
+                                         its predicted mean |ab error| (uncertainty.py)
 H and W are multiples of the generator's `multiple` (2**depth).
 """
 
@@ -73,20 +75,44 @@ def from_inputs(*inputs: torch.Tensor) -> Batch:
     return Batch(l=inputs[0], hints=inputs[1] if len(inputs) > 1 else None)
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """What a generator gives: ab, and with model.uncertainty how sure it is of it."""
+
+    ab: torch.Tensor  # (B, 2, H, W) in [-1, 1]
+    uncertainty: torch.Tensor | None = None  # (B, 1, H, W) > 0; None: not predicted
+
+
+def split_output(output: torch.Tensor) -> Prediction:
+    """A generator's (or its ONNX graph's) output tensor -> Prediction: 2 channels are ab, 3
+    are ab and the uncertainty."""
+    if output.shape[1] == 3:
+        return Prediction(output[:, :2], output[:, 2:])
+    return Prediction(output)
+
+
+def predict(generator: nn.Module, batch: Batch) -> Prediction:
+    """Run `generator` (plain, DDP-wrapped or compiled) on `batch`, in the generator's dtype
+    (bf16/fp16 under autocast)."""
+    output = generator(*model_inputs(batch))
+    assert isinstance(output, torch.Tensor)
+    return split_output(output)
+
+
 def generate(generator: nn.Module, batch: Batch) -> torch.Tensor:
-    """Run `generator` (plain, DDP-wrapped or compiled) on `batch`: ab (B, 2, H, W) in [-1, 1],
-    in the generator's dtype (bf16/fp16 under autocast)."""
-    ab = generator(*model_inputs(batch))
-    assert isinstance(ab, torch.Tensor)
-    return ab
+    """`predict`'s ab alone: (B, 2, H, W) in [-1, 1]."""
+    return predict(generator, batch).ab
 
 
 class Generate(nn.Module):
-    """`generate` as a module whose forward takes model_inputs: what ONNX export traces."""
+    """The generator as a module whose forward takes model_inputs and gives its whole output
+    (ab, and the uncertainty channel with model.uncertainty): what ONNX export traces."""
 
     def __init__(self, generator: nn.Module) -> None:
         super().__init__()
         self.generator = generator
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return generate(self.generator, from_inputs(*inputs))
+        output = self.generator(*model_inputs(from_inputs(*inputs)))
+        assert isinstance(output, torch.Tensor)
+        return output

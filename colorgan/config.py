@@ -83,6 +83,11 @@ class ModelConfig:
     # efficientnet_lite0 only: the stride at which the decoder predicts ab, upsampled bilinearly
     # to the input size (1: full resolution, as before the key existed; 2 or 4: lighter decoder)
     output_stride: int = 1
+    # the generator also predicts, per pixel, how far off its ab may be (see uncertainty.py)
+    uncertainty: bool = False
+    # model.uncertainty: colorize's default caution (0: colors as predicted; 1: fade toward gray
+    # wherever the predicted error is as large as the color itself)
+    caution: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -215,6 +220,7 @@ RANGES: dict[str, Range] = {
     "model.disc_layers": Range(1, largest_disc_layers(MAX_IMAGE_SIZE)),
     "model.freeze_encoder_epochs": _EPOCHS,
     "model.output_stride": Range(1, 4, note="1, 2 or 4"),
+    "model.caution": Range(0, 1),
     "loss.adversarial_weight": Range(0, note="0: no discriminator"),
     "loss.l1_weight": _NON_NEGATIVE,
     "loss.perceptual_weight": Range(0, note="0: off"),

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from colorgan.batch import Batch, generate, to_batch
+from colorgan.batch import Batch, predict, to_batch
 from colorgan.color import (
     float_to_uint8,
     l_ab_to_rgb,
@@ -50,6 +50,7 @@ from colorgan.set_distance import (
     distribution_distances,
     lite0_features,
 )
+from colorgan.uncertainty import fade
 
 log = logging.getLogger("colorgan")
 
@@ -92,6 +93,15 @@ class Crops:
     gray: torch.Tensor  # (B, 3, S, S) in [0, 1] on the CPU, 8-bit values: the plain gray image
     fake: torch.Tensor  # (B, 3, S, S) in [0, 1] on the CPU, 8-bit values: the colorized one
     ab_fake: torch.Tensor  # (B, 2, S, S) in [-1, 1] on the device: the generator's output
+    l: torch.Tensor  # (B, 1, S, S) in [-1, 1] on the device: what the generator saw
+    uncertainty: torch.Tensor | None = None  # (B, 1, S, S) on the device (model.uncertainty)
+
+    def at_caution(self, caution: float) -> torch.Tensor:
+        """The colorized crops with `caution` (uncertainty.fade), as `fake` is at 0."""
+        if caution == 0.0 or self.uncertainty is None:
+            return self.fake
+        ab = fade(self.ab_fake, self.uncertainty, caution)
+        return uint8_to_float(float_to_uint8(l_ab_to_rgb(self.l, ab))).cpu()
 
 
 @torch.no_grad()
@@ -102,14 +112,17 @@ def colorize_crops(
     hints: torch.Tensor | None = None,
 ) -> Crops:
     """Crops (B, 3, S, S) uint8 (and color points, a hint map (B, 3, S, S)) -> their gray and
-    colorized versions, rounded to 8 bits. The model sees the Lab L of the 8-bit gray image, as
-    a user's gray file would give it, so output and gray share their lightness exactly."""
+    colorized versions (the model's colors as they are: caution 0), rounded to 8 bits. The
+    model sees the Lab L of the 8-bit gray image, as a user's gray file would give it, so output
+    and gray share their lightness exactly."""
     gray = uint8_to_float(float_to_uint8(rgb_to_gray_rgb(uint8_to_float(rgb.to(device)))))
     l, _ = rgb_to_l_ab(gray)  # (B, 1, S, S) in [-1, 1]
     batch = Batch(l=l, hints=None if hints is None else hints.to(device))
-    ab_fake = generate(generator, batch).float()  # (B, 2, S, S) in [-1, 1]
+    prediction = predict(generator, batch)
+    ab_fake = prediction.ab.float()  # (B, 2, S, S) in [-1, 1]
     fake = uint8_to_float(float_to_uint8(l_ab_to_rgb(l, ab_fake)))
-    return Crops(gray.cpu(), fake.cpu(), ab_fake)
+    u = None if prediction.uncertainty is None else prediction.uncertainty.float()
+    return Crops(gray.cpu(), fake.cpu(), ab_fake, l, u)
 
 
 @torch.no_grad()
@@ -189,6 +202,66 @@ def _distances(features: dict[str, list[torch.Tensor]] | None) -> dict[str, dict
     return {name: dict(distribution_distances(torch.cat(features[name]), real)) for name in names}
 
 
+class _Scores:
+    """Running sums of the image metrics and the Lite0 features of named outputs (and of the
+    originals), for the means and set distances of each."""
+
+    def __init__(self, names: Sequence[str], network: EfficientNetLite0 | None) -> None:
+        self.network = network
+        self.sums = {name: dict.fromkeys(METRIC_KEYS, 0.0) for name in names}
+        self.features: dict[str, list[torch.Tensor]] = {name: [] for name in (*names, "real")}
+        self.count = 0
+
+    def add(self, outputs: dict[str, torch.Tensor], real: torch.Tensor) -> None:
+        for name, output in outputs.items():
+            for key, values in image_metrics(output, real).items():
+                self.sums[name][key] += float(values.sum())
+            if self.network is not None:
+                self.features[name].append(lite0_features(self.network, output))
+        if self.network is not None:
+            self.features["real"].append(lite0_features(self.network, real))
+        self.count += real.shape[0]
+
+    def result(self, name: str) -> dict[str, Any]:
+        """`name`'s mean metrics and set distances."""
+        means: dict[str, Any] = {k: v / max(self.count, 1) for k, v in self.sums[name].items()}
+        sets = None
+        if self.network is not None:
+            sets = {"model": self.features[name], "real": self.features["real"]}
+        return means | _distances(sets)["model"]
+
+
+CALIBRATION_PIXELS = 4096  # pixels per image (a fixed random subset) for uncertainty_spearman
+
+
+class _Calibration:
+    """The predicted uncertainty against the actual per-pixel CIEDE2000 of the model's colors
+    (at caution 0), on a fixed subset of each image's pixels: `uncertainty_spearman`."""
+
+    def __init__(self) -> None:
+        self.predicted: list[torch.Tensor] = []
+        self.actual: list[torch.Tensor] = []
+        self.random = torch.Generator().manual_seed(0)
+
+    def add(self, crops: Crops, real: torch.Tensor) -> None:
+        if crops.uncertainty is None:
+            return
+        error = delta_e2000_pixels(crops.fake, real).flatten(1).float()  # (B, S*S)
+        predicted = crops.uncertainty.cpu().flatten(1)
+        pixels = error.shape[1]
+        take = torch.randperm(pixels, generator=self.random)[:CALIBRATION_PIXELS]
+        self.predicted.append(predicted[:, take].flatten())
+        self.actual.append(error[:, take].flatten())
+
+    def spearman(self) -> float | None:
+        if not self.predicted:
+            return None
+        from torchmetrics.functional import spearman_corrcoef
+
+        predicted, actual = torch.cat(self.predicted), torch.cat(self.actual)
+        return float(spearman_corrcoef(predicted.double(), actual.double()))
+
+
 def evaluate_images(
     generator: ColorModel,
     paths: Sequence[Path],
@@ -197,43 +270,51 @@ def evaluate_images(
     batch_size: int = DEFAULT_BATCH_SIZE,
     fid: bool = False,
     quiet: bool = False,
+    caution: float = 0.0,
+    cautions: Sequence[float] = (),
 ) -> dict[str, Any]:
-    """Mean metrics of the generator's output and of the plain gray image on `paths`'
-    `size` x `size` center crops: a dict with RESULT_KEYS (+ `fid` when asked and possible)."""
+    """Mean metrics of the generator's output (at `caution`) and of the plain gray image on
+    `paths`' `size` x `size` center crops: a dict with RESULT_KEYS (+ `fid` when asked and
+    possible); with `cautions`, `by_caution` (each value as a string key -> the metrics), and
+    `uncertainty_spearman` whenever the model predicts uncertainty."""
     loader = DataLoader(ColorImages(paths, size, train=False), batch_size=batch_size)
     generator = generator.to(device).eval()
-    network = _load_feature_network(device)
-    features: dict[str, list[torch.Tensor]] = {"model": [], "gray": [], "real": []}
+    by_caution = {caution_key(c): c for c in cautions}
+    scores = _Scores(["model", "gray", *by_caution], _load_feature_network(device))
+    calibration = _Calibration()
     fids = _make_fid(device) if fid else None
-    sums = {"model": dict.fromkeys(METRIC_KEYS, 0.0), "gray": dict.fromkeys(METRIC_KEYS, 0.0)}
     reference = 0.0
-    count = 0
     for rgb in tqdm(loader, desc="evaluating", unit="batch", disable=True if quiet else None):
         crops = colorize_crops(generator, rgb, device)
-        gray, fake = crops.gray, crops.fake
         real = uint8_to_float(rgb)
-        for name, output in (("model", fake), ("gray", gray)):
-            for key, values in image_metrics(output, real).items():
-                sums[name][key] += float(values.sum())
+        fake = crops.at_caution(caution)
+        outputs = {"model": fake, "gray": crops.gray}
+        scores.add(outputs | {k: crops.at_caution(c) for k, c in by_caution.items()}, real)
+        calibration.add(crops, real)
         reference += float(colorfulness(real).sum())
-        count += rgb.shape[0]
-        if network is not None:
-            for name, images in (("model", fake), ("gray", gray), ("real", real)):
-                features[name].append(lite0_features(network, images))
         if fids is not None:
-            for metric, output in zip(fids, (fake, gray), strict=True):
+            for metric, output in zip(fids, (fake, crops.gray), strict=True):
                 metric.update(rgb.to(device), real=True)
                 metric.update(float_to_uint8(output).to(device), real=False)
-    means = {name: {k: v / count for k, v in values.items()} for name, values in sums.items()}
-    result: dict[str, Any] = {"n_images": count, **means["model"]}
-    result["colorfulness_reference"] = reference / count
-    distances = _distances(features if network is not None else None)
-    result.update(distances["model"])
-    result["baseline_gray"] = {**means["gray"], **distances["gray"]}
+    model = scores.result("model")
+    result: dict[str, Any] = {"n_images": scores.count, **{k: model[k] for k in METRIC_KEYS}}
+    result["colorfulness_reference"] = reference / max(scores.count, 1)
+    result.update({k: model[k] for k in DISTRIBUTION_KEYS})
+    result["baseline_gray"] = scores.result("gray")
     fid_values = _fid_values(fids) if fids is not None else None
     if fid_values is not None:
         result["fid"], result["baseline_gray"]["fid"] = fid_values
+    if calibration.predicted:
+        result["caution"] = caution
+        result["uncertainty_spearman"] = calibration.spearman()
+    if by_caution:
+        result["by_caution"] = {key: scores.result(key) for key in by_caution}
     return result
+
+
+def caution_key(caution: float) -> str:
+    """by_caution's key for a caution value: '0', '0.25', '1'."""
+    return f"{caution:g}"
 
 
 def _point_maps(rgb: torch.Tensor, names: Sequence[str], count: int) -> torch.Tensor:
@@ -250,11 +331,13 @@ def _points_batch(
     names: Sequence[str],
     count: int,
     device: torch.device,
+    caution: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], float, int]:
-    """One batch with `count` test points per crop: the 8-bit output, its metrics, and the
-    CIEDE2000 summed over the hinted pixels with their number."""
+    """One batch with `count` test points per crop: the 8-bit output (at `caution`), its
+    metrics, and the CIEDE2000 summed over the hinted pixels with their number."""
     maps = _point_maps(rgb, names, count)
-    fake, real = colorize_crops(generator, rgb, device, maps).fake, uint8_to_float(rgb)
+    fake = colorize_crops(generator, rgb, device, maps).at_caution(caution)
+    real = uint8_to_float(rgb)
     mask = maps[:, 2] > 0
     inside = float(delta_e2000_pixels(fake, real)[mask].sum()) if mask.any() else 0.0
     return fake, image_metrics(fake, real), inside, int(mask.sum())
@@ -268,9 +351,11 @@ def hint_scores(
     counts: Sequence[int],
     batch_size: int = DEFAULT_BATCH_SIZE,
     quiet: bool = False,
+    caution: float = 0.0,
 ) -> dict[str, dict[str, Any]]:
     """`by_hints`: for each number of points (as a string key), the model's metrics with
-    that many test points per image, and `hint_fidelity`, the mean CIEDE2000 inside them.
+    that many test points per image (at `caution`), and `hint_fidelity`, the mean CIEDE2000
+    inside them.
     Each crop is decoded (and its Lite0 features taken) once for all counts."""
     loader = DataLoader(ColorImages(paths, size, train=False), batch_size=batch_size)
     network = _load_feature_network(device)
@@ -286,7 +371,9 @@ def hint_scores(
         if network is not None:
             real_features.append(lite0_features(network, uint8_to_float(rgb)))
         for count in counts:
-            fake, values, error, pixels = _points_batch(generator, rgb, names, count, device)
+            fake, values, error, pixels = _points_batch(
+                generator, rgb, names, count, device, caution
+            )
             for key, value in values.items():
                 sums[count][key] += float(value.sum())
             inside[count][0] += error
@@ -313,11 +400,13 @@ def evaluate_checkpoint(
     fid: bool = False,
     quiet: bool = False,
     hints: Sequence[int] | None = None,
+    cautions: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the generator in `checkpoint` (a training checkpoint, a model folder or
     hf://owner/name[@revision]) on the color images under `data` (at most `limit` of them; 0:
     all), at `size` px (default: the model's data.image_size); with `hints` (numbers of
-    points), `by_hints` too."""
+    points), `by_hints` too; with `cautions` (model.uncertainty), `by_caution`. The top-level
+    metrics are at the model's default caution (model.caution; 0 without uncertainty)."""
     if batch_size <= 0 or limit < 0:
         raise EvaluateError("--batch-size must be positive and --limit >= 0")
     source = checkpoint if isinstance(checkpoint, ModelSource) else resolve_model(checkpoint)
@@ -326,6 +415,12 @@ def evaluate_checkpoint(
         raise EvaluateError(
             f"{source.name} was trained without color points (model.hints=false); drop --hints"
         )
+    if cautions and not config.model.uncertainty:
+        raise EvaluateError(
+            f"{source.name} does not predict how sure it is (model.uncertainty=false); "
+            f"drop --caution"
+        )
+    caution = config.model.caution if config.model.uncertainty else 0.0
     size = check_size(config.data.image_size if size is None else size, generator)
     target = resolve_device(device)
     check_fits(
@@ -342,10 +437,12 @@ def evaluate_checkpoint(
             len(scan.grayscale),
             len(scan.unreadable),
         )
-    result = evaluate_images(generator, scan.usable, size, target, batch_size, fid, quiet)
+    result = evaluate_images(
+        generator, scan.usable, size, target, batch_size, fid, quiet, caution, cautions or ()
+    )
     if hints:
         result["by_hints"] = hint_scores(
-            generator, scan.usable, size, target, hints, batch_size, quiet
+            generator, scan.usable, size, target, hints, batch_size, quiet, caution
         )
     return result
 
@@ -359,6 +456,17 @@ def parse_counts(text: str) -> list[int]:
     if not counts or any(c < 0 or c > 1000 for c in counts):
         raise EvaluateError(f"--hints {text!r}: give numbers of points, e.g. --hints 0,1,2,5,10")
     return list(dict.fromkeys(counts))
+
+
+def parse_cautions(text: str) -> list[float]:
+    """'0,0.5,1' -> [0.0, 0.5, 1.0]; EvaluateError for anything but values in [0, 1]."""
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        raise EvaluateError(f"--caution {text!r}: give values in [0, 1], e.g. --caution 0,0.5,1")
+    return list(dict.fromkeys(values))
 
 
 def write_json(result: dict[str, Any], path: Path) -> None:
@@ -387,6 +495,16 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [f"{result['n_images']} image(s)", f"{'metric':<14}{'model':>9}{'gray':>9}"]
     for key, (label, note) in zip(keys, rows, strict=True):
         lines.append(f"{label:<14}{_number(result[key]):>9}{_number(gray[key]):>9}  {note}")
+    if result.get("uncertainty_spearman") is not None:
+        lines.append(
+            f"at caution {result['caution']:g}; uncertainty_spearman "
+            f"{result['uncertainty_spearman']:.3f} (rank correlation with the per-pixel error)"
+        )
+    if "by_caution" in result:
+        lines.append(f"{'caution':<8}{'psnr':>9}{'delta_e':>9}{'colorfulness':>14}")
+        for caution, row in result["by_caution"].items():
+            values = [_number(row[k]) for k in ("psnr", "delta_e", "colorfulness")]
+            lines.append(f"{caution:<8}{values[0]:>9}{values[1]:>9}{values[2]:>14}")
     if "by_hints" in result:
         lines.append(f"{'points':<8}{'psnr':>9}{'delta_e':>9}{'hint_fidelity':>15}")
         for count, row in result["by_hints"].items():

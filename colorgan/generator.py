@@ -19,6 +19,7 @@ from torch import nn
 from colorgan.config import ModelConfig
 from colorgan.hints import HINT_CHANNELS, no_points
 from colorgan.lite0 import STEM_CHANNELS, TAP_CHANNELS, load_lite0, to_input
+from colorgan.uncertainty import Novelty, UncertaintyHead
 
 Norm = str  # "batch" | "instance" | "none"
 OUTPUT_STRIDES = (1, 2, 4)  # Lite0UNet's: where it predicts ab (1: at full resolution)
@@ -77,6 +78,7 @@ class Generator(nn.Module):
         in_channels: int = 1,
         out_channels: int = 2,
         hints: bool = False,
+        uncertainty: bool = False,
     ) -> None:
         super().__init__()
         if depth < 1:
@@ -110,6 +112,14 @@ class Generator(nn.Module):
             nn.Tanh(),
         )
         init_weights(self)
+        # model.uncertainty (uncertainty.py): built last, from its own random stream
+        self.uncertainty = (
+            _uncertainty_parts(
+                channels[0] * (2 if depth > 1 else 1), 2, channels[min(NOVELTY_LEVEL, depth - 1)]
+            )
+            if uncertainty
+            else None
+        )
 
     @property
     def multiple(self) -> int:
@@ -134,11 +144,38 @@ class Generator(nn.Module):
         for block in self.down:
             x = block(x)
             skips.append(x)
+        styled = skips[min(NOVELTY_LEVEL, self.depth - 1)]  # for model.uncertainty's novelty
         skips.pop()  # the innermost output is x itself
         for block in self.up:
             x = block(x)
             x = torch.cat([x, skips.pop()], dim=1)
-        return self.head(x)
+        ab = self.head(x)
+        if self.uncertainty is None:
+            return ab
+        return _with_uncertainty(self.uncertainty, ab, x, styled)
+
+
+NOVELTY_LEVEL = 2  # the features whose style `Novelty` measures: stride 8 (2**(level + 1))
+
+
+def _uncertainty_parts(channels: int, upscale: int, style_channels: int) -> nn.ModuleDict:
+    """model.uncertainty's modules: the Laplace head on the last features (`channels`, at
+    1/`upscale` of the output's resolution) and the novelty of the stride-8 features' style
+    (`style_channels`)."""
+    return nn.ModuleDict(
+        {"head": UncertaintyHead(channels, upscale), "novelty": Novelty(style_channels)}
+    )
+
+
+def _with_uncertainty(
+    parts: nn.ModuleDict, ab: torch.Tensor, last: torch.Tensor, styled: torch.Tensor
+) -> torch.Tensor:
+    """(B, 3, H, W): `ab` and the uncertainty u = Laplace scale x the image's novelty factor
+    (uncertainty.py); `last` feeds the head, `styled` (the stride-8 features) the novelty."""
+    scale = parts["head"](last)
+    if scale.shape[-2:] != ab.shape[-2:]:  # predicted at the output stride
+        scale = F.interpolate(scale, size=ab.shape[-2:], mode="bilinear", align_corners=False)
+    return torch.cat([ab, (scale * parts["novelty"](styled)).to(ab.dtype)], dim=1)
 
 
 def _hint_map(l: torch.Tensor, hints: torch.Tensor | None) -> torch.Tensor:
@@ -213,6 +250,7 @@ class Lite0UNet(nn.Module):
         pretrained: bool = True,
         hints: bool = False,
         output_stride: int = 1,
+        uncertainty: bool = False,
     ) -> None:
         super().__init__()
         if output_stride not in OUTPUT_STRIDES:
@@ -249,6 +287,10 @@ class Lite0UNet(nn.Module):
             self.hint_stem = nn.Conv2d(HINT_CHANNELS, STEM_CHANNELS, 3, stride=2, padding=1)
             nn.init.zeros_(self.hint_stem.weight)
             nn.init.zeros_(self.hint_stem.bias)  # type: ignore[arg-type]
+        # model.uncertainty (uncertainty.py): built last, from its own random stream
+        self.uncertainty = (
+            _uncertainty_parts(c_in, 1, TAP_CHANNELS[NOVELTY_LEVEL]) if uncertainty else None
+        )
         self.frozen_groups: tuple[int, ...] = ()
 
     @property
@@ -286,12 +328,18 @@ class Lite0UNet(nn.Module):
             feats = self.encoder.features(rgb, stem_add=self.hint_stem(hint_map))
         else:
             feats = self.encoder.features(_no_hints(rgb, hints))
+        styled = feats[NOVELTY_LEVEL]
         x = self._decode(feats, l, hint_map)
         if self.output_stride > 1:  # ab at the output stride, upsampled to the input's size
-            return _upsample(self.head(x), float(self.output_stride))
-        x = _upsample(x, 2.0)
-        last = [x, l] if hint_map is None else [x, l, hint_map]
-        return self.head(self.full(torch.cat(last, dim=1)))
+            ab = _upsample(self.head(x), float(self.output_stride))
+        else:
+            x = _upsample(x, 2.0)
+            last = [x, l] if hint_map is None else [x, l, hint_map]
+            x = self.full(torch.cat(last, dim=1))
+            ab = self.head(x)
+        if self.uncertainty is None:
+            return ab
+        return _with_uncertainty(self.uncertainty, ab, x, styled)
 
     def _decode(
         self, feats: list[torch.Tensor], l: torch.Tensor, hint_map: torch.Tensor | None
@@ -329,6 +377,7 @@ def build_generator(model: ModelConfig, pretrained: bool = False) -> ColorModel:
             pretrained=pretrained,
             hints=model.hints,
             output_stride=model.output_stride,
+            uncertainty=model.uncertainty,
         )
     if model.output_stride != 1:
         raise ValueError("model.output_stride other than 1 needs model.encoder=efficientnet_lite0")
@@ -338,6 +387,7 @@ def build_generator(model: ModelConfig, pretrained: bool = False) -> ColorModel:
         norm=model.norm,
         dropout=model.dropout,
         hints=model.hints,
+        uncertainty=model.uncertainty,
     )
 
 

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from colorgan import ddp
-from colorgan.batch import Batch, generate, to_batch
+from colorgan.batch import Batch, Prediction, model_inputs, predict, to_batch
 from colorgan.checkpoint import BEST_METRIC, resolve_resume, save_run
 from colorgan.color import uint8_to_float
 from colorgan.config import Config, load_config, resume_config
@@ -37,10 +37,11 @@ from colorgan.losses import (
 from colorgan.run import Run, check_run_dir, interrupt, open_run, start_fresh, stop_on_signals
 from colorgan.runlog import EpochMeter, log_start, run_logging
 from colorgan.state import State
+from colorgan.uncertainty import fit_novelty, laplace_nll
 
 log = logging.getLogger("colorgan")
 
-LOSS_KEYS = ("g_adv", "g_l1", "g_perceptual", "g_total", "d_real", "d_fake", "d_total")
+LOSS_KEYS = ("g_adv", "g_l1", "g_perceptual", "g_nll", "g_total", "d_real", "d_fake", "d_total")
 _D_KEYS = ("g_adv", "d_real", "d_fake", "d_total")  # null in the metrics while D is off
 # errno values that mean "this file cannot be written": the run fails with WriteFailed
 _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
@@ -139,8 +140,8 @@ def train_step(state: State, batch: Batch) -> dict[str, float]:
     if state.config.train.channels_last:
         batch = batch.map(lambda t: t.contiguous(memory_format=torch.channels_last))
     with autocast(state.device, state.dtype):
-        ab_fake = generate(state.g_run, batch)  # (B, 2, H, W) in [-1, 1]
-    losses = d_step(state, batch, ab_fake.detach()) | g_step(state, batch, ab_fake)
+        prediction = predict(state.g_run, batch)  # ab (B, 2, H, W) in [-1, 1]
+    losses = d_step(state, batch, prediction.ab.detach()) | g_step(state, batch, prediction)
     after_step(state)
     return _reduce_and_check(state, losses)
 
@@ -174,10 +175,12 @@ def d_step(state: State, batch: Batch, ab_fake: torch.Tensor) -> dict[str, torch
     return {"d_real": d_real, "d_fake": d_fake, "d_total": d_total}
 
 
-def g_step(state: State, batch: Batch, ab_fake: torch.Tensor) -> dict[str, torch.Tensor]:
-    """One generator update: adversarial + λ1·L1 + λ2·perceptual."""
+def g_step(state: State, batch: Batch, prediction: Prediction) -> dict[str, torch.Tensor]:
+    """One generator update: adversarial + λ1·L1 + λ2·perceptual, + with model.uncertainty the
+    Laplace NLL of the truth's ab, which trains the uncertainty head alone (uncertainty.py)."""
     loss = state.config.loss
-    g_adv = g_perc = torch.zeros((), device=state.device)
+    ab_fake = prediction.ab
+    g_adv = g_perc = g_nll = torch.zeros((), device=state.device)
     with autocast(state.device, state.dtype):
         if state.adversarial and state.d_frozen is not None:
             logits = state.d_frozen(batch.l, _noise(state, ab_fake))
@@ -185,10 +188,13 @@ def g_step(state: State, batch: Batch, ab_fake: torch.Tensor) -> dict[str, torch
         g_l1 = l1_loss(ab_fake, batch.ab_real, state.l1_weights)
         if state.perceptual is not None:
             g_perc = perceptual_loss(state.perceptual, batch.l, ab_fake, batch.ab_real)
+    if prediction.uncertainty is not None:  # the head's input is detached: colors unchanged
+        g_nll = laplace_nll(prediction.uncertainty, ab_fake.detach() - batch.ab_real)
     g_total = (
         loss.adversarial_weight * g_adv.float()
         + loss.l1_weight * g_l1
         + loss.perceptual_weight * g_perc.float()
+        + g_nll
     )
     state.opt_g.zero_grad(set_to_none=True)
     state.scaler.scale(g_total).backward()
@@ -196,7 +202,13 @@ def g_step(state: State, batch: Batch, ab_fake: torch.Tensor) -> dict[str, torch
     for i in range(1, len(groups)):
         groups[i]["lr"] = 0.0 if i in state.generator.frozen_groups else groups[0]["lr"]
     state.scaler.step(state.opt_g)
-    return {"g_adv": g_adv, "g_l1": g_l1, "g_perceptual": g_perc, "g_total": g_total}
+    return {
+        "g_adv": g_adv,
+        "g_l1": g_l1,
+        "g_perceptual": g_perc,
+        "g_nll": g_nll,
+        "g_total": g_total,
+    }
 
 
 def after_step(state: State) -> None:
@@ -241,6 +253,19 @@ def write_samples(state: State, rgb: torch.Tensor, path: Path) -> None:
     state.generator.train()
 
 
+def fit_novelties(run: Run) -> None:
+    """model.uncertainty: fit the novelty statistics (uncertainty.py) of the generator and its
+    EMA to the training crops, so every checkpoint carries its own. Under a forked random
+    stream: the next epoch draws what it would have drawn without."""
+    state = run.state
+    if not state.config.model.uncertainty:
+        return
+    with torch.random.fork_rng(devices=[]):
+        for generator in {id(g): g for g in (state.generator, state.eval_generator)}.values():
+            batches = (model_inputs(to_batch(item, state.device)) for item in run.loaders.train)
+            fit_novelty(generator, batches)
+
+
 def end_epoch(run: Run, measured: dict[str, float], start: float) -> None:
     """Validate, write samples, checkpoints and the report (main rank), then sync ranks."""
     state = run.state
@@ -253,6 +278,7 @@ def end_epoch(run: Run, measured: dict[str, float], start: float) -> None:
     row.update({k: measured[k] for k in LOSS_KEYS})
     if not trained_adversarially:
         row.update(dict.fromkeys(_D_KEYS))
+    fit_novelties(run)
     if run.report is not None:
         row.update(validate(state, run.loaders.val))
         sample = run.run_dir / "samples" / f"epoch_{state.epoch:03d}.png"
