@@ -227,8 +227,25 @@ def _colorize_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     _max_pixels_option(p, files.DEFAULT_MAX_PIXELS)
     _hints_option(p)
+    _caution_options(p)
     _pipeline_options(p)
     _quiet_option(p, "no progress bar or summary")
+
+
+def _caution_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--caution",
+        metavar="C",
+        help="for a model trained with model.uncertainty: 0 keeps its colors, 1 fades them "
+        "toward gray wherever it is unsure of them (lightness never changes); default: the "
+        "model's model.caution",
+    )
+    p.add_argument(
+        "--uncertainty-map",
+        action="store_true",
+        help="also write <name>.uncertainty.png (model.uncertainty): a grayscale map at the "
+        "image's size, black where the model is sure of its colors, white where it is guessing",
+    )
 
 
 def _pipeline_options(p: argparse.ArgumentParser) -> None:
@@ -258,7 +275,7 @@ def _pipeline_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace files in --out that colorize did not write (by default such a file is "
         "left alone, named, and the exit status is 1). Its own earlier outputs are skipped when "
-        "complete for the same model, size, format and points, and replaced otherwise",
+        "complete for the same model, size, format, points and caution, and replaced otherwise",
     )
 
 
@@ -282,10 +299,11 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
     def report(failure: Failure) -> None:
         tqdm.write(f"colorgan: {failure.path}: {failure.reason}", file=sys.stderr)
 
+    caution = None if args.caution is None else colorize.parse_caution(args.caution, "--caution")
     run = pipeline.FolderRun(
         args.model, args.inputs, args.out, args.format, args.side_by_side, args.size,
         args.device, args.batch_size, args.max_pixels, args.hints, args.overwrite,
-        args.workers, args.compile, args.quiet, args.runtime,
+        args.workers, args.compile, args.quiet, args.runtime, caution, args.uncertainty_map,
     )  # fmt: skip
     try:
         _, _, failed = pipeline.run_colorize(run, report)
@@ -331,6 +349,14 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "by_hints in the JSON, with hint_fidelity (mean CIEDE2000 inside the points)",
     )
     p.add_argument(
+        "--caution",
+        metavar="C,C,...",
+        help="a model.uncertainty model: also score it at these cautions (e.g. "
+        "0,0.25,0.5,0.75,1; 0 is its colors as they are, 1 fades them toward gray where it "
+        "is unsure): by_caution in the JSON. The top-level metrics are at the model's default "
+        "caution (model.caution), and uncertainty_spearman is always reported for such a model",
+    )
+    p.add_argument(
         "--fid",
         action="store_true",
         help="also compute FID (needs the torch-fidelity package and Inception weights)",
@@ -339,7 +365,13 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from colorgan.evaluate import evaluate_checkpoint, format_table, parse_counts, write_json
+    from colorgan.evaluate import (
+        evaluate_checkpoint,
+        format_table,
+        parse_cautions,
+        parse_counts,
+        write_json,
+    )
     from colorgan.modeldir import resolve_model
 
     model = resolve_model(args.checkpoint)
@@ -355,6 +387,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         fid=args.fid,
         quiet=args.quiet,
         hints=parse_counts(args.hints) if args.hints is not None else None,
+        cautions=parse_cautions(args.caution) if args.caution is not None else None,
     )
     print(format_table(result))
     if args.json is not None:
@@ -464,8 +497,10 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="a web page (and HTTP endpoint) that colorizes dropped images",
         description="Serve a page where dropped images come back colorized (before/after view, "
         "working size control, download), and POST /api/colorize?size=N, which takes an image "
-        "(as the body or a multipart file) and answers the colorized PNG. Listens on loopback "
-        "unless --host says otherwise. Needs pip install 'colorgan[serve]'.",
+        "(as the body or a multipart file; multipart fields hints and caution) and answers the "
+        "colorized PNG; POST /api/uncertainty?size=N answers a model.uncertainty model's map of "
+        "where it is guessing. Listens on loopback unless --host says otherwise. Needs pip "
+        "install 'colorgan[serve]'.",
     )
     _model_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")

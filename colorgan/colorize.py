@@ -6,10 +6,16 @@ learned at), with the long side capped at MAX_ASPECT * size, and each side round
 of 2**depth. The predicted ab is upsampled bilinearly to the input's own resolution and joined
 with the input's own full-resolution L, so the output has the input's size, detail and Lab
 lightness (up to 8-bit rounding: a color outside sRGB loses chroma, never lightness).
+
+A model trained with model.uncertainty also says how sure it is of each pixel's color: `caution`
+(0 to 1; default: the model's `model.caution`) fades its ab toward gray where it is unsure, at
+the working size and before the upsampling (uncertainty.fade; L is never touched, a point's own
+pixels keep its color), and `colorize_with_uncertainty` gives the map of where it is guessing.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -23,8 +29,9 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from colorgan.batch import Batch, generate
+from colorgan.batch import Batch, Prediction, model_inputs, split_output
 from colorgan.color import float_to_uint8, lab_in_gamut, rgb_to_l_ab
+from colorgan.config import shown
 from colorgan.device import check_fits, free_memory, resolve_device
 from colorgan.errors import ColorganError, DataError, DoesNotFit, UnreadableImage
 from colorgan.files import (
@@ -44,9 +51,11 @@ from colorgan.hints import Hint, HintError, check_inside, load_hints, no_points,
 from colorgan.hub import PREFIX as HUB_PREFIX
 from colorgan.modeldir import ModelSource, load_model, resolve_model
 from colorgan.speed import fast_model
+from colorgan.uncertainty import fade, uncertainty_map
 
-# The model as a function: Batch (l at the working size, + conditioning) -> ab (B, 2, h, w) in
-# [-1, 1], on the Colorizer's device. A generator (through batch.generate) or an ONNX session.
+# The model as a function: Batch (l at the working size, + conditioning) -> the model's whole
+# output, on the Colorizer's device: ab (B, 2, h, w) in [-1, 1], or with model.uncertainty
+# (B, 3, h, w), ab and the uncertainty (see batch.split_output). A generator or an ONNX session.
 Predict = Callable[[Batch], torch.Tensor]
 
 DEFAULT_BATCH_SIZE = 8  # files read and run through the model together
@@ -54,6 +63,36 @@ MAX_ASPECT = 4  # the working image's long side is at most this many times the w
 _STRIP_PIXELS = 4_000_000  # full-resolution color math runs on row strips of about this size
 _OPTIONS: dict[str, dict[str, Any]] = {"png": {}, "jpg": {"quality": 95}, "webp": {"quality": 95}}
 _COLOR_BYTES_PER_PIXEL = 64  # per working pixel besides the model: l, hint map, ab, resizing
+UNCERTAINTY_SUFFIX = ".uncertainty.png"  # <name>.uncertainty.png: the map beside <name>.<format>
+
+
+def no_uncertainty(what: str) -> ColorganError:
+    """The one line for `what` ("--caution", "--uncertainty-map") asked of a model without it."""
+    return ColorganError(
+        "this model does not predict how sure it is (model.uncertainty=false); "
+        f"{what} needs one trained with --set model.uncertainty=true"
+    )
+
+
+def check_caution(caution: float, what: str = "caution") -> float:
+    """`caution` as a float, or a ColorganError naming it unless it is a number from 0 to 1."""
+    if isinstance(caution, bool) or not isinstance(caution, (int, float)):
+        raise ColorganError(f"{what} must be a number from 0 to 1, got {shown(caution)}")
+    if not (math.isfinite(caution) and 0.0 <= caution <= 1.0):
+        raise ColorganError(
+            f"{what} must be a number from 0 to 1 (0: the model's colors, 1: gray wherever it "
+            f"is unsure), got {caution:g}"
+        )
+    return float(caution)
+
+
+def parse_caution(text: str, what: str = "caution") -> float:
+    """A caution given as text (--caution, a form field), checked (check_caution)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ColorganError(f"{what} must be a number from 0 to 1, got {shown(text)}") from None
+    return check_caution(value, what)
 
 
 def working_shape(height: int, width: int, size: int, multiple: int) -> tuple[int, int]:
@@ -100,6 +139,15 @@ def join(l: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=2)[0]
 
 
+def uncertainty_image(uncertainty: torch.Tensor, shape: tuple[int, int]) -> Image.Image:
+    """The uncertainty (1, 1, h, w) > 0 at the working size -> its map (uncertainty_map:
+    black where the model is sure, white where it is guessing) upsampled bilinearly to
+    `shape` (H, W), as a grayscale ('L') image."""
+    full = F.interpolate(uncertainty.float(), size=shape, mode="bilinear", align_corners=False)
+    level = uncertainty_map(full)[0, 0].cpu().numpy()  # (H, W) uint8
+    return Image.fromarray(level)  # 2-D uint8: mode 'L'
+
+
 def gray_image(picture: Picture) -> Image.Image:
     """The picture as the model sees it: its Lab L as gray, alpha kept."""
     l = lightness(picture.rgb, torch.device("cpu"))
@@ -107,13 +155,15 @@ def gray_image(picture: Picture) -> Image.Image:
 
 
 def _generator_predict(generator: nn.Module, channels_last: bool = False) -> Predict:
-    """The generator as a gradient-free Batch -> ab function."""
+    """The generator as a gradient-free Predict: Batch -> its whole output, in float32."""
 
     def predict(batch: Batch) -> torch.Tensor:
         if channels_last:
             batch = batch.map(lambda t: t.contiguous(memory_format=torch.channels_last))
         with torch.inference_mode():
-            return generate(generator, batch).float()  # (B, 2, h, w) in [-1, 1]
+            output = generator(*model_inputs(batch))
+            assert isinstance(output, torch.Tensor)
+            return output.float()  # (B, 2, h, w) in [-1, 1], or (B, 3, h, w) with uncertainty
 
     return predict
 
@@ -130,6 +180,8 @@ class Colorizer:
         batch_size: int = DEFAULT_BATCH_SIZE,
         hints: bool = False,
         bytes_per_pixel: float = DEFAULT_BYTES_PER_PIXEL,
+        uncertainty: bool = False,
+        caution: float = 0.0,
     ) -> None:
         if batch_size < 1:
             raise ColorganError(f"batch size must be at least 1, got {batch_size}")
@@ -139,6 +191,8 @@ class Colorizer:
         self.device = device
         self.batch_size = batch_size
         self.hints = hints  # the model takes color points (model.hints)
+        self.uncertainty = uncertainty  # the model says how sure it is (model.uncertainty)
+        self.caution = check_caution(caution, "the model's caution")  # its default caution
         # inference memory per working pixel of one image (an estimate; see check_shape)
         self.bytes_per_pixel = bytes_per_pixel + _COLOR_BYTES_PER_PIXEL
         self.source = ""  # what it was loaded from: a path, or hf://owner/name@<commit>
@@ -171,6 +225,8 @@ class Colorizer:
                 batch_size,
                 hints=config.model.hints,
                 bytes_per_pixel=bytes_per_pixel(generator),
+                uncertainty=config.model.uncertainty,
+                caution=config.model.caution,
             )
         colorizer.source, colorizer.revision = source.name, source.revision
         return colorizer
@@ -219,8 +275,9 @@ class Colorizer:
 
         model = load_onnx(path, device)
         colorizer = cls(
-            model.predict, model.image_size, model.multiple, model.device, batch_size, model.hints
-        )
+            model.predict, model.image_size, model.multiple, model.device, batch_size,
+            model.hints, uncertainty=model.uncertainty, caution=model.caution,
+        )  # fmt: skip
         colorizer.source = str(path)
         return colorizer
 
@@ -250,23 +307,61 @@ class Colorizer:
         per_image = shape[0] * shape[1] * self.bytes_per_pixel
         return max(1, min(self.batch_size, int(free // per_image)))
 
+    def resolve_caution(self, caution: float | None, what: str = "caution") -> float:
+        """The caution to colorize with: `caution` checked (0 to 1; above 0 only for a model
+        that predicts its uncertainty), or for None the model's default (no fading without)."""
+        if caution is None:
+            return self.caution if self.uncertainty else 0.0
+        caution = check_caution(caution, what)
+        if caution > 0.0 and not self.uncertainty:
+            raise no_uncertainty(what)
+        return caution
+
     def colorize(
-        self, image: Image.Image, size: int | None = None, hints: Sequence[Hint] | None = None
+        self,
+        image: Image.Image,
+        size: int | None = None,
+        hints: Sequence[Hint] | None = None,
+        caution: float | None = None,
     ) -> Image.Image:
         """A color version of `image` at its own (upright) size; RGBA if it had alpha. `hints`:
-        color points in pixels of the upright image (a model trained with model.hints)."""
-        return self.colorize_batch([image], size, None if hints is None else [hints])[0]
+        color points in pixels of the upright image (a model trained with model.hints).
+        `caution` (0 to 1, a model trained with model.uncertainty; None: the model's default)
+        fades the colors toward gray where the model is unsure."""
+        hint_lists = None if hints is None else [hints]
+        return self.colorize_batch([image], size, hint_lists, caution)[0]
+
+    @torch.inference_mode()
+    def colorize_with_uncertainty(
+        self,
+        image: Image.Image,
+        size: int | None = None,
+        hints: Sequence[Hint] | None = None,
+        caution: float | None = None,
+    ) -> tuple[Image.Image, Image.Image]:
+        """`colorize`'s image and, from the same run of the model, the map of how sure it is at
+        the image's size: grayscale ('L'), black where sure, white where it is guessing (a mean
+        |ab error| of uncertainty.MAP_FULL_SCALE Lab units or more). Needs model.uncertainty."""
+        if not self.uncertainty:
+            raise no_uncertainty("the uncertainty map")
+        picture = to_picture(image)
+        hint_lists = None if hints is None else [hints]
+        [(l, prediction)] = self.predict_pictures([picture], size, hint_lists, caution)
+        assert prediction.uncertainty is not None
+        colored = to_image(join(l, prediction.ab), picture.alpha)
+        return colored, uncertainty_image(prediction.uncertainty, (l.shape[2], l.shape[3]))
 
     def colorize_batch(
         self,
         images: Sequence[Image.Image],
         size: int | None = None,
         hints: Sequence[Sequence[Hint] | None] | None = None,
+        caution: float | None = None,
     ) -> list[Image.Image]:
         """`colorize` for many images (with one list of hints each, or None); equal working
         shapes share model batches."""
         pictures = [to_picture(image) for image in images]
-        colored = self.colorize_pictures(pictures, size, hints)
+        colored = self.colorize_pictures(pictures, size, hints, caution)
         return [to_image(rgb, p.alpha) for rgb, p in zip(colored, pictures, strict=True)]
 
     @torch.inference_mode()
@@ -275,16 +370,31 @@ class Colorizer:
         pictures: Sequence[Picture],
         size: int | None = None,
         hints: Sequence[Sequence[Hint] | None] | None = None,
+        caution: float | None = None,
     ) -> list[torch.Tensor]:
         """Each picture's colors, (3, H, W) uint8 at its own size, its L kept. A point's own
         pixels get its color; the model spreads it."""
+        predicted = self.predict_pictures(pictures, size, hints, caution)
+        return [join(l, prediction.ab) for l, prediction in predicted]
+
+    @torch.inference_mode()
+    def predict_pictures(
+        self,
+        pictures: Sequence[Picture],
+        size: int | None = None,
+        hints: Sequence[Sequence[Hint] | None] | None = None,
+        caution: float | None = None,
+    ) -> list[tuple[torch.Tensor, Prediction]]:
+        """Each picture's full-resolution l (1, 1, H, W) in [-1, 1] and the model's Prediction
+        at its working size (see predict_maps: faded by `caution`, points kept)."""
+        caution = self.resolve_caution(caution)
         size = self.image_size if size is None else size
         if size < 1:
             raise ColorganError(f"working size must be a positive number of pixels, got {size}")
         l_full = [lightness(p.rgb, self.device) for p in pictures]  # (1, 1, H, W) in [-1, 1]
         shapes = [working_shape(l.shape[2], l.shape[3], size, self.multiple) for l in l_full]
         maps = self._hint_maps(l_full, shapes, hints)  # (1, 3, h, w) per picture, or None
-        ab_small: dict[int, torch.Tensor] = {}  # (1, 2, h, w) in [-1, 1]
+        predicted: dict[int, Prediction] = {}
         for shape in dict.fromkeys(shapes):
             self.check_shape(shape)
             same = [i for i, s in enumerate(shapes) if s == shape]
@@ -293,8 +403,9 @@ class Colorizer:
                 chunk = same[start : start + step]
                 l_small = torch.cat([resize_l(l_full[i], shape) for i in chunk])
                 chunk_maps = [maps[i] for i in chunk]
-                ab_small.update(zip(chunk, self.predict_maps(l_small, chunk_maps), strict=True))
-        return [join(l, ab_small[i]) for i, l in enumerate(l_full)]
+                found = self.predict_maps(l_small, chunk_maps, caution)
+                predicted.update(zip(chunk, found, strict=True))
+        return [(l, predicted[i]) for i, l in enumerate(l_full)]
 
     def _hint_maps(
         self,
@@ -318,17 +429,30 @@ class Colorizer:
         ]
 
     def predict_maps(
-        self, l_small: torch.Tensor, maps: Sequence[torch.Tensor | None]
-    ) -> list[torch.Tensor]:
-        """The model's ab (1, 2, h, w) for each l of `l_small` (B, 1, h, w) in [-1, 1], with its
-        hint map (1, 3, h, w) or None; a point's own pixels get its color."""
-        if all(m is None for m in maps):
-            return list(self.predict(Batch(l=l_small)).split(1))
-        zeros = no_points(l_small[:1])
-        hint_maps = torch.cat([m if m is not None else zeros for m in maps])
-        ab = self.predict(Batch(l=l_small, hints=hint_maps))
-        ab = torch.where(hint_maps[:, 2:] > 0, hint_maps[:, :2], ab)
-        return list(ab.split(1))
+        self, l_small: torch.Tensor, maps: Sequence[torch.Tensor | None], caution: float = 0.0
+    ) -> list[Prediction]:
+        """The model's Prediction for each l of `l_small` (B, 1, h, w) in [-1, 1], with its
+        hint map (1, 3, h, w) or None: ab (1, 2, h, w) faded by `caution` (resolve_caution's),
+        then a point's own pixels get its color, and there the uncertainty (1, 1, h, w) is 0
+        (the user's color is no guess)."""
+        hint_maps = None
+        if any(m is not None for m in maps):
+            zeros = no_points(l_small[:1])
+            hint_maps = torch.cat([m if m is not None else zeros for m in maps])
+        prediction = split_output(self.predict(Batch(l=l_small, hints=hint_maps)))
+        ab, uncertainty = prediction.ab, prediction.uncertainty
+        if caution > 0.0:
+            if uncertainty is None:
+                raise no_uncertainty("caution")
+            ab = fade(ab, uncertainty, caution)  # at the working size, before `join`
+        if hint_maps is not None:
+            points = hint_maps[:, 2:] > 0
+            ab = torch.where(points, hint_maps[:, :2], ab)
+            if uncertainty is not None:
+                uncertainty = torch.where(points, torch.zeros_like(uncertainty), uncertainty)
+        if uncertainty is None:
+            return [Prediction(a) for a in ab.split(1)]
+        return [Prediction(a, u) for a, u in zip(ab.split(1), uncertainty.split(1), strict=True)]
 
 
 def load_colorizer(
@@ -350,6 +474,12 @@ class Job:
     target: Path  # <out>/<relative folder>/<stem>.<format>
     side_by_side: Path | None  # <out>/<relative folder>/<stem>_side_by_side.<format>
     relative: Path = Path()  # the source's path inside its input folder (its name for a file)
+    uncertainty: Path | None = None  # <out>/<relative folder>/<stem>.uncertainty.png: the map
+
+    @property
+    def outputs(self) -> tuple[Path, ...]:
+        """Every file the job writes."""
+        return tuple(p for p in (self.target, self.side_by_side, self.uncertainty) if p)
 
 
 @dataclass(frozen=True)
@@ -401,11 +531,16 @@ def _key(path: Path) -> str:
 
 
 def name_outputs(
-    sources: Sequence[tuple[Path, Path]], out: Path, fmt: str, side_by_side: bool
+    sources: Sequence[tuple[Path, Path]],
+    out: Path,
+    fmt: str,
+    side_by_side: bool,
+    uncertainty_map: bool = False,
 ) -> list[Job]:
-    """Output paths for (file, relative folder) pairs. Files whose outputs would clash (a.png
-    and a.jpg in one folder) get their own suffix in the name (a_png.png, a_jpg.png); a clash
-    still left gets _2, _3, ... Raises if an output would overwrite an input."""
+    """Output paths for (file, relative folder) pairs (with `uncertainty_map`, also
+    <name>.uncertainty.png). Files whose outputs would clash (a.png and a.jpg in one folder)
+    get their own suffix in the name (a_png.png, a_jpg.png); a clash still left gets _2, _3,
+    ... Raises if an output would overwrite an input."""
     bases = [out / relative / path.stem for path, relative in sources]
     counts = Counter(_key(base) for base in bases)
     taken: set[str] = set()
@@ -417,17 +552,18 @@ def name_outputs(
         while True:
             target = base.with_name(f"{name}.{fmt}")
             pair = base.with_name(f"{name}_side_by_side.{fmt}") if side_by_side else None
-            keys = {_key(target)} | ({_key(pair)} if pair else set())
+            guess = base.with_name(name + UNCERTAINTY_SUFFIX) if uncertainty_map else None
+            keys = {_key(p) for p in (target, pair, guess) if p is not None}
             if not keys & taken:
                 break
             number += 1
             name = f"{base.name}_{number}"
         taken |= keys
-        jobs.append(Job(path, target, pair, relative / path.name))
+        jobs.append(Job(path, target, pair, relative / path.name, guess))
     inputs = {path.resolve(): path for path, _ in sources}
     for job in jobs:
-        for written in (job.target, job.side_by_side):
-            if written is not None and written.resolve() in inputs:
+        for written in job.outputs:
+            if written.resolve() in inputs:
                 raise ColorganError(
                     f"{written} would overwrite the input {inputs[written.resolve()]}; "
                     f"choose another --out folder or --format"
@@ -436,7 +572,11 @@ def name_outputs(
 
 
 def plan_jobs(
-    inputs: Sequence[Path], out: Path, fmt: str = "png", side_by_side: bool = False
+    inputs: Sequence[Path],
+    out: Path,
+    fmt: str = "png",
+    side_by_side: bool = False,
+    uncertainty_map: bool = False,
 ) -> tuple[list[Job], list[Failure]]:
     """The jobs for files and folders given on the command line, and the inputs that failed."""
     if fmt not in FORMATS:
@@ -444,7 +584,7 @@ def plan_jobs(
     if out.exists() and not out.is_dir():
         raise ColorganError(f"{out}: exists and is not a folder; give an output folder")
     sources, failures = find_inputs(inputs, out)
-    return name_outputs(sources, out, fmt, side_by_side), failures
+    return name_outputs(sources, out, fmt, side_by_side, uncertainty_map), failures
 
 
 def side_by_side_image(gray: Image.Image, color: Image.Image) -> Image.Image:
@@ -455,9 +595,17 @@ def side_by_side_image(gray: Image.Image, color: Image.Image) -> Image.Image:
     return both
 
 
-def save_results(job: Job, picture: Picture, rgb: torch.Tensor, fmt: str, key: str = "") -> None:
-    """Write the colorized image (and gray | color if asked) for one job, tagged as colorgan's
-    with `key` (so a re-run knows it may replace them, or skip them when the key matches)."""
+def save_results(
+    job: Job,
+    picture: Picture,
+    rgb: torch.Tensor,
+    fmt: str,
+    key: str = "",
+    uncertainty: torch.Tensor | None = None,
+) -> None:
+    """Write the colorized image (and gray | color, and the uncertainty map, if asked) for one
+    job, tagged as colorgan's with `key` (so a re-run knows it may replace them, or skip them
+    when the key matches). `uncertainty`: the model's (1, 1, h, w), for the map."""
     kind = FORMATS[fmt]
     options = _OPTIONS[fmt] | mark_options(kind, key)
     color = to_image(rgb, picture.alpha)  # rgb: (3, H, W) uint8
@@ -465,13 +613,18 @@ def save_results(job: Job, picture: Picture, rgb: torch.Tensor, fmt: str, key: s
     if job.side_by_side is not None:
         pair = side_by_side_image(gray_image(picture), color)
         save_image(pair, job.side_by_side, kind, **options)
+    if job.uncertainty is not None:
+        if uncertainty is None:
+            raise no_uncertainty("--uncertainty-map")
+        guess = uncertainty_image(uncertainty, (rgb.shape[1], rgb.shape[2]))
+        save_image(guess, job.uncertainty, "PNG", **mark_options("PNG", key))
 
 
 def foreign_output(job: Job) -> Path | None:
     """An output path of `job` that holds a file colorize did not write (None if none):
     colorize never replaces such a file unless told to overwrite."""
-    for path in (job.target, job.side_by_side):
-        if path is not None and path.exists() and not written_by_colorgan(path):
+    for path in job.outputs:
+        if path.exists() and not written_by_colorgan(path):
             return path
     return None
 
@@ -550,11 +703,15 @@ def colorize_files(
     progress: bool = False,
     hints: dict[Path, list[Hint]] | None = None,
     overwrite: bool = False,
+    caution: float | None = None,
 ) -> list[Failure]:
-    """Colorize each job's file (with its points from `hints`, see hints_for_jobs),
-    `colorizer.batch_size` files at a time. Files that cannot be read or written, too large to
-    colorize, or whose output path holds a file colorize did not write (unless `overwrite`)
-    are passed to `on_failure`, skipped and returned; the rest go on."""
+    """Colorize each job's file (with its points from `hints`, see hints_for_jobs, and
+    `caution`, see Colorizer.resolve_caution), `colorizer.batch_size` files at a time. Files
+    that cannot be read or written, too large to colorize, or whose output path holds a file
+    colorize did not write (unless `overwrite`) are passed to `on_failure`, skipped and
+    returned; the rest go on."""
+    caution = colorizer.resolve_caution(caution, "--caution")
+    check_uncertainty_maps(colorizer, jobs)
     if max_pixels < 1:
         raise ColorganError(f"--max-pixels must be positive, got {max_pixels}")
     if size is not None and size < 1:
@@ -579,11 +736,19 @@ def colorize_files(
             bar.update(min(len(jobs) - start, colorizer.batch_size) - len(loaded))
             pictures = [picture for _, picture, _ in loaded]
             points = [p for _, _, p in loaded]
-            colored = colorizer.colorize_pictures(pictures, size, points)
-            for (job, picture, _), rgb in zip(loaded, colored, strict=True):
+            predicted = colorizer.predict_pictures(pictures, size, points, caution)
+            for (job, picture, _), (l, prediction) in zip(loaded, predicted, strict=True):
                 try:
-                    save_results(job, picture, rgb, fmt)
+                    rgb = join(l, prediction.ab)
+                    save_results(job, picture, rgb, fmt, uncertainty=prediction.uncertainty)
                 except OSError as err:
                     fail(job.source, f"cannot write {job.target} ({err.strerror or err})")
                 bar.update()
     return failures
+
+
+def check_uncertainty_maps(colorizer: Colorizer, jobs: Sequence[Job]) -> None:
+    """A ColorganError if `jobs` ask for uncertainty maps (--uncertainty-map) of a model that
+    does not predict its uncertainty."""
+    if not colorizer.uncertainty and any(job.uncertainty is not None for job in jobs):
+        raise no_uncertainty("--uncertainty-map")

@@ -1,15 +1,18 @@
 """ONNX: export a checkpoint's generator (dynamic batch, height and width) and run it back with
 onnxruntime as a Colorizer backend.
 
-The file holds the generator only, traced through `batch.generate`: its inputs are
-`batch.INPUT_NAMES` (today l (B, 1, H, W) in [-1, 1]), its output ab (B, 2, H, W) in [-1, 1], with
-H and W any multiples of 2**depth, plus metadata_props naming the checkpoint's working size and
-depth, so an .onnx file alone rebuilds a Colorizer with the same defaults as the .pt it came from.
+The file holds the generator only, traced through `batch.Generate`: its inputs are
+`batch.INPUT_NAMES` (l (B, 1, H, W) in [-1, 1], and hints with model.hints), its output ab
+(B, 2, H, W) in [-1, 1] (with model.uncertainty (B, 3, H, W): ab and the uncertainty), with H and
+W any multiples of 2**depth, plus metadata_props naming the checkpoint's working size, depth and
+(model.uncertainty) default caution, so an .onnx file alone rebuilds a Colorizer with the same
+defaults as the .pt it came from.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +22,7 @@ from typing import Any
 
 import torch
 
-from colorgan.batch import INPUT_NAMES, Batch, Generate, generate, model_inputs
+from colorgan.batch import INPUT_NAMES, Batch, Generate, model_inputs, split_output
 from colorgan.device import resolve_device
 from colorgan.errors import ColorganError, MissingDependency, OnnxModelError
 from colorgan.files import atomic_write
@@ -32,6 +35,8 @@ META_IMAGE_SIZE = "colorgan.image_size"  # the training size: the default workin
 META_DEPTH = "colorgan.depth"  # working sides are multiples of 2**depth
 META_BASE_CHANNELS = "colorgan.base_channels"
 META_FORMAT = "colorgan.format"
+META_UNCERTAINTY = "colorgan.uncertainty"  # "true": the output's third channel (model.uncertainty)
+META_CAUTION = "colorgan.caution"  # model.caution, the default caution (with uncertainty)
 ONNX_FORMAT = "1"
 EXPORT_TOLERANCE = 1e-3  # max |Δab| between onnxruntime and PyTorch accepted by the export check
 INSTALL_HINT = "pip install 'colorgan[onnx]'"
@@ -41,12 +46,15 @@ INSTALL_HINT = "pip install 'colorgan[onnx]'"
 class OnnxModel:
     """An exported generator loaded in onnxruntime, with the metadata a Colorizer needs."""
 
-    predict: Callable[[Batch], torch.Tensor]  # Batch -> ab (B, 2, h, w) in [-1, 1]
+    # Batch -> the graph's output: ab (B, 2, h, w) in [-1, 1], + the uncertainty (B, 3, h, w)
+    predict: Callable[[Batch], torch.Tensor]
     image_size: int
     multiple: int
     device: torch.device  # where the pre- and post-processing run
     provider: str  # the onnxruntime execution provider in use
     hints: bool = False  # the graph has a "hints" input (model.hints)
+    uncertainty: bool = False  # the output has the uncertainty channel (model.uncertainty)
+    caution: float = 0.0  # the model's default caution (model.caution; with uncertainty)
 
 
 def _import_onnxruntime() -> Any:
@@ -96,7 +104,7 @@ def _onnx_program(generator: ColorModel, metadata: dict[str, str]) -> Any:
             dynamo=True,
             opset_version=OPSET,
             input_names=list(names),
-            output_names=["ab"],
+            output_names=["ab_uncertainty" if generator.uncertainty is not None else "ab"],
             dynamic_shapes={"inputs": tuple(dims.values())},
             external_data=False,
             verbose=False,
@@ -126,6 +134,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path) -> float:
         META_BASE_CHANNELS: str(config.model.base_channels),
         META_FORMAT: ONNX_FORMAT,
     }
+    if config.model.uncertainty:
+        metadata |= {META_UNCERTAINTY: "true", META_CAUTION: repr(config.model.caution)}
     program = _onnx_program(generator, metadata)
     try:
         _save_atomically(program, out)
@@ -136,7 +146,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path) -> float:
 
 def check_export(generator: ColorModel, path: Path, size: int) -> float:
     """Max |Δab| of the .onnx file against the generator on a random (1, 1, size, size) input;
-    raises if it is over EXPORT_TOLERANCE."""
+    raises if it is over EXPORT_TOLERANCE (or the uncertainty differs by more, relatively)."""
     side = max(generator.multiple, round(size / generator.multiple) * generator.multiple)
     gen = torch.Generator().manual_seed(0)
     l = torch.rand(1, 1, side, side, generator=gen) * 2 - 1
@@ -146,11 +156,16 @@ def check_export(generator: ColorModel, path: Path, size: int) -> float:
         hints[:, :2, side // 4 : side // 2, side // 4 : side // 2] = 0.3
         hints[:, 2, side // 4 : side // 2, side // 4 : side // 2] = 1.0
     with torch.inference_mode():
-        expected = generate(generator, Batch(l=l, hints=hints))
-    got = load_onnx(path, "cpu").predict(Batch(l=l, hints=hints))
-    delta = float((got - expected).abs().max())
+        expected = split_output(Generate(generator)(*model_inputs(Batch(l=l, hints=hints))))
+    got = split_output(load_onnx(path, "cpu").predict(Batch(l=l, hints=hints)))
+    delta = float((got.ab - expected.ab).abs().max())
     if not delta <= EXPORT_TOLERANCE:
         raise ColorganError(f"{path}: onnxruntime differs from PyTorch by {delta:.2g} in ab")
+    if expected.uncertainty is not None:  # > 0, unbounded: compared relative to its size
+        u, u_onnx = expected.uncertainty, got.uncertainty
+        off = float(((u_onnx - u).abs() / (1.0 + u)).max()) if u_onnx is not None else math.inf
+        if not off <= EXPORT_TOLERANCE:
+            raise ColorganError(f"{path}: onnxruntime differs from PyTorch by {off:.2g} in u")
     return delta
 
 
@@ -218,6 +233,26 @@ def _metadata(meta: dict[str, str], path: Path) -> tuple[int, int]:
     return image_size, 2**depth
 
 
+def _metadata_uncertainty(meta: dict[str, str], path: Path) -> tuple[bool, float]:
+    """(uncertainty, default caution) from an export's metadata: (False, 0.0) for one without
+    the uncertainty channel (all exports from before it existed)."""
+    flag = meta.get(META_UNCERTAINTY, "false")
+    if flag not in ("true", "false"):
+        raise _bad_metadata(path, META_UNCERTAINTY, flag, "true or false")
+    if flag == "false":
+        return False, 0.0
+    if META_CAUTION not in meta:
+        raise _not_colorgan(path, META_CAUTION)
+    value = meta[META_CAUTION]
+    try:
+        caution = float(value) if value.isascii() else math.nan
+    except ValueError:
+        caution = math.nan
+    if not 0.0 <= caution <= 1.0:  # NaN too
+        raise _bad_metadata(path, META_CAUTION, value, "a number from 0 to 1")
+    return True, caution
+
+
 def _check_inputs(names: list[str], path: Path) -> None:
     """The graph's inputs must be colorgan's: `l`, then optionally `hints`."""
     if not names or names[0] != INPUT_NAMES[0] or not set(names) <= set(INPUT_NAMES):
@@ -229,7 +264,7 @@ def _check_inputs(names: list[str], path: Path) -> None:
 
 
 def _session_predict(session: Any, device: torch.device) -> Callable[[Batch], torch.Tensor]:
-    """An onnxruntime session as a Batch -> ab function on torch tensors."""
+    """An onnxruntime session as a Batch -> output function on torch tensors."""
     names = [node.name for node in session.get_inputs()]
 
     def predict(batch: Batch) -> torch.Tensor:
@@ -240,7 +275,7 @@ def _session_predict(session: Any, device: torch.device) -> Callable[[Batch], to
             name: inputs[name].detach().to("cpu", torch.float32).contiguous().numpy()
             for name in names
         }
-        return torch.from_numpy(session.run(None, feed)[0]).to(device)  # (B, 2, h, w)
+        return torch.from_numpy(session.run(None, feed)[0]).to(device)  # (B, 2 or 3, h, w)
 
     return predict
 
@@ -259,13 +294,24 @@ def load_onnx(path: str | Path, device: str = "auto") -> OnnxModel:
     except Exception as err:
         detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise OnnxModelError(f"{path}: cannot load the ONNX model ({detail})") from None
-    image_size, multiple = _metadata(session.get_modelmeta().custom_metadata_map, path)
+    meta = session.get_modelmeta().custom_metadata_map
+    image_size, multiple = _metadata(meta, path)
+    uncertainty, caution = _metadata_uncertainty(meta, path)
     inputs = [node.name for node in session.get_inputs()]
     _check_inputs(inputs, path)
+    channels = session.get_outputs()[0].shape[1]  # 2 or 3 (an int: the exporter fixes it)
+    if isinstance(channels, int) and channels != (3 if uncertainty else 2):
+        raise OnnxModelError(
+            f"{path}: its output has {channels} channels but its metadata says "
+            f"{META_UNCERTAINTY}={str(uncertainty).lower()}; export the checkpoint again"
+        )
     provider = session.get_providers()[0]
     torch_device = torch.device("cpu")
     if provider == "CUDAExecutionProvider" and torch.cuda.is_available():
         # pre- and post-processing beside the model, on its GPU, when this torch has CUDA too
         torch_device = resolve_device("cuda" if device == "auto" else device)
     predict = _session_predict(session, torch_device)
-    return OnnxModel(predict, image_size, multiple, torch_device, provider, "hints" in inputs)
+    return OnnxModel(
+        predict, image_size, multiple, torch_device, provider, "hints" in inputs, uncertainty,
+        caution,
+    )  # fmt: skip

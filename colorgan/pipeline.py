@@ -27,10 +27,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from colorgan import ddp
+from colorgan.batch import Prediction
 from colorgan.colorize import (
     Colorizer,
     Failure,
     Job,
+    check_uncertainty_maps,
     hints_for_jobs,
     join,
     lightness,
@@ -67,11 +69,21 @@ def shard(jobs: Sequence[Job], rank: int, world_size: int) -> list[Job]:
     return list(jobs[rank::world_size])
 
 
-def run_key(model_id: str, size: int | None, fmt: str, hints: Sequence[Hint] | None) -> str:
+def run_key(
+    model_id: str,
+    size: int | None,
+    fmt: str,
+    hints: Sequence[Hint] | None,
+    caution: float = 0.0,
+) -> str:
     """What an output depends on besides its input file: the model, the working size, the
-    format and the image's points, as a short hash (written into each output's tag)."""
+    format, the image's points and the caution it was colorized with (the resolved value), as
+    a short hash (written into each output's tag)."""
     points = [[h.x, h.y, h.color, h.radius] for h in hints or []]
-    text = json.dumps([model_id, size, fmt, points], sort_keys=True, default=str)
+    parts: list[object] = [model_id, size, fmt, points]
+    if caution:  # 0 (no fading) keeps the key of the runs from before caution existed
+        parts.append(caution)
+    text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -92,9 +104,7 @@ def is_complete(job: Job, key: str) -> bool:
         source_time = job.source.stat().st_mtime_ns
     except OSError:
         return False
-    for path in (job.target, job.side_by_side):
-        if path is None:
-            continue
+    for path in job.outputs:
         try:
             if path.stat().st_mtime_ns < source_time or output_key(path) != key:
                 return False
@@ -210,10 +220,11 @@ class Summary:
     failures: list[Failure] = field(default_factory=list)
 
 
-def _finish(job: Job, picture: Picture, ab: torch.Tensor, fmt: str, key: str) -> None:
+def _finish(job: Job, picture: Picture, prediction: Prediction, fmt: str, key: str) -> None:
     """Full-resolution colors (the picture's own L + the model's ab) and the outputs."""
-    rgb = join(lightness(picture.rgb, torch.device("cpu")), ab.cpu())
-    save_results(job, picture, rgb, fmt, key)
+    rgb = join(lightness(picture.rgb, torch.device("cpu")), prediction.ab.cpu())
+    uncertainty = prediction.uncertainty
+    save_results(job, picture, rgb, fmt, key, None if uncertainty is None else uncertainty.cpu())
 
 
 class _Writer:
@@ -225,8 +236,10 @@ class _Writer:
         self.limit, self.fail, self.done = 2 * max(1, workers), fail, done
         self.written = 0
 
-    def submit(self, job: Job, picture: Picture, ab: torch.Tensor, fmt: str, key: str) -> None:
-        self.pending.append((job, self.pool.submit(_finish, job, picture, ab, fmt, key)))
+    def submit(
+        self, job: Job, picture: Picture, prediction: Prediction, fmt: str, key: str
+    ) -> None:
+        self.pending.append((job, self.pool.submit(_finish, job, picture, prediction, fmt, key)))
         while len(self.pending) > self.limit:
             self._collect(*self.pending.pop(0))
 
@@ -249,7 +262,7 @@ class _Writer:
 
 def clean_temporaries(jobs: Sequence[Job]) -> int:
     """Delete the hidden temporaries a killed run left in the output folders; how many."""
-    folders = {path.parent for job in jobs for path in (job.target, job.side_by_side) if path}
+    folders = {path.parent for job in jobs for path in job.outputs}
     removed = 0
     for folder in folders:
         for path in folder.glob(".*.tmp") if folder.is_dir() else ():
@@ -288,11 +301,13 @@ def colorize_folder(
     model_id: str = "",
     on_failure: Callable[[Failure], None] | None = None,
     progress: bool = False,
+    caution: float | None = None,
 ) -> Summary:
     """Colorize `jobs` through the pipeline (see the module's docstring): `workers` decoding
-    processes (0: decode in this process) and as many encoding threads. Outputs complete for
-    the same model (`model_id`), size, format and points are skipped; failures go to
-    `on_failure` and into the summary; the rest go on."""
+    processes (0: decode in this process) and as many encoding threads, with `caution` (see
+    Colorizer.resolve_caution). Outputs complete for the same model (`model_id`), size,
+    format, points and caution are skipped; failures go to `on_failure` and into the summary;
+    the rest go on."""
     summary, hints = Summary(), hints or {}
 
     def fail(path: Path, reason: str) -> None:
@@ -300,16 +315,11 @@ def colorize_folder(
         if on_failure is not None:
             on_failure(summary.failures[-1])
 
-    if max_pixels < 1:
-        raise ColorganError(f"--max-pixels must be positive, got {max_pixels}")
-    if size is not None and size < 1:
-        raise ColorganError(f"--size must be a positive number of pixels, got {size}")
-    if workers < 0:
-        raise ColorganError(f"--workers must be 0 or more, got {workers}")
-    if size is not None:
-        colorizer.check_shape((size, size))  # the least any image needs at this size
+    caution = _check_options(colorizer, jobs, size, max_pixels, workers, caution)
     clean_temporaries(jobs)
-    keys = {job.source: run_key(model_id, size, fmt, hints.get(job.source)) for job in jobs}
+    keys = {
+        job.source: run_key(model_id, size, fmt, hints.get(job.source), caution) for job in jobs
+    }
     todo = _plan(jobs, keys, overwrite, summary, fail)
     bar = tqdm(total=len(todo), desc="colorizing", unit="img", disable=None if progress else True)
     writer = _Writer(workers, fail, lambda: _advance(bar))
@@ -317,16 +327,35 @@ def colorize_folder(
         for group in _decoded_groups(todo, colorizer, size, max_pixels, hints, workers, fail, bar):
             l_small = torch.cat([item.l_small for item in group])  # type: ignore[misc]
             maps = [item.hint_map for item in group]
-            abs_ = colorizer.predict_maps(l_small.to(colorizer.device), _on(maps, colorizer))
-            for item, ab in zip(group, abs_, strict=True):
+            l_small = l_small.to(colorizer.device)
+            predicted = colorizer.predict_maps(l_small, _on(maps, colorizer), caution)
+            for item, prediction in zip(group, predicted, strict=True):
                 job = todo[item.index]
                 assert item.picture is not None
-                writer.submit(job, item.picture, ab, fmt, keys[job.source])
+                writer.submit(job, item.picture, prediction, fmt, keys[job.source])
     finally:
         writer.close()
         bar.close()
     summary.written = writer.written
     return summary
+
+
+def _check_options(
+    colorizer: Colorizer, jobs: Sequence[Job], size: int | None, max_pixels: int,
+    workers: int, caution: float | None,
+) -> float:  # fmt: skip
+    """ColorganError for a bad option (before any work); the caution to colorize with."""
+    if max_pixels < 1:
+        raise ColorganError(f"--max-pixels must be positive, got {max_pixels}")
+    if size is not None and size < 1:
+        raise ColorganError(f"--size must be a positive number of pixels, got {size}")
+    if workers < 0:
+        raise ColorganError(f"--workers must be 0 or more, got {workers}")
+    resolved = colorizer.resolve_caution(caution, "--caution")
+    check_uncertainty_maps(colorizer, jobs)
+    if size is not None:
+        colorizer.check_shape((size, size))  # the least any image needs at this size
+    return resolved
 
 
 def _advance(bar: tqdm) -> None:
@@ -405,6 +434,8 @@ class FolderRun:
     compile_model: bool = False
     quiet: bool = False
     runtime: str = "auto"
+    caution: float | None = None  # None: the model's default (model.caution)
+    uncertainty_map: bool = False  # also write <name>.uncertainty.png
 
 
 def onnx_cache() -> Path:
@@ -463,9 +494,13 @@ def run_colorize(run: FolderRun, report: Callable[[Failure], None]) -> tuple[int
     info, device = ddp.init(run.device)
     try:
         with _signals_interrupt():
-            jobs, failures = plan_jobs(run.inputs, run.out, run.fmt, run.side_by_side)
+            jobs, failures = plan_jobs(
+                run.inputs, run.out, run.fmt, run.side_by_side, run.uncertainty_map
+            )
             hints = hints_for_jobs(jobs, run.hints)
             colorizer = _load(run, device, len(jobs), run.quiet or not info.is_main)
+            colorizer.resolve_caution(run.caution, "--caution")  # usage errors come first
+            check_uncertainty_maps(colorizer, jobs)
             if info.is_main:
                 if colorizer.revision is not None and not run.quiet:
                     print(f"model {colorizer.source}")  # the commit: the run can be repeated
@@ -475,7 +510,7 @@ def run_colorize(run: FolderRun, report: Callable[[Failure], None]) -> tuple[int
             summary = colorize_folder(
                 colorizer, mine, run.fmt, run.size, run.max_pixels, run.workers, hints,
                 run.overwrite, _model_id(run.model, colorizer), report,
-                progress=info.is_main and not run.quiet and len(mine) > 1,
+                progress=info.is_main and not run.quiet and len(mine) > 1, caution=run.caution,
             )  # fmt: skip
         counts = [summary.written, summary.skipped, len(summary.failures)]
         every = ddp.gather_counts(counts, info, device)

@@ -6,6 +6,11 @@ share tensors. Uploads are refused over a byte limit (while reading) and a pixel
 header, before decoding), with a 4xx status and a JSON {"error": reason} the page shows; every
 other error (an unknown route or method, a malformed request, a bug: 500) is JSON too.
 
+POST /api/colorize?size=N takes the image (the body, or a multipart file) with optional
+multipart fields `hints` (a hints file's JSON) and `caution` (0 to 1; also `?caution=C`; absent:
+the model's default); POST /api/uncertainty takes the same and answers the grayscale map of
+where a model.uncertainty model is guessing. GET /api/info says what the model supports.
+
 Connections are guarded in uvicorn's h11 protocol (`_protocol_class`): a request's headers must
 arrive within `header_timeout` seconds and its body within `body_timeout` more, else 408 and the
 connection is closed; at most `max_connections` are open (fewer under a low file limit): a new
@@ -21,14 +26,17 @@ import json
 import math
 import socket
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from colorgan.colorize import Colorizer
+import torch
+
+from colorgan.batch import Prediction
+from colorgan.colorize import Colorizer, join, parse_caution, uncertainty_image
 from colorgan.errors import (
     ColorganError,
     DoesNotFit,
@@ -36,7 +44,7 @@ from colorgan.errors import (
     UnreadableImage,
     UploadRefused,
 )
-from colorgan.files import load_picture, to_image
+from colorgan.files import Picture, load_picture, to_image
 from colorgan.hints import Hint, HintError, hints_from_text
 
 DEFAULT_PORT = 8000
@@ -125,8 +133,12 @@ async def _read_body(stream: AsyncIterator[bytes], declared: str | None, limit: 
     return b"".join(chunks)
 
 
-async def _multipart_file(headers: Any, body: bytes, limit: int) -> tuple[bytes, str | None]:
-    """The first file of a multipart/form-data body, and its `hints` field (JSON), if any."""
+_TEXT_FIELDS = ("hints", "caution")  # the multipart fields that come with the image
+
+
+async def _multipart_file(headers: Any, body: bytes, limit: int) -> tuple[bytes, dict[str, str]]:
+    """The first file of a multipart/form-data body, and its text fields (_TEXT_FIELDS) that
+    are there."""
     from starlette.datastructures import UploadFile
     from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -138,14 +150,18 @@ async def _multipart_file(headers: Any, body: bytes, limit: int) -> tuple[bytes,
         form = await parser.parse()
     except MultiPartException as err:
         raise UploadRefused(400, f"bad multipart upload ({err.message})") from None
-    hints = form.get("hints")
-    if isinstance(hints, UploadFile):
-        hints = (await hints.read()).decode("utf-8", errors="replace")
+    fields = {}
+    for name in _TEXT_FIELDS:
+        value = form.get(name)
+        if isinstance(value, UploadFile):
+            value = (await value.read()).decode("utf-8", errors="replace")
+        if value is not None:
+            fields[name] = value
     for name, value in form.multi_items():
-        if isinstance(value, UploadFile) and name != "hints":
+        if isinstance(value, UploadFile) and name not in _TEXT_FIELDS:
             data = await value.read()
             await value.close()
-            return data, hints
+            return data, fields
     raise UploadRefused(400, "no file in the multipart upload: send it as a form file field")
 
 
@@ -159,44 +175,107 @@ def parse_hints(text: str | None) -> list[Hint] | None:
         raise UploadRefused(400, str(err)) from None
 
 
+def parse_caution_field(field: str | None, query: str | None) -> float | None:
+    """The `caution` form field or ?caution= (not both) -> a number from 0 to 1, or None (the
+    model's default); 400 otherwise."""
+    if field is not None and query is not None:
+        raise UploadRefused(400, "caution given twice: send it as a form field or in the query")
+    text = field if field is not None else query
+    if text is None or not text.strip():
+        return None
+    try:
+        return parse_caution(text)
+    except ColorganError as err:
+        raise UploadRefused(400, str(err)) from None
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One request's image file and what came with it, checked."""
+
+    data: bytes
+    hints: list[Hint] | None = None
+    caution: float | None = None  # None: the model's default
+
+
+def _predict(
+    colorizer: Colorizer, upload: Upload, size: int, max_pixels: int
+) -> tuple[Picture, torch.Tensor, Prediction]:
+    """Decode the upload (files.py) and run the model: (the picture, its full-resolution l,
+    the Prediction), every refusal an UploadRefused."""
+    if not upload.data:
+        raise UploadRefused(400, "empty upload: send an image file as the request body")
+    try:
+        picture = load_picture(io.BytesIO(upload.data), max_pixels)
+    except UnreadableImage as err:
+        status = 413 if "over the limit" in str(err) else 400
+        raise UploadRefused(status, str(err)) from None
+    hints = [upload.hints] if upload.hints else None
+    try:
+        caution = colorizer.resolve_caution(upload.caution)
+        [(l, prediction)] = colorizer.predict_pictures([picture], size, hints, caution)
+    except HintError as err:  # a point outside the image, or a model without hints
+        raise UploadRefused(400, str(err)) from None
+    except DoesNotFit as err:  # the working size needs more memory than is free
+        raise UploadRefused(413, str(err)) from None
+    except ColorganError as err:  # a caution for a model without uncertainty
+        raise UploadRefused(400, str(err)) from None
+    return picture, l, prediction
+
+
+def _png(image: Any) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
 def colorize_bytes(
     colorizer: Colorizer,
     data: bytes,
     size: int,
     max_pixels: int,
     hints: list[Hint] | None = None,
+    caution: float | None = None,
 ) -> bytes:
-    """Image file bytes (and color points) -> the colorized PNG (alpha kept), through
-    files.py's decoding."""
-    if not data:
-        raise UploadRefused(400, "empty upload: send an image file as the request body")
-    try:
-        picture = load_picture(io.BytesIO(data), max_pixels)
-    except UnreadableImage as err:
-        status = 413 if "over the limit" in str(err) else 400
-        raise UploadRefused(status, str(err)) from None
-    try:
-        rgb = colorizer.colorize_pictures([picture], size, [hints] if hints else None)[0]
-    except HintError as err:  # a point outside the image, or a model without hints
-        raise UploadRefused(400, str(err)) from None
-    except DoesNotFit as err:  # the working size needs more memory than is free
-        raise UploadRefused(413, str(err)) from None
-    out = io.BytesIO()
-    to_image(rgb, picture.alpha).save(out, format="PNG")
-    return out.getvalue()
+    """Image file bytes (and color points, and the caution) -> the colorized PNG (alpha kept),
+    through files.py's decoding."""
+    picture, l, prediction = _predict(colorizer, Upload(data, hints, caution), size, max_pixels)
+    return _png(to_image(join(l, prediction.ab), picture.alpha))
 
 
-async def _upload(request: Any, limits: Limits) -> tuple[bytes, list[Hint] | None]:
-    """The uploaded image's bytes (a raw body or a multipart file) and its points, checked."""
+def uncertainty_bytes(
+    colorizer: Colorizer,
+    data: bytes,
+    size: int,
+    max_pixels: int,
+    hints: list[Hint] | None = None,
+) -> bytes:
+    """Image file bytes (and color points) -> the PNG of the model's uncertainty map at the
+    image's size (grayscale: black where it is sure, white where it is guessing)."""
+    if not colorizer.uncertainty:
+        raise UploadRefused(
+            400,
+            "this model does not predict how sure it is (model.uncertainty=false); the map "
+            "needs one trained with --set model.uncertainty=true",
+        )
+    _, l, prediction = _predict(colorizer, Upload(data, hints), size, max_pixels)
+    assert prediction.uncertainty is not None
+    return _png(uncertainty_image(prediction.uncertainty, (l.shape[2], l.shape[3])))
+
+
+async def _upload(request: Any, limits: Limits) -> Upload:
+    """The uploaded image's bytes (a raw body or a multipart file), its points and caution,
+    checked."""
     limit = limits.max_upload_bytes + _MULTIPART_SLACK
     body = await _read_body(request.stream(), request.headers.get("content-length"), limit)
-    hints_text = None
+    fields: dict[str, str] = {}
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        body, hints_text = await _multipart_file(request.headers, body, limits.max_upload_bytes)
-    hints = parse_hints(hints_text)
+        body, fields = await _multipart_file(request.headers, body, limits.max_upload_bytes)
+    hints = parse_hints(fields.get("hints"))
+    caution = parse_caution_field(fields.get("caution"), request.query_params.get("caution"))
     if len(body) > limits.max_upload_bytes:
         raise UploadRefused(413, f"upload over the limit of {limits.max_upload_bytes:,} bytes")
-    return body, hints
+    return Upload(body, hints, caution)
 
 
 def _json_error(status: int, reason: str, headers: Mapping[str, str] | None = None) -> Any:
@@ -223,12 +302,48 @@ def _error_handlers() -> dict[Any, Any]:
     return {HTTPException: http_error, Exception: server_error}
 
 
+def model_info(colorizer: Colorizer, limits: Limits) -> dict[str, Any]:
+    """GET /api/info: the model's working size and what it supports (color points, caution),
+    and the limits."""
+    return {
+        "image_size": colorizer.image_size,
+        "multiple": colorizer.multiple,
+        "max_size": limits.max_size,
+        "max_upload_bytes": limits.max_upload_bytes,
+        "max_pixels": limits.max_pixels,
+        "hints": colorizer.hints,
+        "uncertainty": colorizer.uncertainty,
+        "caution": colorizer.caution if colorizer.uncertainty else None,
+    }
+
+
+def _png_route(work: Callable[[Upload, int], bytes], colorizer: Colorizer, limits: Limits) -> Any:
+    """A POST endpoint: the upload and ?size=, checked, through `work` (in a worker thread)
+    -> the PNG it makes; refusals as JSON."""
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import ClientDisconnect, Request
+    from starlette.responses import Response
+
+    async def answer(request: Request) -> Response:
+        try:
+            size = _working_size(request.query_params.get("size"), colorizer, limits)
+            upload = await _upload(request, limits)
+            png = await run_in_threadpool(work, upload, size)
+        except UploadRefused as err:
+            return _json_error(err.status, str(err))
+        except ClientDisconnect:  # gone, or closed for a stalled body (and answered 408)
+            return _json_error(400, "the client closed the connection")  # goes nowhere
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+    return answer
+
+
 def create_app(colorizer: Colorizer, limits: Limits | None = None) -> Any:
-    """The Starlette app: GET / (the page), GET /api/info, POST /api/colorize?size=N."""
+    """The Starlette app: GET / (the page), GET /api/info, POST /api/colorize?size=N and
+    POST /api/uncertainty?size=N."""
     try:
         from starlette.applications import Starlette
-        from starlette.concurrency import run_in_threadpool
-        from starlette.requests import ClientDisconnect, Request
+        from starlette.requests import Request
         from starlette.responses import HTMLResponse, JSONResponse, Response
         from starlette.routing import Route
     except ImportError:
@@ -239,40 +354,29 @@ def create_app(colorizer: Colorizer, limits: Limits | None = None) -> Any:
     lock = threading.Lock()  # one model: requests take turns, each with its own tensors
     html = page()
 
-    def colorize_locked(data: bytes, size: int, hints: list[Hint] | None) -> bytes:
+    def colorize_locked(upload: Upload, size: int) -> bytes:
         with lock:
-            return colorize_bytes(colorizer, data, size, limits.max_pixels, hints)
+            return colorize_bytes(
+                colorizer, upload.data, size, limits.max_pixels, upload.hints, upload.caution
+            )
+
+    def uncertainty_locked(upload: Upload, size: int) -> bytes:
+        with lock:
+            return uncertainty_bytes(colorizer, upload.data, size, limits.max_pixels, upload.hints)
 
     async def index(request: Request) -> Response:
         return HTMLResponse(html)
 
     async def info(request: Request) -> Response:
-        return JSONResponse(
-            {
-                "image_size": colorizer.image_size,
-                "multiple": colorizer.multiple,
-                "max_size": limits.max_size,
-                "max_upload_bytes": limits.max_upload_bytes,
-                "max_pixels": limits.max_pixels,
-                "hints": colorizer.hints,
-            }
-        )
-
-    async def colorize(request: Request) -> Response:
-        try:
-            size = _working_size(request.query_params.get("size"), colorizer, limits)
-            body, hints = await _upload(request, limits)
-            png = await run_in_threadpool(colorize_locked, body, size, hints)
-        except UploadRefused as err:
-            return _json_error(err.status, str(err))
-        except ClientDisconnect:  # gone, or closed for a stalled body (and answered 408)
-            return _json_error(400, "the client closed the connection")  # goes nowhere
-        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+        return JSONResponse(model_info(colorizer, limits))
 
     routes = [
         Route("/", index),
         Route("/api/info", info),
-        Route("/api/colorize", colorize, methods=["POST"]),
+        Route("/api/colorize", _png_route(colorize_locked, colorizer, limits), methods=["POST"]),
+        Route(
+            "/api/uncertainty", _png_route(uncertainty_locked, colorizer, limits), methods=["POST"]
+        ),
     ]
     return Starlette(routes=routes, exception_handlers=_error_handlers())
 

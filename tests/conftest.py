@@ -104,3 +104,32 @@ def write_color_folder(root: Path, count: int, size: tuple[int, int] = (48, 40))
 def color_folder(tmp_path: Path) -> Path:
     """A folder of 20 small generated color images."""
     return write_color_folder(tmp_path / "images", 20)
+
+
+def make_uncertainty_checkpoint(path: Path, caution: float = 0.25, hints: bool = False) -> Path:
+    """An untrained 32 px checkpoint with model.uncertainty (from-scratch U-Net, width 8, depth
+    3, the orange cast of AB_BIAS; with `hints`, model.hints too) whose uncertainty head is set
+    by hand: the largest scale it gives where the image is light (l > 0.6), the smallest where
+    it is dark (l < 0.4); its novelty is unfitted (a factor of 1). Its default caution is
+    `caution`."""
+    settings = [*UNET, "data.image_size=32", "model.base_channels=8", "model.depth=3"]
+    settings += ["model.uncertainty=true", f"model.caution={caution}", f"model.hints={hints}"]
+    config = load_config(None, settings)
+    torch.manual_seed(0)
+    generator = build_generator(config.model)
+    head = generator.uncertainty["head"].layers  # conv 3x3 (16 -> 16), ReLU, conv-T (16 -> 1)
+    with torch.no_grad():
+        generator.head[0].bias.copy_(torch.tensor(AB_BIAS))
+        first = generator.down[0][0]  # its output (after a LeakyReLU) is the last skip: x[:, 8:]
+        first.weight[0].zero_()
+        first.weight[0, 0].fill_(1 / 16)  # channel 0: the mean of l over each 4x4 window
+        first.bias[0] = 0.0
+        for layer in (head[0], head[2]):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        head[0].weight[0, 8, 1, 1] = 1.0  # that mean, where it is positive
+        # the centre 2x2 of the 4x4 kernel: one tap for every output pixel, borders too
+        head[2].weight[0, 0, 1:3, 1:3] = 40.0  # 40 x the mean - 10: the head's log scale
+        head[2].bias.fill_(-10.0)
+    save_checkpoint({"config": to_dict(config), "generator": generator.state_dict()}, path)
+    return path

@@ -1,6 +1,7 @@
 """The `colorgan serve` page in headless Chromium (Playwright driving Debian's /usr/bin/chromium):
 upload and drop images, get colorized results of the right size, download, broken uploads; with a
-model that takes color points: place, move, remove, save and load points, the eyedropper.
+model that takes color points: place, move, remove, save and load points, the eyedropper; with a
+model that predicts its uncertainty: the caution slider and the "where it is guessing" overlay.
 
 Skipped only when Chromium or Playwright is missing and COLORGAN_REQUIRE_BROWSER is not 1 (CI
 sets it, after installing Chromium). COLORGAN_SCREENSHOT=PATH saves a screenshot of the page
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from tests.conftest import make_hint_checkpoint, make_tiny_checkpoint
+from tests.conftest import make_hint_checkpoint, make_tiny_checkpoint, make_uncertainty_checkpoint
 from tests.test_serve import start_server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -85,13 +86,26 @@ def hint_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield from served(make_hint_checkpoint(tmp_path_factory.mktemp("browser") / "hints.pt"))
 
 
-# records the `hints` field of each multipart request the page sends (Playwright does not give
-# the body of a request that holds a file)
+@pytest.fixture(scope="module")
+def unsure_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A tiny checkpoint with model.uncertainty (sure where dark, guessing where light)."""
+    path = tmp_path_factory.mktemp("browser") / "unsure.pt"
+    yield from served(make_uncertainty_checkpoint(path, caution=0.25))
+
+
+# records the `hints` and `caution` fields of each multipart request the page sends (Playwright
+# does not give the body of a request that holds a file), and every URL it fetches
 RECORD_HINTS = """
     window.sentHints = [];
+    window.sentCautions = [];
+    window.fetched = [];
     const send = window.fetch;
     window.fetch = (url, options) => {
-        if (options && options.body instanceof FormData) sentHints.push(options.body.get("hints"));
+        fetched.push(String(url));
+        if (options && options.body instanceof FormData) {
+            sentHints.push(options.body.get("hints"));
+            sentCautions.push(options.body.get("caution"));
+        }
         return send(url, options);
     };
 """
@@ -116,6 +130,11 @@ def page(browser: Any, url: str) -> Iterator[Any]:
 @pytest.fixture
 def hint_page(browser: Any, hint_url: str) -> Iterator[Any]:
     yield from open_page(browser, hint_url)
+
+
+@pytest.fixture
+def unsure_page(browser: Any, unsure_url: str) -> Iterator[Any]:
+    yield from open_page(browser, unsure_url)
 
 
 def scene(size: tuple[int, int]) -> Image.Image:
@@ -378,3 +397,76 @@ def test_a_model_without_points_has_no_point_tools(page: Any, tmp_path: Path) ->
     assert "trained without color points" in page.inner_text("#points-note")
     assert page.locator(".card .points").count() == 0
     assert page.locator(".card .save-points").count() == 0
+
+
+# ---- caution and the uncertainty map (a model with model.uncertainty) ----
+
+
+def halves(size: tuple[int, int]) -> Image.Image:
+    """Gray: dark on the left (the test model is sure there), light on the right (it is not)."""
+    gray = np.full((size[1], size[0]), 40, dtype=np.uint8)
+    gray[:, size[0] // 2 :] = 230
+    return Image.fromarray(gray)
+
+
+def guess_alpha(page: Any, points: list[tuple[int, int]]) -> list[int]:
+    """The overlay canvas's size, then its opacity (0-255) at each (x, y) image pixel."""
+    return page.eval_on_selector(
+        ".card canvas.guess",
+        """(canvas, points) => {
+            const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
+            return [canvas.width, canvas.height,
+                    ...points.map(([x, y]) => data.data[(y * canvas.width + x) * 4 + 3])];
+        }""",
+        points,
+    )
+
+
+def test_the_caution_slider_and_the_guessing_overlay(unsure_page: Any, tmp_path: Path) -> None:
+    page = unsure_page
+    assert page.is_visible("#caution-tools") and not page.is_visible("#caution-note")
+    assert page.input_value("#caution") == "0.25"  # the model's model.caution
+    assert page.inner_text("#caution-value") == "0.25"
+    page.set_input_files("#files", str(png_file(tmp_path / "halves.png", halves(PICTURE))))
+    assert result_sizes(page, 1) == [list(PICTURE)]
+    wait_results(page, 1)
+    faded = shown_result(page)
+    dark, light = (slice(8, 56), slice(6, 40)), (slice(8, 56), slice(56, 90))
+    assert np.ptp(faded[light], axis=2).max() < 12  # unsure there: nearly gray at 0.25
+    assert np.ptp(faded[dark], axis=2).min() > 20  # sure: the model's colors
+
+    page.fill("#caution", "0")  # the result follows the slider
+    wait_results(page, 2)
+    colored = shown_result(page)
+    assert page.evaluate("sentCautions") == ["0.25", "0"]
+    assert page.inner_text("#caution-value") == "0.00"
+    assert np.ptp(colored[light], axis=2).min() > 30  # the model's own colors again
+    assert np.abs(colored[dark] - faded[dark]).max() <= 1  # L and the sure colors: as before
+
+    assert not page.is_visible(".card canvas.guess")
+    with page.expect_response(lambda r: "api/uncertainty?size=32" in r.url) as response:
+        page.check("#guessing")
+    assert response.value.status == 200
+    page.wait_for_function("document.querySelector('.card').dataset.map === 'shown'")
+    assert page.is_visible(".card canvas.guess")
+    width, height, at_dark, at_light = guess_alpha(page, [(20, 32), (75, 32)])
+    assert (width, height) == PICTURE and at_dark < 10 and at_light > 150  # red where guessing
+    if os.environ.get("COLORGAN_SCREENSHOT"):
+        page.set_viewport_size({"width": 760, "height": 560})
+        page.screenshot(path=os.environ["COLORGAN_SCREENSHOT"], full_page=True)
+
+    page.fill("#caution", "1")  # caution changes the colors, not the map: no new map request
+    wait_results(page, 3)
+    assert np.ptp(shown_result(page)[light], axis=2).max() < 4
+    assert sum("api/uncertainty" in url for url in page.evaluate("fetched")) == 1
+    page.uncheck("#guessing")
+    assert not page.is_visible(".card canvas.guess")
+
+
+def test_a_model_without_uncertainty_has_no_caution_control(page: Any, tmp_path: Path) -> None:
+    assert not page.is_visible("#caution-tools")
+    assert "does not say how sure it is" in page.inner_text("#caution-note")
+    page.set_input_files("#files", str(png_file(tmp_path / "scene.png", scene(PICTURE))))
+    assert result_sizes(page, 1) == [list(PICTURE)]
+    assert page.evaluate("sentCautions") == []  # the image alone, as the raw body
+    assert page.locator(".card canvas.guess").is_hidden()

@@ -71,6 +71,8 @@ def test_page_and_info(client: TestClient) -> None:
         "max_upload_bytes": 20_000,
         "max_pixels": 40_000,
         "hints": False,
+        "uncertainty": False,
+        "caution": None,
     }
 
 
