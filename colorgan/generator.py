@@ -19,7 +19,7 @@ from torch import nn
 from colorgan.config import ModelConfig
 from colorgan.hints import HINT_CHANNELS, no_points
 from colorgan.lite0 import STEM_CHANNELS, TAP_CHANNELS, load_lite0, to_input
-from colorgan.uncertainty import Novelty, UncertaintyHead
+from colorgan.uncertainty import GUESS_ERROR, Novelty, UncertaintyHead
 
 Norm = str  # "batch" | "instance" | "none"
 OUTPUT_STRIDES = (1, 2, 4)  # Lite0UNet's: where it predicts ab (1: at full resolution)
@@ -170,12 +170,14 @@ def _uncertainty_parts(channels: int, upscale: int, style_channels: int) -> nn.M
 def _with_uncertainty(
     parts: nn.ModuleDict, ab: torch.Tensor, last: torch.Tensor, styled: torch.Tensor
 ) -> torch.Tensor:
-    """(B, 3, H, W): `ab` and the uncertainty u = Laplace scale x the image's novelty factor
-    (uncertainty.py); `last` feeds the head, `styled` (the stride-8 features) the novelty."""
+    """(B, 3, H, W): `ab` and the uncertainty u = b + p * GUESS_ERROR * |ab| (uncertainty.py):
+    `last` feeds the head (b), `styled` (the stride-8 features) the novelty (p)."""
     scale = parts["head"](last)
     if scale.shape[-2:] != ab.shape[-2:]:  # predicted at the output stride
         scale = F.interpolate(scale, size=ab.shape[-2:], mode="bilinear", align_corners=False)
-    return torch.cat([ab, (scale * parts["novelty"](styled)).to(ab.dtype)], dim=1)
+    chroma = ab.detach().float().square().sum(dim=1, keepdim=True).sqrt()
+    guess = parts["novelty"](styled) * GUESS_ERROR * chroma
+    return torch.cat([ab, (scale + guess).to(ab.dtype)], dim=1)
 
 
 def _hint_map(l: torch.Tensor, hints: torch.Tensor | None) -> torch.Tensor:

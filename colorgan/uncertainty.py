@@ -3,17 +3,26 @@
 A generator built with `model.uncertainty` also outputs, per pixel, a scale `u` > 0: its
 predicted mean absolute error of each ab channel, in ab's units (Lab ab / 110). It has two parts:
 
-* the Laplace scale of Kendall and Gal (2017), a small head trained with the negative
-  log-likelihood of the truth's ab under Laplace(ab_fake, b) (`laplace_nll`). The head reads
+* the Laplace scale b of Kendall and Gal (2017): a small head that predicts each pixel's mean
+  |ab error|, the maximum-likelihood Laplace scale, by regressing the actual |ab error| with a
+  squared loss (`scale_loss`). That has the optimum of their negative log-likelihood but
+  bounded gradients: trained with the NLL itself, |e| / b spiked wherever b had become small
+  (docs/RESULTS.md), and one spike stalls Adam for hundreds of steps. The head reads
   the generator's last features *detached*, and its weights are drawn from their own random
   stream, so it never changes the colors: with the same seed, a model with the head paints
   exactly what one without it paints. It learns the ambiguity seen in training (hair, eyes,
   clothes are uncertain, skin and outlines are not).
-* a novelty factor (`Novelty`): how unlike the training images the encoder's deepest features
-  are, as a standardized distance from their training statistics (fitted once after training,
-  `fit_novelty`). The Laplace head cannot know where it has never been; this is where the damage
-  is (another drawing style, photos for an anime model). `u` is `b * max(1, z) ** NOVELTY_POWER`
-  with `z` the distance in units of the training images' own NOVELTY_QUANTILE.
+* the image's novelty (`Novelty`): how unlike the training images it is, as the Mahalanobis
+  distance `z` of its stride-8 feature style (channel means and spreads) from the training
+  images' (fitted at the end of every epoch, `fit_novelty`), in units of the training images'
+  own NOVELTY_QUANTILE. The head cannot know where it has never been, and that is where the
+  damage is (another drawing style, photos for an anime model): there every color is a guess,
+  whose error grows with how much color it paints. So with p = clamp((z - NOVELTY_START) /
+  NOVELTY_RAMP, 0, 1), the chance that the image is outside what the model knows,
+
+      u = b + p * GUESS_ERROR * |ab|.
+
+  On training-like images (z < NOVELTY_START) u is b alone.
 
 `caution` in [0, 1] fades colors toward gray where `u` is large against the color itself:
 each pixel's ab is multiplied by |ab|^2 / (|ab|^2 + caution * (2u)^2), the Wiener factor of a
@@ -32,19 +41,26 @@ from torch import nn
 
 from colorgan.color import AB_SCALE
 
-MIN_SCALE = 1e-3  # the smallest Laplace scale the head gives (ab units): keeps the NLL finite
-MAX_SCALE = 2.0  # and the largest (ab spans about [-1, 1])
+# the head's scale lies in (MIN_SCALE, MAX_SCALE) (ab units: 1.1 to 220 Lab units); bounded, so a
+# step whose features are far off its training ones costs a bounded loss (unbounded, such steps
+# made an epoch's mean scale loss 2,000 times its usual value)
+MIN_SCALE, MAX_SCALE = 0.01, 2.0
 INITIAL_SCALE = 0.1  # the head's scale before training (~ a trained model's mean |ab error|)
 NOVELTY_QUANTILE = 0.95  # the training images' distance quantile that `Novelty` scales to 1
-NOVELTY_POWER = 4.0  # u grows with the 4th power of the distance beyond it
+# p rises from 0 at 1.1x that distance to 1 at 1.3x (chosen on docs/RESULTS.md's sets: anime/val
+# images lie at a median 0.81, anime/unseen 0.86, photos 1.33-1.37, see "Knowing when it is
+# guessing")
+NOVELTY_START, NOVELTY_RAMP = 1.1, 0.2
+GUESS_ERROR = 2.0  # a guess's mean |ab error| per channel, as a multiple of its |ab|
 MAP_FULL_SCALE = 25.0  # the uncertainty map is white at this mean |ab error| (Lab units) or more
 
 
-def laplace_nll(scale: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
-    """Mean negative log-likelihood (less log 2) of `error` (B, C, H, W) under a zero-mean
-    Laplace of `scale` (B, 1, H, W), shared by the channels; in fp32."""
-    scale = scale.float()
-    return (error.float().abs() / scale + scale.log()).mean()
+def scale_loss(scale: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
+    """What trains the head: the mean squared difference between `scale` (B, 1, H, W) and the
+    actual mean |error| over the channels of `error` (B, C, H, W), in fp32. Its minimum is the
+    conditional mean |error|: the Laplace NLL's maximum-likelihood scale."""
+    target = error.float().abs().mean(dim=1, keepdim=True)
+    return (scale.float() - target).square().mean()
 
 
 def fade(ab: torch.Tensor, uncertainty: torch.Tensor, caution: float) -> torch.Tensor:
@@ -70,8 +86,11 @@ def uncertainty_map(uncertainty: torch.Tensor) -> torch.Tensor:
 class UncertaintyHead(nn.Module):
     """Predicts the Laplace scale from the generator's last features (detached), at
     `upscale` times their resolution (a transposed conv for the from-scratch U-Net, 2). The
-    scale is exp of the output, starting at INITIAL_SCALE everywhere: the log-scale's gradient
-    is well-sized at any error, and the head need not first unlearn a far-off start."""
+    scale is a sigmoid of the output between MIN_SCALE and MAX_SCALE, starting at
+    INITIAL_SCALE everywhere (the head need not first unlearn a far-off start), and never
+    clamped (a clamp's zero gradient would hold a pixel at the bound for good). Its input
+    is normalised (BatchNorm without affine): the features it reads keep changing scale while
+    the generator trains, and the head would chase them."""
 
     def __init__(self, channels: int, upscale: int = 1, hidden: int = 16) -> None:
         super().__init__()
@@ -85,14 +104,19 @@ class UncertaintyHead(nn.Module):
                 else nn.ConvTranspose2d(hidden, 1, 2 * upscale, upscale, upscale // 2)
             )
             nn.init.normal_(last.weight, 0.0, 0.01)
-            nn.init.constant_(last.bias, math.log(INITIAL_SCALE))  # type: ignore[arg-type]
+            fraction = (INITIAL_SCALE - MIN_SCALE) / (MAX_SCALE - MIN_SCALE)
+            start = math.log(fraction / (1 - fraction))  # the sigmoid's input for it
+            nn.init.constant_(last.bias, start)  # type: ignore[arg-type]
             self.layers = nn.Sequential(
-                nn.Conv2d(channels, hidden, 3, padding=1), nn.ReLU(inplace=True), last
+                nn.BatchNorm2d(channels, affine=False),
+                nn.Conv2d(channels, hidden, 3, padding=1),
+                nn.ReLU(inplace=True),
+                last,
             )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        log_scale = self.layers(features.detach()).float()
-        return log_scale.clamp(math.log(MIN_SCALE), math.log(MAX_SCALE)).exp()
+        raw = self.layers(features.detach()).float()
+        return MIN_SCALE + (MAX_SCALE - MIN_SCALE) * torch.sigmoid(raw)
 
 
 def style(features: torch.Tensor) -> torch.Tensor:
@@ -108,8 +132,8 @@ class Novelty(nn.Module):
     """How unlike the training images an image is, from a feature map (B, C, h, w) of it: the
     Mahalanobis distance of its style statistics (`style`) from the training images', over the
     training images' own NOVELTY_QUANTILE of that distance (so 1 or less on most training-like
-    images). Its factor is max(1, that) ** NOVELTY_POWER, (B, 1, 1, 1). Until `fit_novelty`
-    has run, the factor is 1."""
+    images). Its output is p = clamp((that - NOVELTY_START) / NOVELTY_RAMP, 0, 1), (B, 1, 1, 1):
+    how surely the image is outside what the model knows. Until `fit_novelty` has run, p is 0."""
 
     mean: torch.Tensor
     precision: torch.Tensor
@@ -131,8 +155,8 @@ class Novelty(nn.Module):
         return ((centred @ self.precision) * centred).sum(dim=1).clamp_min(0.0).sqrt()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        z = self.distance(features) / self.scale
-        return z.clamp_min(1.0).pow(NOVELTY_POWER).view(-1, 1, 1, 1)
+        z = self.distance(features) / self.scale  # unfitted (precision 0): 0, so p = 0
+        return ((z - NOVELTY_START) / NOVELTY_RAMP).clamp(0.0, 1.0).view(-1, 1, 1, 1)
 
 
 NOVELTY_IMAGES = 1024  # training images whose style fits `Novelty` (seconds at 64 px)

@@ -117,19 +117,21 @@ def make_uncertainty_checkpoint(path: Path, caution: float = 0.25, hints: bool =
     config = load_config(None, settings)
     torch.manual_seed(0)
     generator = build_generator(config.model)
-    head = generator.uncertainty["head"].layers  # conv 3x3 (16 -> 16), ReLU, conv-T (16 -> 1)
+    # BatchNorm (fresh statistics: the identity in eval mode), conv 3x3 (16 -> 16), ReLU,
+    # conv-T (16 -> 1)
+    head = generator.uncertainty["head"].layers
     with torch.no_grad():
         generator.head[0].bias.copy_(torch.tensor(AB_BIAS))
         first = generator.down[0][0]  # its output (after a LeakyReLU) is the last skip: x[:, 8:]
         first.weight[0].zero_()
         first.weight[0, 0].fill_(1 / 16)  # channel 0: the mean of l over each 4x4 window
         first.bias[0] = 0.0
-        for layer in (head[0], head[2]):
+        for layer in (head[1], head[3]):
             layer.weight.zero_()
             layer.bias.zero_()
-        head[0].weight[0, 8, 1, 1] = 1.0  # that mean, where it is positive
+        head[1].weight[0, 8, 1, 1] = 1.0  # that mean, where it is positive
         # the centre 2x2 of the 4x4 kernel: one tap for every output pixel, borders too
-        head[2].weight[0, 0, 1:3, 1:3] = 40.0  # 40 x the mean - 10: the head's log scale
-        head[2].bias.fill_(-10.0)
+        head[3].weight[0, 0, 1:3, 1:3] = 40.0  # 40 x the mean - 10: the scale is its sigmoid
+        head[3].bias.fill_(-10.0)
     save_checkpoint({"config": to_dict(config), "generator": generator.state_dict()}, path)
     return path

@@ -21,7 +21,7 @@ from colorgan.uncertainty import (
     Novelty,
     fade,
     fit_novelty,
-    laplace_nll,
+    scale_loss,
     uncertainty_map,
 )
 from tests.conftest import SMALL_STEP, train_args, write_color_folder
@@ -69,14 +69,15 @@ def test_the_head_never_changes_the_colors() -> None:
     for key, value in plain.generator.state_dict().items():
         assert torch.equal(value, unc.generator.state_dict()[key]), key
     assert [r["g_l1"] for r in plain_rows] == [r["g_l1"] for r in unc_rows]
-    assert all(r["g_nll"] == 0.0 for r in plain_rows)
-    assert unc_rows[-1]["g_nll"] < unc_rows[0]["g_nll"]  # the head itself learns
+    assert all(r["g_scale"] == 0.0 for r in plain_rows)
+    assert unc_rows[-1]["g_scale"] < unc_rows[0]["g_scale"]  # the head itself learns
 
 
-def test_laplace_nll_is_lowest_at_the_mean_absolute_error() -> None:
+def test_the_scale_loss_is_lowest_at_the_mean_absolute_error() -> None:
+    # the Laplace negative log-likelihood's maximum-likelihood scale
     error = torch.tensor([0.1, -0.3, 0.2, -0.2]).view(1, 4, 1, 1)  # mean |e| = 0.2
-    losses = {s: float(laplace_nll(torch.full((1, 1, 1, 1), s), error)) for s in (0.1, 0.2, 0.4)}
-    assert losses[0.2] < losses[0.1] and losses[0.2] < losses[0.4]
+    losses = {s: float(scale_loss(torch.full((1, 1, 1, 1), s), error)) for s in (0.1, 0.2, 0.4)}
+    assert losses[0.2] == 0.0 and losses[0.1] > 0 and losses[0.4] > losses[0.1]
 
 
 def test_fade_keeps_sure_colors_and_fades_unsure_ones() -> None:
@@ -98,7 +99,7 @@ def test_uncertainty_map_is_black_when_sure_and_white_when_guessing() -> None:
     assert levels.dtype == torch.uint8 and levels.flatten().tolist() == [0, 255]
 
 
-def test_novelty_is_one_on_training_like_features_and_grows_off_them() -> None:
+def test_novelty_is_zero_on_training_like_features_and_one_far_off_them() -> None:
     novelty = Novelty(4)
     # 200 images' features (B, 4, 8, 8) of random style: per-image channel means and spreads
     gen = torch.Generator().manual_seed(0)
@@ -107,7 +108,7 @@ def test_novelty_is_one_on_training_like_features_and_grows_off_them() -> None:
         torch.rand(200, 4, 1, 1, generator=gen) + 0.5,
     )
     train = means + spreads * torch.randn(200, 4, 8, 8, generator=gen)
-    assert torch.equal(novelty(train), torch.ones(200, 1, 1, 1))  # not fitted: no factor
+    assert torch.equal(novelty(train), torch.zeros(200, 1, 1, 1))  # not fitted: never novel
 
     class Features(torch.nn.Module):
         def __init__(self) -> None:
@@ -119,10 +120,9 @@ def test_novelty_is_one_on_training_like_features_and_grows_off_them() -> None:
 
     assert fit_novelty(Features(), [(train[i : i + 50],) for i in range(0, 200, 50)]) == 200
     assert novelty.fitted
-    inside = novelty(train)
-    assert (inside >= 1).all() and (inside == 1).float().mean() >= 0.9  # the 95% quantile
-    assert novelty(train * 4).min() > 4  # another style (4x the spread): far beyond training
-    assert novelty(train + 6).min() > 4  # (shifted means)
+    assert (novelty(train) == 0).float().mean() >= 0.95  # within 1.1x the 95% quantile
+    assert torch.equal(novelty(train * 4), torch.ones(200, 1, 1, 1))  # another style (spread)
+    assert torch.equal(novelty(train + 6), torch.ones(200, 1, 1, 1))  # (shifted means)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,7 @@ def test_training_fits_the_novelty_into_the_checkpoint(uncertainty_run: tuple[Pa
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["generator"]["uncertainty.novelty.precision"].abs().sum() > 0
     rows = [json.loads(line) for line in (checkpoint.parents[1] / "metrics.jsonl").open()]
-    assert all(isinstance(row["g_nll"], float) for row in rows)
+    assert all(isinstance(row["g_scale"], float) for row in rows)
 
 
 def test_evaluate_reports_by_caution_and_the_calibration(
