@@ -37,11 +37,11 @@ from colorgan.losses import (
 from colorgan.run import Run, check_run_dir, interrupt, open_run, start_fresh, stop_on_signals
 from colorgan.runlog import EpochMeter, log_start, run_logging
 from colorgan.state import State
-from colorgan.uncertainty import fit_novelty, scale_loss
+from colorgan.uncertainty import fit_novelty, laplace_nll
 
 log = logging.getLogger("colorgan")
 
-LOSS_KEYS = ("g_adv", "g_l1", "g_perceptual", "g_scale", "g_total", "d_real", "d_fake", "d_total")
+LOSS_KEYS = ("g_adv", "g_l1", "g_perceptual", "g_nll", "g_total", "d_real", "d_fake", "d_total")
 _D_KEYS = ("g_adv", "d_real", "d_fake", "d_total")  # null in the metrics while D is off
 # errno values that mean "this file cannot be written": the run fails with WriteFailed
 _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
@@ -177,10 +177,10 @@ def d_step(state: State, batch: Batch, ab_fake: torch.Tensor) -> dict[str, torch
 
 def g_step(state: State, batch: Batch, prediction: Prediction) -> dict[str, torch.Tensor]:
     """One generator update: adversarial + λ1·L1 + λ2·perceptual, + with model.uncertainty the
-    uncertainty head's scale loss, which trains that head alone (uncertainty.py)."""
+    Laplace NLL of the truth's ab, which trains the uncertainty head alone (uncertainty.py)."""
     loss = state.config.loss
     ab_fake = prediction.ab
-    g_adv = g_perc = g_scale = torch.zeros((), device=state.device)
+    g_adv = g_perc = g_nll = torch.zeros((), device=state.device)
     with autocast(state.device, state.dtype):
         if state.adversarial and state.d_frozen is not None:
             logits = state.d_frozen(batch.l, _noise(state, ab_fake))
@@ -189,12 +189,12 @@ def g_step(state: State, batch: Batch, prediction: Prediction) -> dict[str, torc
         if state.perceptual is not None:
             g_perc = perceptual_loss(state.perceptual, batch.l, ab_fake, batch.ab_real)
     if prediction.uncertainty is not None:  # the head's input is detached: colors unchanged
-        g_scale = scale_loss(prediction.uncertainty, ab_fake.detach() - batch.ab_real)
+        g_nll = laplace_nll(prediction.uncertainty, ab_fake.detach() - batch.ab_real)
     g_total = (
         loss.adversarial_weight * g_adv.float()
         + loss.l1_weight * g_l1
         + loss.perceptual_weight * g_perc.float()
-        + g_scale
+        + g_nll
     )
     state.opt_g.zero_grad(set_to_none=True)
     state.scaler.scale(g_total).backward()
@@ -206,7 +206,7 @@ def g_step(state: State, batch: Batch, prediction: Prediction) -> dict[str, torc
         "g_adv": g_adv,
         "g_l1": g_l1,
         "g_perceptual": g_perc,
-        "g_scale": g_scale,
+        "g_nll": g_nll,
         "g_total": g_total,
     }
 

@@ -3,11 +3,11 @@
 A generator built with `model.uncertainty` also outputs, per pixel, a scale `u` > 0: its
 predicted mean absolute error of each ab channel, in ab's units (Lab ab / 110). It has two parts:
 
-* the Laplace scale b of Kendall and Gal (2017): a small head that predicts each pixel's mean
-  |ab error|, the maximum-likelihood Laplace scale, by regressing the actual |ab error| with a
-  squared loss (`scale_loss`). That has the optimum of their negative log-likelihood but
-  bounded gradients: trained with the NLL itself, |e| / b spiked wherever b had become small
-  (docs/RESULTS.md), and one spike stalls Adam for hundreds of steps. The head reads
+* the Laplace scale b of Kendall and Gal (2017): a small head trained with the negative
+  log-likelihood of the truth's ab under Laplace(ab_fake, b) (`laplace_nll`), whose optimum is
+  each pixel's expected |ab error|. Its scale is bounded (MIN_SCALE, MAX_SCALE), so one step
+  costs a bounded loss (a squared-error regression of |e| instead ranked the errors half as
+  well, docs/RESULTS.md). The head reads
   the generator's last features *detached*, and its weights are drawn from their own random
   stream, so it never changes the colors: with the same seed, a model with the head paints
   exactly what one without it paints. It learns the ambiguity seen in training (hair, eyes,
@@ -43,7 +43,7 @@ from colorgan.color import AB_SCALE
 
 # the head's scale lies in (MIN_SCALE, MAX_SCALE) (ab units: 1.1 to 220 Lab units); bounded, so a
 # step whose features are far off its training ones costs a bounded loss (unbounded, such steps
-# made an epoch's mean scale loss 2,000 times its usual value)
+# made an epoch's mean loss many times its usual value)
 MIN_SCALE, MAX_SCALE = 0.01, 2.0
 INITIAL_SCALE = 0.1  # the head's scale before training (~ a trained model's mean |ab error|)
 NOVELTY_QUANTILE = 0.95  # the training images' distance quantile that `Novelty` scales to 1
@@ -55,12 +55,12 @@ GUESS_ERROR = 2.0  # a guess's mean |ab error| per channel, as a multiple of its
 MAP_FULL_SCALE = 25.0  # the uncertainty map is white at this mean |ab error| (Lab units) or more
 
 
-def scale_loss(scale: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
-    """What trains the head: the mean squared difference between `scale` (B, 1, H, W) and the
-    actual mean |error| over the channels of `error` (B, C, H, W), in fp32. Its minimum is the
-    conditional mean |error|: the Laplace NLL's maximum-likelihood scale."""
-    target = error.float().abs().mean(dim=1, keepdim=True)
-    return (scale.float() - target).square().mean()
+def laplace_nll(scale: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
+    """What trains the head: the mean negative log-likelihood (less log 2) of `error`
+    (B, C, H, W) under a zero-mean Laplace of `scale` (B, 1, H, W), shared by the channels, in
+    fp32. Lowest where the scale is the expected |error|."""
+    scale = scale.float()
+    return (error.float().abs() / scale + scale.log()).mean()
 
 
 def fade(ab: torch.Tensor, uncertainty: torch.Tensor, caution: float) -> torch.Tensor:

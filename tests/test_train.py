@@ -22,7 +22,7 @@ from colorgan.state import build_state
 from tests.conftest import TINY, train_args, write_color_folder
 
 REPO = Path(__file__).resolve().parents[1]
-LOSS_KEYS = {"g_adv", "g_l1", "g_perceptual", "g_scale", "g_total", "d_real", "d_fake", "d_total"}
+LOSS_KEYS = {"g_adv", "g_l1", "g_perceptual", "g_nll", "g_total", "d_real", "d_fake", "d_total"}
 ROW_KEYS = {"epoch", "step", "lr", "seconds", "images_per_second"} | LOSS_KEYS
 
 

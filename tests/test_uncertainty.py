@@ -21,7 +21,7 @@ from colorgan.uncertainty import (
     Novelty,
     fade,
     fit_novelty,
-    scale_loss,
+    laplace_nll,
     uncertainty_map,
 )
 from tests.conftest import SMALL_STEP, train_args, write_color_folder
@@ -69,15 +69,14 @@ def test_the_head_never_changes_the_colors() -> None:
     for key, value in plain.generator.state_dict().items():
         assert torch.equal(value, unc.generator.state_dict()[key]), key
     assert [r["g_l1"] for r in plain_rows] == [r["g_l1"] for r in unc_rows]
-    assert all(r["g_scale"] == 0.0 for r in plain_rows)
-    assert unc_rows[-1]["g_scale"] < unc_rows[0]["g_scale"]  # the head itself learns
+    assert all(r["g_nll"] == 0.0 for r in plain_rows)
+    assert unc_rows[-1]["g_nll"] < unc_rows[0]["g_nll"]  # the head itself learns
 
 
-def test_the_scale_loss_is_lowest_at_the_mean_absolute_error() -> None:
-    # the Laplace negative log-likelihood's maximum-likelihood scale
+def test_laplace_nll_is_lowest_at_the_mean_absolute_error() -> None:
     error = torch.tensor([0.1, -0.3, 0.2, -0.2]).view(1, 4, 1, 1)  # mean |e| = 0.2
-    losses = {s: float(scale_loss(torch.full((1, 1, 1, 1), s), error)) for s in (0.1, 0.2, 0.4)}
-    assert losses[0.2] == 0.0 and losses[0.1] > 0 and losses[0.4] > losses[0.1]
+    losses = {s: float(laplace_nll(torch.full((1, 1, 1, 1), s), error)) for s in (0.1, 0.2, 0.4)}
+    assert losses[0.2] < losses[0.1] and losses[0.2] < losses[0.4]
 
 
 def test_fade_keeps_sure_colors_and_fades_unsure_ones() -> None:
@@ -139,7 +138,7 @@ def test_training_fits_the_novelty_into_the_checkpoint(uncertainty_run: tuple[Pa
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["generator"]["uncertainty.novelty.precision"].abs().sum() > 0
     rows = [json.loads(line) for line in (checkpoint.parents[1] / "metrics.jsonl").open()]
-    assert all(isinstance(row["g_scale"], float) for row in rows)
+    assert all(isinstance(row["g_nll"], float) for row in rows)
 
 
 def test_evaluate_reports_by_caution_and_the_calibration(
