@@ -184,15 +184,19 @@ def _load_feature_network(device: torch.device) -> EfficientNetLite0 | None:
         return None
 
 
-def _distances(features: dict[str, list[torch.Tensor]] | None) -> dict[str, dict[str, Any]]:
+def _distances(
+    features: dict[str, list[torch.Tensor]] | None, warn: bool = True
+) -> dict[str, dict[str, Any]]:
     """fd_lite0 and kid_lite0 of the model's and the gray images' features against the real
-    ones', per name; None values (after one line saying why) when they are undefined."""
+    ones', per name; None values (after one line saying why, if `warn`) when undefined."""
     names = [name for name in ("model", "gray") if features is None or features.get(name)]
     undefined = {name: dict.fromkeys(DISTRIBUTION_KEYS) for name in ("model", "gray")}
     if features is None:
         return undefined
     real = torch.cat(features["real"])
     if len(real) < MIN_IMAGES:
+        if not warn:
+            return undefined
         log.warning(
             "fd_lite0 and kid_lite0 need at least %d images, got %d: reported as null",
             MIN_IMAGES,
@@ -211,6 +215,7 @@ class _Scores:
         self.sums = {name: dict.fromkeys(METRIC_KEYS, 0.0) for name in names}
         self.features: dict[str, list[torch.Tensor]] = {name: [] for name in (*names, "real")}
         self.count = 0
+        self._warned = False  # too few images for the set distances: said once, not per name
 
     def add(self, outputs: dict[str, torch.Tensor], real: torch.Tensor) -> None:
         for name, output in outputs.items():
@@ -228,7 +233,9 @@ class _Scores:
         sets = None
         if self.network is not None:
             sets = {"model": self.features[name], "real": self.features["real"]}
-        return means | _distances(sets)["model"]
+        distances = _distances(sets, warn=not self._warned)["model"]
+        self._warned = True
+        return means | distances
 
 
 CALIBRATION_PIXELS = 4096  # pixels per image (a fixed random subset) for uncertainty_spearman
