@@ -133,7 +133,9 @@ class Novelty(nn.Module):
     Mahalanobis distance of its style statistics (`style`) from the training images', over the
     training images' own NOVELTY_QUANTILE of that distance (so 1 or less on most training-like
     images). Its output is p = clamp((that - NOVELTY_START) / NOVELTY_RAMP, 0, 1), (B, 1, 1, 1):
-    how surely the image is outside what the model knows. Until `fit_novelty` has run, p is 0."""
+    how surely the image is outside what the model knows. Until `fit_novelty` has run, p is 0,
+    and in training mode too: the Laplace head learns b alone (with p in the training NLL, the
+    head's loss jumped by 0.4 at every epoch end, when the novelty was refitted)."""
 
     mean: torch.Tensor
     precision: torch.Tensor
@@ -155,6 +157,8 @@ class Novelty(nn.Module):
         return ((centred @ self.precision) * centred).sum(dim=1).clamp_min(0.0).sqrt()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.training:  # the head learns b alone: p is for inference (and fit after each epoch)
+            return features.new_zeros(features.shape[0], 1, 1, 1, dtype=torch.float32)
         z = self.distance(features) / self.scale  # unfitted (precision 0): 0, so p = 0
         return ((z - NOVELTY_START) / NOVELTY_RAMP).clamp(0.0, 1.0).view(-1, 1, 1, 1)
 

@@ -99,7 +99,7 @@ def test_uncertainty_map_is_black_when_sure_and_white_when_guessing() -> None:
 
 
 def test_novelty_is_zero_on_training_like_features_and_one_far_off_them() -> None:
-    novelty = Novelty(4)
+    novelty = Novelty(4).eval()  # in training mode it gives 0: the head learns b alone
     # 200 images' features (B, 4, 8, 8) of random style: per-image channel means and spreads
     gen = torch.Generator().manual_seed(0)
     means, spreads = (
@@ -117,11 +117,12 @@ def test_novelty_is_zero_on_training_like_features_and_one_far_off_them() -> Non
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.novelty(x)
 
-    assert fit_novelty(Features(), [(train[i : i + 50],) for i in range(0, 200, 50)]) == 200
+    assert fit_novelty(Features().eval(), [(train[i : i + 50],) for i in range(0, 200, 50)]) == 200
     assert novelty.fitted
     assert (novelty(train) == 0).float().mean() >= 0.95  # within 1.1x the 95% quantile
     assert torch.equal(novelty(train * 4), torch.ones(200, 1, 1, 1))  # another style (spread)
     assert torch.equal(novelty(train + 6), torch.ones(200, 1, 1, 1))  # (shifted means)
+    assert torch.equal(novelty.train()(train * 4), torch.zeros(200, 1, 1, 1))  # training mode
 
 
 @pytest.fixture(scope="module")
