@@ -86,10 +86,10 @@ class ModelConfig:
     # the generator also predicts, per pixel, how far off its ab may be (see uncertainty.py)
     uncertainty: bool = False
     # model.uncertainty: colorize's default caution (0: colors as predicted; 1: fade toward gray
-    # wherever the predicted error is as large as the color itself). 0.1: the largest that kept
+    # wherever the predicted error is as large as the color itself). 0.05: the largest that kept
     # anime/val's colorfulness within 15% of the originals' (docs/RESULTS.md, "Knowing when it
     # is guessing")
-    caution: float = 0.1
+    caution: float = 0.05
 
 
 @dataclass(frozen=True)

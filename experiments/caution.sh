@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
 OUT=${OUT:-runs/caution}
 BIN=${BIN:-.venv/bin}
-CAUTIONS=${CAUTIONS:-0,0.1,0.25,0.5,0.75,1}
+CAUTIONS=${CAUTIONS:-0,0.05,0.1,0.25,0.5,0.75,1}
 
 args() {  # VARIANT -> --config and --set overrides
   case $1 in

@@ -146,12 +146,12 @@ def test_evaluate_reports_by_caution_and_the_calibration(
     uncertainty_run: tuple[Path, Path],
 ) -> None:
     checkpoint, data = uncertainty_run
-    result = evaluate_checkpoint(checkpoint, data, quiet=True, cautions=[0.0, 0.1, 0.5, 1.0])
-    assert set(result["by_caution"]) == {"0", "0.1", "0.5", "1"}
+    result = evaluate_checkpoint(checkpoint, data, quiet=True, cautions=[0.0, 0.05, 0.5, 1.0])
+    assert set(result["by_caution"]) == {"0", "0.05", "0.5", "1"}
     assert -1.0 <= result["uncertainty_spearman"] <= 1.0
-    assert result["caution"] == ModelConfig().caution == 0.1  # the default model.caution
-    assert result["delta_e"] == pytest.approx(result["by_caution"]["0.1"]["delta_e"])
-    colorfulness = [result["by_caution"][k]["colorfulness"] for k in ("0", "0.1", "0.5", "1")]
+    assert result["caution"] == ModelConfig().caution == 0.05  # the default model.caution
+    assert result["delta_e"] == pytest.approx(result["by_caution"]["0.05"]["delta_e"])
+    colorfulness = [result["by_caution"][k]["colorfulness"] for k in ("0", "0.05", "0.5", "1")]
     assert colorfulness == sorted(colorfulness, reverse=True)  # caution only takes color away
     plain = evaluate_checkpoint(checkpoint, data, quiet=True)
     assert "by_caution" not in plain and plain["delta_e"] == pytest.approx(result["delta_e"])
