@@ -6,12 +6,10 @@ predicted mean absolute error of each ab channel, in ab's units (Lab ab / 110). 
 * the Laplace scale b of Kendall and Gal (2017): a small head trained with the negative
   log-likelihood of the truth's ab under Laplace(ab_fake, b) (`laplace_nll`), whose optimum is
   each pixel's expected |ab error|. Its scale is bounded (MIN_SCALE, MAX_SCALE), so one step
-  costs a bounded loss (a squared-error regression of |e| instead ranked the errors half as
-  well, docs/RESULTS.md). The head reads
-  the generator's last features *detached*, and its weights are drawn from their own random
-  stream, so it never changes the colors: with the same seed, a model with the head paints
-  exactly what one without it paints. It learns the ambiguity seen in training (hair, eyes,
-  clothes are uncertain, skin and outlines are not).
+  costs a bounded loss (docs/RESULTS.md has the variants tried). The head reads the generator's
+  last features *detached*, and its weights are drawn from their own random stream, so it never
+  changes the colors: with the same seed, a model with the head paints exactly what one without
+  it paints. It learns where the training images' colors were hard to tell.
 * the image's novelty (`Novelty`): how unlike the training images it is, as the Mahalanobis
   distance `z` of its stride-8 feature style (channel means and spreads) from the training
   images' (fitted at the end of every epoch, `fit_novelty`), in units of the training images'
@@ -22,7 +20,8 @@ predicted mean absolute error of each ab channel, in ab's units (Lab ab / 110). 
 
       u = b + p * GUESS_ERROR * |ab|.
 
-  On training-like images (z < NOVELTY_START) u is b alone.
+  On training-like images (z < NOVELTY_START) u is b alone. p is an inference-time term: in
+  training mode it is 0, so the head's NLL trains b alone.
 
 `caution` in [0, 1] fades colors toward gray where `u` is large against the color itself:
 each pixel's ab is multiplied by |ab|^2 / (|ab|^2 + caution * (2u)^2), the Wiener factor of a
