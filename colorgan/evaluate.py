@@ -286,24 +286,26 @@ def evaluate_images(
     `uncertainty_spearman` whenever the model predicts uncertainty."""
     loader = DataLoader(ColorImages(paths, size, train=False), batch_size=batch_size)
     generator = generator.to(device).eval()
-    by_caution = {caution_key(c): c for c in cautions}
-    scores = _Scores(["model", "gray", *by_caution], _load_feature_network(device))
+    # every caution asked for, the default among them, each scored once
+    scored = {caution_key(c): c for c in (caution, *cautions)}
+    scores = _Scores(["gray", *scored], _load_feature_network(device))
     calibration = _Calibration()
     fids = _make_fid(device) if fid else None
     reference = 0.0
     for rgb in tqdm(loader, desc="evaluating", unit="batch", disable=True if quiet else None):
         crops = colorize_crops(generator, rgb, device)
         real = uint8_to_float(rgb)
-        fake = crops.at_caution(caution)
-        outputs = {"model": fake, "gray": crops.gray}
-        scores.add(outputs | {k: crops.at_caution(c) for k, c in by_caution.items()}, real)
+        outputs = {k: crops.at_caution(c) for k, c in scored.items()}
+        fake = outputs[caution_key(caution)]
+        scores.add(outputs | {"gray": crops.gray}, real)
         calibration.add(crops, real)
         reference += float(colorfulness(real).sum())
         if fids is not None:
             for metric, output in zip(fids, (fake, crops.gray), strict=True):
                 metric.update(rgb.to(device), real=True)
                 metric.update(float_to_uint8(output).to(device), real=False)
-    model = scores.result("model")
+    results = {key: scores.result(key) for key in scored}
+    model = results[caution_key(caution)]
     result: dict[str, Any] = {"n_images": scores.count, **{k: model[k] for k in METRIC_KEYS}}
     result["colorfulness_reference"] = reference / max(scores.count, 1)
     result.update({k: model[k] for k in DISTRIBUTION_KEYS})
@@ -314,8 +316,8 @@ def evaluate_images(
     if calibration.predicted:
         result["caution"] = caution
         result["uncertainty_spearman"] = calibration.spearman()
-    if by_caution:
-        result["by_caution"] = {key: scores.result(key) for key in by_caution}
+    if cautions:
+        result["by_caution"] = {caution_key(c): results[caution_key(c)] for c in cautions}
     return result
 
 
