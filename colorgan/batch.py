@@ -3,13 +3,15 @@
 
 Training, validation, sample grids, evaluate, `Colorizer`, serve and the ONNX export all build a
 `Batch` and call `generate` (ONNX feeds `model_inputs` by `INPUT_NAMES`). A new generator input
-(a hint map, a reference's colors) is a new optional `Batch` field, its place in `model_inputs`
-and `INPUT_NAMES`, and the generator's `forward` argument; no caller changes.
+(a hint map, a reference's colors) is a new optional `Batch` field, its name in `model_inputs`
+and `INPUT_NAMES`, and the generator's `forward` keyword argument; no caller changes.
 
 Shapes and ranges, for every generator:
     l      (B, 1, H, W) in [-1, 1]       Lab L / 50 - 1 (input)
     hints  (B, 3, H, W)                  color points: ab in [-1, 1] and a 0/1 mask (hints.py);
                                          None: no points (a model.hints generator sees zeros)
+    reference (B, 257)                   a reference image's colors: its ab histogram and a
+                                         "given" flag (reference.py); None: no reference
     ab     (B, 2, H, W) in about [-1, 1] Lab ab / 110 (the truth; the generator's output, tanh)
     uncertainty (B, 1, H, W) > 0         a model.uncertainty generator's third output channel:
                                          its predicted mean |ab error| (uncertainty.py)
@@ -19,7 +21,7 @@ H and W are multiples of the generator's `multiple` (2**depth).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +29,7 @@ from torch import nn
 
 from colorgan.color import rgb_to_l_ab, uint8_to_float
 
-INPUT_NAMES = ("l", "hints")  # the generator's inputs, in forward's order (and ONNX's names)
+INPUT_NAMES = ("l", "hints", "reference")  # the generator's inputs (forward's and ONNX's names)
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class Batch:
     l: torch.Tensor  # (B, 1, H, W) in [-1, 1]
     ab: torch.Tensor | None = None  # (B, 2, H, W) in about [-1, 1]: the truth; None at inference
     hints: torch.Tensor | None = None  # (B, 3, H, W): color points (hints.py); None: none
+    reference: torch.Tensor | None = None  # (B, REFERENCE_CHANNELS) (reference.py); None: none
 
     @property
     def ab_real(self) -> torch.Tensor:
@@ -55,24 +58,33 @@ class Batch:
         return dataclasses.replace(self, **changes)
 
 
-def to_batch(item: torch.Tensor | Sequence[torch.Tensor], device: torch.device) -> Batch:
-    """A loader's item -> Batch on `device`, converted there: uint8 RGB (B, 3, H, W), or
-    (that, hint map (B, 3, H, W)) when the data simulates color points."""
-    rgb, hints = (item, None) if isinstance(item, torch.Tensor) else item
+def to_batch(item: torch.Tensor | Mapping[str, torch.Tensor], device: torch.device) -> Batch:
+    """A loader's item -> Batch on `device`, converted there: uint8 RGB (B, 3, H, W), or a dict
+    of that ("rgb") and the conditioning the data simulates ("hints" (B, 3, H, W) with
+    model.hints, "reference" (B, REFERENCE_CHANNELS) with model.reference)."""
+    rgb = item if isinstance(item, torch.Tensor) else item["rgb"]
     l, ab = rgb_to_l_ab(uint8_to_float(rgb.to(device, non_blocking=True)))
-    if hints is not None:
-        hints = hints.to(device, non_blocking=True)
-    return Batch(l=l, ab=ab, hints=hints)
+    extra = {} if isinstance(item, torch.Tensor) else item
+    hints, reference = extra.get("hints"), extra.get("reference")
+    return Batch(
+        l=l,
+        ab=ab,
+        hints=None if hints is None else hints.to(device, non_blocking=True),
+        reference=None if reference is None else reference.to(device, non_blocking=True),
+    )
 
 
-def model_inputs(batch: Batch) -> tuple[torch.Tensor, ...]:
-    """The tensors a generator's forward takes, in the order of INPUT_NAMES (those present)."""
-    return (batch.l,) if batch.hints is None else (batch.l, batch.hints)
+def model_inputs(batch: Batch) -> dict[str, torch.Tensor]:
+    """The tensors a generator's forward takes, by name in the order of INPUT_NAMES (those
+    present): `generator(**model_inputs(batch))`."""
+    inputs = {"l": batch.l, "hints": batch.hints, "reference": batch.reference}
+    return {name: t for name in INPUT_NAMES if (t := inputs[name]) is not None}
 
 
-def from_inputs(*inputs: torch.Tensor) -> Batch:
-    """The Batch whose model_inputs are `inputs` (no truth): for exported graphs."""
-    return Batch(l=inputs[0], hints=inputs[1] if len(inputs) > 1 else None)
+def from_inputs(names: Sequence[str], *inputs: torch.Tensor) -> Batch:
+    """The Batch whose model_inputs are `inputs`, named by `names` (no truth): for exported
+    graphs."""
+    return Batch(**dict(zip(names, inputs, strict=True)))
 
 
 @dataclass(frozen=True)
@@ -94,7 +106,7 @@ def split_output(output: torch.Tensor) -> Prediction:
 def predict(generator: nn.Module, batch: Batch) -> Prediction:
     """Run `generator` (plain, DDP-wrapped or compiled) on `batch`, in the generator's dtype
     (bf16/fp16 under autocast)."""
-    output = generator(*model_inputs(batch))
+    output = generator(**model_inputs(batch))
     assert isinstance(output, torch.Tensor)
     return split_output(output)
 
@@ -105,14 +117,16 @@ def generate(generator: nn.Module, batch: Batch) -> torch.Tensor:
 
 
 class Generate(nn.Module):
-    """The generator as a module whose forward takes model_inputs and gives its whole output
-    (ab, and the uncertainty channel with model.uncertainty): what ONNX export traces."""
+    """The generator as a module whose forward takes its inputs positionally, named by `names`
+    (a subsequence of INPUT_NAMES starting with "l"), and gives its whole output (ab, and the
+    uncertainty channel with model.uncertainty): what ONNX export traces."""
 
-    def __init__(self, generator: nn.Module) -> None:
+    def __init__(self, generator: nn.Module, names: Sequence[str] = ("l",)) -> None:
         super().__init__()
         self.generator = generator
+        self.names = tuple(names)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        output = self.generator(*model_inputs(from_inputs(*inputs)))
+        output = self.generator(**model_inputs(from_inputs(self.names, *inputs)))
         assert isinstance(output, torch.Tensor)
         return output

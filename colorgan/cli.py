@@ -357,6 +357,12 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "caution (model.caution), and uncertainty_spearman is always reported for such a model",
     )
     p.add_argument(
+        "--reference",
+        metavar="self|FILE",
+        help="a model.reference model: colorize every image with this reference: 'self' (each "
+        "image's own colors: the upper bound) or one image file for all; the JSON records which",
+    )
+    p.add_argument(
         "--fid",
         action="store_true",
         help="also compute FID (needs the torch-fidelity package and Inception weights)",
@@ -388,6 +394,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         hints=parse_counts(args.hints) if args.hints is not None else None,
         cautions=parse_cautions(args.caution) if args.caution is not None else None,
+        reference=args.reference,
     )
     print(format_table(result))
     if args.json is not None:

@@ -50,6 +50,7 @@ from colorgan.generator import DEFAULT_BYTES_PER_PIXEL, bytes_per_pixel
 from colorgan.hints import Hint, HintError, check_inside, load_hints, no_points, render
 from colorgan.hub import PREFIX as HUB_PREFIX
 from colorgan.modeldir import ModelSource, load_model, resolve_model
+from colorgan.reference import ReferenceImageError, from_image
 from colorgan.speed import fast_model
 from colorgan.uncertainty import fade, uncertainty_map
 
@@ -158,10 +159,12 @@ def _generator_predict(generator: nn.Module, channels_last: bool = False) -> Pre
     """The generator as a gradient-free Predict: Batch -> its whole output, in float32."""
 
     def predict(batch: Batch) -> torch.Tensor:
-        if channels_last:
-            batch = batch.map(lambda t: t.contiguous(memory_format=torch.channels_last))
+        if channels_last:  # the image inputs; the reference summary is (B, C)
+            batch = batch.map(
+                lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+            )
         with torch.inference_mode():
-            output = generator(*model_inputs(batch))
+            output = generator(**model_inputs(batch))
             assert isinstance(output, torch.Tensor)
             return output.float()  # (B, 2, h, w) in [-1, 1], or (B, 3, h, w) with uncertainty
 
@@ -182,6 +185,7 @@ class Colorizer:
         bytes_per_pixel: float = DEFAULT_BYTES_PER_PIXEL,
         uncertainty: bool = False,
         caution: float = 0.0,
+        reference: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ColorganError(f"batch size must be at least 1, got {batch_size}")
@@ -193,6 +197,7 @@ class Colorizer:
         self.hints = hints  # the model takes color points (model.hints)
         self.uncertainty = uncertainty  # the model says how sure it is (model.uncertainty)
         self.caution = check_caution(caution, "the model's caution")  # its default caution
+        self.reference = reference  # the model takes a reference image's colors
         # inference memory per working pixel of one image (an estimate; see check_shape)
         self.bytes_per_pixel = bytes_per_pixel + _COLOR_BYTES_PER_PIXEL
         self.source = ""  # what it was loaded from: a path, or hf://owner/name@<commit>
@@ -227,6 +232,7 @@ class Colorizer:
                 bytes_per_pixel=bytes_per_pixel(generator),
                 uncertainty=config.model.uncertainty,
                 caution=config.model.caution,
+                reference=config.model.reference,
             )
         colorizer.source, colorizer.revision = source.name, source.revision
         return colorizer
@@ -277,6 +283,7 @@ class Colorizer:
         colorizer = cls(
             model.predict, model.image_size, model.multiple, model.device, batch_size,
             model.hints, uncertainty=model.uncertainty, caution=model.caution,
+            reference=model.reference,
         )  # fmt: skip
         colorizer.source = str(path)
         return colorizer
@@ -317,19 +324,35 @@ class Colorizer:
             raise no_uncertainty(what)
         return caution
 
+    def summarize(self, reference: Image.Image | None) -> torch.Tensor | None:
+        """A reference image's colors as the model takes them (reference.from_image, (1, 257)
+        on the model's device); None for None. ReferenceImageError for a model trained without
+        model.reference."""
+        if reference is None:
+            return None
+        if not self.reference:
+            raise ReferenceImageError(
+                "this model was trained without a reference input (model.reference=false); "
+                "train one with --set model.reference=true"
+            )
+        return from_image(reference).to(self.device)
+
     def colorize(
         self,
         image: Image.Image,
         size: int | None = None,
         hints: Sequence[Hint] | None = None,
         caution: float | None = None,
+        reference: Image.Image | None = None,
     ) -> Image.Image:
         """A color version of `image` at its own (upright) size; RGBA if it had alpha. `hints`:
         color points in pixels of the upright image (a model trained with model.hints).
         `caution` (0 to 1, a model trained with model.uncertainty; None: the model's default)
-        fades the colors toward gray where the model is unsure."""
+        fades the colors toward gray where the model is unsure. `reference`: an image whose
+        colors to use (a model trained with model.reference): the same character on another
+        page, a color photo of the same place."""
         hint_lists = None if hints is None else [hints]
-        return self.colorize_batch([image], size, hint_lists, caution)[0]
+        return self.colorize_batch([image], size, hint_lists, caution, reference)[0]
 
     @torch.inference_mode()
     def colorize_with_uncertainty(
@@ -338,6 +361,7 @@ class Colorizer:
         size: int | None = None,
         hints: Sequence[Hint] | None = None,
         caution: float | None = None,
+        reference: Image.Image | None = None,
     ) -> tuple[Image.Image, Image.Image]:
         """`colorize`'s image and, from the same run of the model, the map of how sure it is at
         the image's size: grayscale ('L'), black where sure, white where it is guessing (a mean
@@ -346,7 +370,8 @@ class Colorizer:
             raise no_uncertainty("the uncertainty map")
         picture = to_picture(image)
         hint_lists = None if hints is None else [hints]
-        [(l, prediction)] = self.predict_pictures([picture], size, hint_lists, caution)
+        summary = self.summarize(reference)
+        [(l, prediction)] = self.predict_pictures([picture], size, hint_lists, caution, summary)
         assert prediction.uncertainty is not None
         colored = to_image(join(l, prediction.ab), picture.alpha)
         return colored, uncertainty_image(prediction.uncertainty, (l.shape[2], l.shape[3]))
@@ -357,11 +382,12 @@ class Colorizer:
         size: int | None = None,
         hints: Sequence[Sequence[Hint] | None] | None = None,
         caution: float | None = None,
+        reference: Image.Image | None = None,
     ) -> list[Image.Image]:
-        """`colorize` for many images (with one list of hints each, or None); equal working
-        shapes share model batches."""
+        """`colorize` for many images (with one list of hints each, or None; one reference for
+        all); equal working shapes share model batches."""
         pictures = [to_picture(image) for image in images]
-        colored = self.colorize_pictures(pictures, size, hints, caution)
+        colored = self.colorize_pictures(pictures, size, hints, caution, self.summarize(reference))
         return [to_image(rgb, p.alpha) for rgb, p in zip(colored, pictures, strict=True)]
 
     @torch.inference_mode()
@@ -371,10 +397,11 @@ class Colorizer:
         size: int | None = None,
         hints: Sequence[Sequence[Hint] | None] | None = None,
         caution: float | None = None,
+        reference: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """Each picture's colors, (3, H, W) uint8 at its own size, its L kept. A point's own
-        pixels get its color; the model spreads it."""
-        predicted = self.predict_pictures(pictures, size, hints, caution)
+        pixels get its color; the model spreads it. `reference`: a summary (`summarize`)."""
+        predicted = self.predict_pictures(pictures, size, hints, caution, reference)
         return [join(l, prediction.ab) for l, prediction in predicted]
 
     @torch.inference_mode()
@@ -384,9 +411,11 @@ class Colorizer:
         size: int | None = None,
         hints: Sequence[Sequence[Hint] | None] | None = None,
         caution: float | None = None,
+        reference: torch.Tensor | None = None,
     ) -> list[tuple[torch.Tensor, Prediction]]:
         """Each picture's full-resolution l (1, 1, H, W) in [-1, 1] and the model's Prediction
-        at its working size (see predict_maps: faded by `caution`, points kept)."""
+        at its working size (see predict_maps: faded by `caution`, points kept, one reference
+        summary (1, 257) for all)."""
         caution = self.resolve_caution(caution)
         size = self.image_size if size is None else size
         if size < 1:
@@ -403,7 +432,7 @@ class Colorizer:
                 chunk = same[start : start + step]
                 l_small = torch.cat([resize_l(l_full[i], shape) for i in chunk])
                 chunk_maps = [maps[i] for i in chunk]
-                found = self.predict_maps(l_small, chunk_maps, caution)
+                found = self.predict_maps(l_small, chunk_maps, caution, reference)
                 predicted.update(zip(chunk, found, strict=True))
         return [(l, predicted[i]) for i, l in enumerate(l_full)]
 
@@ -429,17 +458,24 @@ class Colorizer:
         ]
 
     def predict_maps(
-        self, l_small: torch.Tensor, maps: Sequence[torch.Tensor | None], caution: float = 0.0
+        self,
+        l_small: torch.Tensor,
+        maps: Sequence[torch.Tensor | None],
+        caution: float = 0.0,
+        reference: torch.Tensor | None = None,
     ) -> list[Prediction]:
         """The model's Prediction for each l of `l_small` (B, 1, h, w) in [-1, 1], with its
-        hint map (1, 3, h, w) or None: ab (1, 2, h, w) faded by `caution` (resolve_caution's),
-        then a point's own pixels get its color, and there the uncertainty (1, 1, h, w) is 0
-        (the user's color is no guess)."""
+        hint map (1, 3, h, w) or None, and the `reference` summary (1, 257) or None for all:
+        ab (1, 2, h, w) faded by `caution` (resolve_caution's), then a point's own pixels get
+        its color, and there the uncertainty (1, 1, h, w) is 0 (the user's color is no guess)."""
         hint_maps = None
         if any(m is not None for m in maps):
             zeros = no_points(l_small[:1])
             hint_maps = torch.cat([m if m is not None else zeros for m in maps])
-        prediction = split_output(self.predict(Batch(l=l_small, hints=hint_maps)))
+        if reference is not None:
+            reference = reference.to(l_small.device).expand(l_small.shape[0], -1)
+        batch = Batch(l=l_small, hints=hint_maps, reference=reference)
+        prediction = split_output(self.predict(batch))
         ab, uncertainty = prediction.ab, prediction.uncertainty
         if caution > 0.0:
             if uncertainty is None:

@@ -61,6 +61,10 @@ class DataConfig:
     # (scaled with data.image_size), the largest square patch; the count is geometric (mean 7)
     hint_p: float = 0.125
     hint_max_patch: int = 9
+    # model.reference: P(no reference) in training, and the smallest side (a fraction of the
+    # crop's) of the random crop whose colors are the sample's reference (reference.simulate)
+    reference_drop: float = 0.5
+    reference_crop: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,8 @@ class ModelConfig:
     # anime/val's colorfulness within 15% of the originals' (docs/RESULTS.md, "Knowing when it
     # is guessing")
     caution: float = 0.05
+    # the generator also takes a reference image's colors (an ab histogram; see reference.py)
+    reference: bool = False
 
 
 @dataclass(frozen=True)
@@ -215,6 +221,8 @@ RANGES: dict[str, Range] = {
     "data.max_images": Range(0, COUNT_MAX, note="0: all"),
     "data.hint_p": _PROBABILITY,
     "data.hint_max_patch": Range(1, 256, note="pixels at 256 px; 256 is the whole crop"),
+    "data.reference_drop": _FRACTION,
+    "data.reference_crop": Range(0, 1, open_lo=True, note="a fraction of the crop's side"),
     "model.base_channels": Range(1, MAX_CHANNELS),
     "model.depth": Range(0, MAX_DEPTH, note="0: the encoder's"),
     "model.dropout": _FRACTION,

@@ -23,6 +23,7 @@ from colorgan.errors import DataError
 from colorgan.files import DECODE_ERRORS, IMAGE_SUFFIXES, decode_reason, find_images, load_rgb
 from colorgan.hints import simulate
 from colorgan.losses import ab_histogram
+from colorgan.reference import simulate as simulate_reference
 
 log = logging.getLogger("colorgan")
 
@@ -122,7 +123,8 @@ def _crop_box(
     return left, top, left + size, top + size
 
 
-Item = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # crop, or (crop, hint map)
+# a crop, or with simulated conditioning {"rgb": crop, "hints": hint map, "reference": summary}
+Item = torch.Tensor | dict[str, torch.Tensor]
 
 
 class ColorImages(Dataset[Item]):
@@ -130,8 +132,10 @@ class ColorImages(Dataset[Item]):
     EpochSampler: `seed` drives the crop and flip, so augmentation does not depend on which
     worker loads an item, and a resumed run sees the same crops as an uninterrupted one.
     Training items get a random crop and flip; validation items a center crop. With `hints`
-    (hint_p, hint_max_patch), training items are (crop, hint map (3, S, S)): color points drawn
-    from the crop's own colors by the same seed (hints.simulate)."""
+    (hint_p, hint_max_patch) or `reference` (reference_drop, reference_crop), training items are
+    dicts of the crop ("rgb") and its "hints" map (3, S, S) (color points drawn from the crop's
+    own colors, hints.simulate) and/or its "reference" summary (the colors of a random part of
+    the crop, reference.simulate), drawn by the same seed."""
 
     def __init__(
         self,
@@ -139,6 +143,7 @@ class ColorImages(Dataset[Item]):
         image_size: int,
         train: bool,
         hints: tuple[float, int] | None = None,
+        reference: tuple[float, float] | None = None,
     ) -> None:
         if not paths:
             raise DataError("no images to load")
@@ -146,13 +151,15 @@ class ColorImages(Dataset[Item]):
         self.image_size = image_size
         self.train = train
         self.hints = hints
+        self.reference = reference
         self._warned: set[Path] = set()
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def load(self, index: int, seed: int) -> Item:
-        """The crop of image `index` (and its hint map); raises if the file cannot be decoded."""
+        """The crop of image `index` (and its conditioning); raises if the file cannot be
+        decoded."""
         size = self.image_size
         image = resize_short_side(load_rgb(self.paths[index], min_side=size), size)
         gen = torch.Generator().manual_seed(seed) if self.train else None
@@ -161,15 +168,20 @@ class ColorImages(Dataset[Item]):
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         array = np.asarray(image, dtype=np.uint8)
         rgb = torch.from_numpy(array.copy()).permute(2, 0, 1)
-        if self.hints is None or gen is None:
+        if (self.hints is None and self.reference is None) or gen is None:
             return rgb
         ab = rgb_to_l_ab(uint8_to_float(rgb[None]))[1][0]  # (2, S, S)
-        return rgb, simulate(ab, *self.hints, gen)
+        item = {"rgb": rgb}
+        if self.hints is not None:
+            item["hints"] = simulate(ab, *self.hints, gen)
+        if self.reference is not None:
+            item["reference"] = simulate_reference(ab, *self.reference, gen)
+        return item
 
     def crops(self, count: int) -> torch.Tensor:
-        """The first `count` crops, (N, 3, S, S) uint8 (without hint maps)."""
+        """The first `count` crops, (N, 3, S, S) uint8 (without their conditioning)."""
         items = [self[i] for i in range(min(count, len(self)))]
-        return torch.stack([item if isinstance(item, torch.Tensor) else item[0] for item in items])
+        return torch.stack([i if isinstance(i, torch.Tensor) else i["rgb"] for i in items])
 
     def __getitem__(self, item: int | tuple[int, int]) -> Item:
         index, seed = item if isinstance(item, tuple) else (item, item)
@@ -258,8 +270,8 @@ class Loaders:
     """What a training run reads: shuffled training crops (this rank's share), fixed
     validation crops, and the sampler that orders (and resumes) each epoch."""
 
-    train: DataLoader[Item]  # uint8 (B, 3, S, S) (+ hint maps (B, 3, S, S) with model.hints)
-    val: DataLoader[torch.Tensor]  # uint8 (B, 3, S, S), center crops, no hints
+    train: DataLoader[Item]  # uint8 (B, 3, S, S) (+ hints, reference: see ColorImages)
+    val: DataLoader[torch.Tensor]  # uint8 (B, 3, S, S), center crops, no conditioning
     sampler: EpochSampler
 
     def sample_images(self, count: int) -> torch.Tensor:
@@ -290,9 +302,11 @@ def make_loaders(
         "pin_memory": pin_memory,
         "persistent_workers": t.num_workers > 0,
     }
-    hints = (config.data.hint_p, config.data.hint_max_patch) if config.model.hints else None
+    d = config.data
+    hints = (d.hint_p, d.hint_max_patch) if config.model.hints else None
+    reference = (d.reference_drop, d.reference_crop) if config.model.reference else None
     train_loader = DataLoader(
-        ColorImages(train_paths, config.data.image_size, train=True, hints=hints),
+        ColorImages(train_paths, d.image_size, train=True, hints=hints, reference=reference),
         batch_size=t.batch_size,
         sampler=sampler,
         drop_last=True,

@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,16 +34,18 @@ from colorgan.color import (
     rgb_to_l_ab,
     uint8_to_float,
 )
+from colorgan.config import ModelConfig
 from colorgan.data import ColorImages, scan_images
 from colorgan.device import check_fits, resolve_device
 from colorgan.errors import ColorganError, EvaluateError
-from colorgan.files import atomic_write
+from colorgan.files import DECODE_ERRORS, atomic_write, decode_reason, load_rgb
 from colorgan.generator import ColorModel, bytes_per_pixel
 from colorgan.hints import eval_points
 from colorgan.lite0 import EfficientNetLite0, load_lite0
 from colorgan.losses import l1_loss
 from colorgan.metrics import METRIC_KEYS, colorfulness, delta_e2000_pixels, image_metrics
 from colorgan.modeldir import ModelSource, load_model, resolve_model
+from colorgan.reference import from_image, summarize
 from colorgan.set_distance import (
     DISTRIBUTION_KEYS,
     MIN_IMAGES,
@@ -110,14 +112,20 @@ def colorize_crops(
     rgb: torch.Tensor,
     device: torch.device,
     hints: torch.Tensor | None = None,
+    reference: torch.Tensor | None = None,
 ) -> Crops:
-    """Crops (B, 3, S, S) uint8 (and color points, a hint map (B, 3, S, S)) -> their gray and
-    colorized versions (the model's colors as they are: caution 0), rounded to 8 bits. The
-    model sees the Lab L of the 8-bit gray image, as a user's gray file would give it, so output
-    and gray share their lightness exactly."""
+    """Crops (B, 3, S, S) uint8 (and color points, a hint map (B, 3, S, S); and reference
+    summaries (B, 257), reference.py) -> their gray and colorized versions (the model's colors
+    as they are: caution 0), rounded to 8 bits. The model sees the Lab L of the 8-bit gray
+    image, as a user's gray file would give it, so output and gray share their lightness
+    exactly."""
     gray = uint8_to_float(float_to_uint8(rgb_to_gray_rgb(uint8_to_float(rgb.to(device)))))
     l, _ = rgb_to_l_ab(gray)  # (B, 1, S, S) in [-1, 1]
-    batch = Batch(l=l, hints=None if hints is None else hints.to(device))
+    batch = Batch(
+        l=l,
+        hints=None if hints is None else hints.to(device),
+        reference=None if reference is None else reference.to(device),
+    )
     prediction = predict(generator, batch)
     ab_fake = prediction.ab.float()  # (B, 2, S, S) in [-1, 1]
     fake = uint8_to_float(float_to_uint8(l_ab_to_rgb(l, ab_fake)))
@@ -238,6 +246,26 @@ class _Scores:
         return means | distances
 
 
+# evaluate's references: (the batch's files, their crops (B, 3, S, S) uint8) -> summaries (B, 257)
+References = Callable[[Sequence[Path], torch.Tensor], torch.Tensor]
+SELF_REFERENCE = "self"  # --reference self: each image's own colors (the upper bound)
+
+
+def self_reference(paths: Sequence[Path], rgb: torch.Tensor) -> torch.Tensor:
+    """--reference self: the summary of each crop's own colors."""
+    return summarize(to_batch(rgb, torch.device("cpu")).ab_real)
+
+
+def file_reference(path: Path) -> References:
+    """--reference FILE: one image's colors for every crop; EvaluateError if it cannot be read."""
+    try:
+        summary = from_image(load_rgb(path))
+    except DECODE_ERRORS as err:
+        reason = decode_reason(err)
+        raise EvaluateError(f"--reference {path}: cannot read the image ({reason})") from None
+    return lambda paths, rgb: summary.expand(rgb.shape[0], -1)
+
+
 CALIBRATION_PIXELS = 4096  # pixels per image (a fixed random subset) for uncertainty_spearman
 
 
@@ -279,11 +307,13 @@ def evaluate_images(
     quiet: bool = False,
     caution: float = 0.0,
     cautions: Sequence[float] = (),
+    reference: References | None = None,
 ) -> dict[str, Any]:
-    """Mean metrics of the generator's output (at `caution`) and of the plain gray image on
-    `paths`' `size` x `size` center crops: a dict with RESULT_KEYS (+ `fid` when asked and
-    possible); with `cautions`, `by_caution` (each value as a string key -> the metrics), and
-    `uncertainty_spearman` whenever the model predicts uncertainty."""
+    """Mean metrics of the generator's output (at `caution`; with each crop's `reference`
+    summary) and of the plain gray image on `paths`' `size` x `size` center crops: a dict with
+    RESULT_KEYS (+ `fid` when asked and possible); with `cautions`, `by_caution` (each value as
+    a string key -> the metrics), and `uncertainty_spearman` whenever the model predicts
+    uncertainty."""
     loader = DataLoader(ColorImages(paths, size, train=False), batch_size=batch_size)
     generator = generator.to(device).eval()
     # every caution asked for, the default among them, each scored once
@@ -291,15 +321,17 @@ def evaluate_images(
     scores = _Scores(["gray", *scored], _load_feature_network(device))
     calibration = _Calibration()
     fids = _make_fid(device) if fid else None
-    reference = 0.0
+    reference_colorfulness, done = 0.0, 0
     for rgb in tqdm(loader, desc="evaluating", unit="batch", disable=True if quiet else None):
-        crops = colorize_crops(generator, rgb, device)
+        summaries = None if reference is None else reference(paths[done : done + len(rgb)], rgb)
+        done += len(rgb)
+        crops = colorize_crops(generator, rgb, device, reference=summaries)
         real = uint8_to_float(rgb)
         outputs = {k: crops.at_caution(c) for k, c in scored.items()}
         fake = outputs[caution_key(caution)]
         scores.add(outputs | {"gray": crops.gray}, real)
         calibration.add(crops, real)
-        reference += float(colorfulness(real).sum())
+        reference_colorfulness += float(colorfulness(real).sum())
         if fids is not None:
             for metric, output in zip(fids, (fake, crops.gray), strict=True):
                 metric.update(rgb.to(device), real=True)
@@ -307,7 +339,7 @@ def evaluate_images(
     results = {key: scores.result(key) for key in scored}
     model = results[caution_key(caution)]
     result: dict[str, Any] = {"n_images": scores.count, **{k: model[k] for k in METRIC_KEYS}}
-    result["colorfulness_reference"] = reference / max(scores.count, 1)
+    result["colorfulness_reference"] = reference_colorfulness / max(scores.count, 1)
     result.update({k: model[k] for k in DISTRIBUTION_KEYS})
     result["baseline_gray"] = scores.result("gray")
     fid_values = _fid_values(fids) if fids is not None else None
@@ -341,11 +373,13 @@ def _points_batch(
     count: int,
     device: torch.device,
     caution: float = 0.0,
+    reference: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], float, int]:
-    """One batch with `count` test points per crop: the 8-bit output (at `caution`), its
-    metrics, and the CIEDE2000 summed over the hinted pixels with their number."""
+    """One batch with `count` test points per crop (and its `reference` summaries): the 8-bit
+    output (at `caution`), its metrics, and the CIEDE2000 summed over the hinted pixels with
+    their number."""
     maps = _point_maps(rgb, names, count)
-    fake = colorize_crops(generator, rgb, device, maps).at_caution(caution)
+    fake = colorize_crops(generator, rgb, device, maps, reference).at_caution(caution)
     real = uint8_to_float(rgb)
     mask = maps[:, 2] > 0
     inside = float(delta_e2000_pixels(fake, real)[mask].sum()) if mask.any() else 0.0
@@ -361,10 +395,11 @@ def hint_scores(
     batch_size: int = DEFAULT_BATCH_SIZE,
     quiet: bool = False,
     caution: float = 0.0,
+    reference: References | None = None,
 ) -> dict[str, dict[str, Any]]:
     """`by_hints`: for each number of points (as a string key), the model's metrics with
-    that many test points per image (at `caution`), and `hint_fidelity`, the mean CIEDE2000
-    inside them.
+    that many test points per image (at `caution`, with each crop's `reference`), and
+    `hint_fidelity`, the mean CIEDE2000 inside them.
     Each crop is decoded (and its Lite0 features taken) once for all counts."""
     loader = DataLoader(ColorImages(paths, size, train=False), batch_size=batch_size)
     network = _load_feature_network(device)
@@ -375,13 +410,15 @@ def hint_scores(
     real_features: list[torch.Tensor] = []
     done = 0
     for rgb in tqdm(loader, desc="color points", unit="batch", disable=True if quiet else None):
-        names = [p.name for p in paths[done : done + rgb.shape[0]]]
+        batch_paths = paths[done : done + rgb.shape[0]]
+        names = [p.name for p in batch_paths]
         done += rgb.shape[0]
+        summaries = None if reference is None else reference(batch_paths, rgb)
         if network is not None:
             real_features.append(lite0_features(network, uint8_to_float(rgb)))
         for count in counts:
             fake, values, error, pixels = _points_batch(
-                generator, rgb, names, count, device, caution
+                generator, rgb, names, count, device, caution, summaries
             )
             for key, value in values.items():
                 sums[count][key] += float(value.sum())
@@ -410,25 +447,21 @@ def evaluate_checkpoint(
     quiet: bool = False,
     hints: Sequence[int] | None = None,
     cautions: Sequence[float] | None = None,
+    reference: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate the generator in `checkpoint` (a training checkpoint, a model folder or
     hf://owner/name[@revision]) on the color images under `data` (at most `limit` of them; 0:
     all), at `size` px (default: the model's data.image_size); with `hints` (numbers of
-    points), `by_hints` too; with `cautions` (model.uncertainty), `by_caution`. The top-level
-    metrics are at the model's default caution (model.caution; 0 without uncertainty)."""
+    points), `by_hints` too; with `cautions` (model.uncertainty), `by_caution`; with
+    `reference` (model.reference: "self" for each image's own colors, or an image file for
+    all), colorized with that reference, recorded as `reference`. The top-level metrics are at
+    the model's default caution (model.caution; 0 without uncertainty)."""
     if batch_size <= 0 or limit < 0:
         raise EvaluateError("--batch-size must be positive and --limit >= 0")
     source = checkpoint if isinstance(checkpoint, ModelSource) else resolve_model(checkpoint)
     generator, config = load_model(source)
-    if hints and not config.model.hints:
-        raise EvaluateError(
-            f"{source.name} was trained without color points (model.hints=false); drop --hints"
-        )
-    if cautions and not config.model.uncertainty:
-        raise EvaluateError(
-            f"{source.name} does not predict how sure it is (model.uncertainty=false); "
-            f"drop --caution"
-        )
+    _check_asks(config.model, source.name, bool(hints), bool(cautions))
+    references = _references(reference, config.model.reference, source.name)
     caution = config.model.caution if config.model.uncertainty else 0.0
     size = check_size(config.data.image_size if size is None else size, generator)
     target = resolve_device(device)
@@ -447,13 +480,43 @@ def evaluate_checkpoint(
             len(scan.unreadable),
         )
     result = evaluate_images(
-        generator, scan.usable, size, target, batch_size, fid, quiet, caution, cautions or ()
-    )
+        generator, scan.usable, size, target, batch_size, fid, quiet, caution, cautions or (),
+        references,
+    )  # fmt: skip
+    if reference is not None:
+        result["reference"] = str(reference)
     if hints:
         result["by_hints"] = hint_scores(
-            generator, scan.usable, size, target, hints, batch_size, quiet, caution
+            generator, scan.usable, size, target, hints, batch_size, quiet, caution, references
         )
     return result
+
+
+def _check_asks(model: ModelConfig, name: str, hints: bool, cautions: bool) -> None:
+    """EvaluateError for --hints or --caution asked of a model trained without them."""
+    if hints and not model.hints:
+        raise EvaluateError(
+            f"{name} was trained without color points (model.hints=false); drop --hints"
+        )
+    if cautions and not model.uncertainty:
+        raise EvaluateError(
+            f"{name} does not predict how sure it is (model.uncertainty=false); drop --caution"
+        )
+
+
+def _references(reference: str | Path | None, takes: bool, name: str) -> References | None:
+    """--reference's References (None: none); EvaluateError for a model without
+    model.reference (`takes`) or a file that cannot be read."""
+    if reference is None:
+        return None
+    if not takes:
+        raise EvaluateError(
+            f"{name} was trained without a reference input (model.reference=false); "
+            f"drop --reference"
+        )
+    if str(reference) == SELF_REFERENCE:
+        return self_reference
+    return file_reference(Path(reference))
 
 
 def parse_counts(text: str) -> list[int]:
@@ -501,7 +564,10 @@ def format_table(result: dict[str, Any]) -> str:
     keys = [*GRAY_KEYS, *(["fid"] if "fid" in result else [])]
     if "fid" in result:
         rows.append(("fid", "lower is better"))
-    lines = [f"{result['n_images']} image(s)", f"{'metric':<14}{'model':>9}{'gray':>9}"]
+    count = f"{result['n_images']} image(s)"
+    if "reference" in result:
+        count += f", colorized with the reference {result['reference']}"
+    lines = [count, f"{'metric':<14}{'model':>9}{'gray':>9}"]
     for key, (label, note) in zip(keys, rows, strict=True):
         lines.append(f"{label:<14}{_number(result[key]):>9}{_number(gray[key]):>9}  {note}")
     if result.get("uncertainty_spearman") is not None:

@@ -2,7 +2,8 @@
 onnxruntime as a Colorizer backend.
 
 The file holds the generator only, traced through `batch.Generate`: its inputs are
-`batch.INPUT_NAMES` (l (B, 1, H, W) in [-1, 1], and hints with model.hints), its output ab
+`batch.INPUT_NAMES` (l (B, 1, H, W) in [-1, 1], hints with model.hints, reference (B, 257) with
+model.reference), its output ab
 (B, 2, H, W) in [-1, 1] (with model.uncertainty (B, 3, H, W): ab and the uncertainty), with H and
 W any multiples of 2**depth, plus metadata_props naming the checkpoint's working size, depth and
 (model.uncertainty) default caution, so an .onnx file alone rebuilds a Colorizer with the same
@@ -29,6 +30,7 @@ from colorgan.files import atomic_write
 from colorgan.generator import ColorModel
 from colorgan.hints import HINT_CHANNELS, no_points
 from colorgan.modeldir import load_model, resolve_model
+from colorgan.reference import REFERENCE_CHANNELS, no_reference, summarize
 
 OPSET = 18  # the torch.export-based exporter's own opset (17 is the floor the task sets)
 META_IMAGE_SIZE = "colorgan.image_size"  # the training size: the default working size
@@ -53,6 +55,7 @@ class OnnxModel:
     device: torch.device  # where the pre- and post-processing run
     provider: str  # the onnxruntime execution provider in use
     hints: bool = False  # the graph has a "hints" input (model.hints)
+    reference: bool = False  # the graph has a "reference" input (model.reference)
     uncertainty: bool = False  # the output has the uncertainty channel (model.uncertainty)
     caution: float = 0.0  # the model's default caution (model.caution; with uncertainty)
 
@@ -93,14 +96,16 @@ def _onnx_program(generator: ColorModel, metadata: dict[str, str]) -> Any:
     m = generator.multiple
     side = 2 * m  # batch 2: a size-1 dim would be specialised
     hints = torch.zeros(2, HINT_CHANNELS, side, side) if generator.hints else None
-    example = Batch(l=torch.zeros(2, 1, side, side), hints=hints)
-    names = INPUT_NAMES[: len(model_inputs(example))]
+    reference = torch.zeros(2, REFERENCE_CHANNELS) if generator.reference is not None else None
+    inputs = model_inputs(Batch(l=torch.zeros(2, 1, side, side), hints=hints, reference=reference))
+    names = tuple(inputs)
     batch, h, w = torch.export.Dim("batch"), m * torch.export.Dim("h"), m * torch.export.Dim("w")
-    dims = {name: {0: batch, 2: h, 3: w} for name in names}  # every input shares them
+    # every image input shares batch, height and width; the reference summary only the batch
+    dims = {name: {0: batch} if name == "reference" else {0: batch, 2: h, 3: w} for name in names}
     with _quiet_exporter():
         program = torch.onnx.export(
-            Generate(generator),
-            model_inputs(example),
+            Generate(generator, names),
+            tuple(inputs.values()),
             dynamo=True,
             opset_version=OPSET,
             input_names=list(names),
@@ -150,14 +155,18 @@ def check_export(generator: ColorModel, path: Path, size: int) -> float:
     side = max(generator.multiple, round(size / generator.multiple) * generator.multiple)
     gen = torch.Generator().manual_seed(0)
     l = torch.rand(1, 1, side, side, generator=gen) * 2 - 1
-    hints = None
+    hints = reference = None
     if generator.hints:  # a few random points: the hint input must matter the same way
         hints = torch.zeros(1, HINT_CHANNELS, side, side)
         hints[:, :2, side // 4 : side // 2, side // 4 : side // 2] = 0.3
         hints[:, 2, side // 4 : side // 2, side // 4 : side // 2] = 1.0
+    if generator.reference is not None:  # a random reference: it must matter the same way
+        reference = summarize(torch.rand(1, 2, 16, 16, generator=gen) * 1.2 - 0.6)
+    example = Batch(l=l, hints=hints, reference=reference)
     with torch.inference_mode():
-        expected = split_output(Generate(generator)(*model_inputs(Batch(l=l, hints=hints))))
-    got = split_output(load_onnx(path, "cpu").predict(Batch(l=l, hints=hints)))
+        inputs = model_inputs(example)
+        expected = split_output(Generate(generator, tuple(inputs))(*inputs.values()))
+    got = split_output(load_onnx(path, "cpu").predict(example))
     delta = float((got.ab - expected.ab).abs().max())
     if not delta <= EXPORT_TOLERANCE:
         raise ColorganError(f"{path}: onnxruntime differs from PyTorch by {delta:.2g} in ab")
@@ -254,7 +263,7 @@ def _metadata_uncertainty(meta: dict[str, str], path: Path) -> tuple[bool, float
 
 
 def _check_inputs(names: list[str], path: Path) -> None:
-    """The graph's inputs must be colorgan's: `l`, then optionally `hints`."""
+    """The graph's inputs must be colorgan's: `l`, then optionally `hints` and `reference`."""
     if not names or names[0] != INPUT_NAMES[0] or not set(names) <= set(INPUT_NAMES):
         shown = ", ".join(names)[:_SHOWN]
         raise OnnxModelError(
@@ -268,9 +277,11 @@ def _session_predict(session: Any, device: torch.device) -> Callable[[Batch], to
     names = [node.name for node in session.get_inputs()]
 
     def predict(batch: Batch) -> torch.Tensor:
-        inputs = dict(zip(INPUT_NAMES, model_inputs(batch), strict=False))
+        inputs = model_inputs(batch)
         if "hints" in names and "hints" not in inputs:  # no points: the zero map
             inputs["hints"] = no_points(batch.l)
+        if "reference" in names and "reference" not in inputs:  # no reference: zeros
+            inputs["reference"] = no_reference(batch.l.shape[0], batch.l)
         feed = {
             name: inputs[name].detach().to("cpu", torch.float32).contiguous().numpy()
             for name in names
@@ -312,6 +323,6 @@ def load_onnx(path: str | Path, device: str = "auto") -> OnnxModel:
         torch_device = resolve_device("cuda" if device == "auto" else device)
     predict = _session_predict(session, torch_device)
     return OnnxModel(
-        predict, image_size, multiple, torch_device, provider, "hints" in inputs, uncertainty,
-        caution,
+        predict, image_size, multiple, torch_device, provider, "hints" in inputs,
+        "reference" in inputs, uncertainty, caution,
     )  # fmt: skip

@@ -19,6 +19,7 @@ from torch import nn
 from colorgan.config import ModelConfig
 from colorgan.hints import HINT_CHANNELS, no_points
 from colorgan.lite0 import STEM_CHANNELS, TAP_CHANNELS, load_lite0, to_input
+from colorgan.reference import ReferenceFilm, modulate
 from colorgan.uncertainty import GUESS_ERROR, Novelty, UncertaintyHead
 
 Norm = str  # "batch" | "instance" | "none"
@@ -79,6 +80,7 @@ class Generator(nn.Module):
         out_channels: int = 2,
         hints: bool = False,
         uncertainty: bool = False,
+        reference: bool = False,
     ) -> None:
         super().__init__()
         if depth < 1:
@@ -120,6 +122,9 @@ class Generator(nn.Module):
             if uncertainty
             else None
         )
+        # model.reference (reference.py): scales and shifts every up block's output
+        widths = [channels[i - 1] for i in range(depth - 1, 0, -1)]
+        self.reference = ReferenceFilm(widths) if reference else None
 
     @property
     def multiple(self) -> int:
@@ -135,10 +140,16 @@ class Generator(nn.Module):
     def freeze_encoder(self, frozen: bool) -> None:
         """No pretrained encoder to hold (model.freeze_encoder_epochs has no effect)."""
 
-    def forward(self, l: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
-        """l: (B, 1, H, W) in [-1, 1] (+ hints (B, 3, H, W), see hints.py) -> ab: (B, 2, H, W)
-        in [-1, 1]."""
+    def forward(
+        self,
+        l: torch.Tensor,
+        hints: torch.Tensor | None = None,
+        reference: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """l: (B, 1, H, W) in [-1, 1] (+ hints (B, 3, H, W), see hints.py; + reference
+        (B, REFERENCE_CHANNELS), see reference.py) -> ab: (B, 2, H, W) in [-1, 1]."""
         _check_size(l, self.multiple)
+        films = _films(self.reference, l, reference)
         skips = []
         x = torch.cat([l, _hint_map(l, hints)], dim=1) if self.hints else _no_hints(l, hints)
         for block in self.down:
@@ -146,8 +157,10 @@ class Generator(nn.Module):
             skips.append(x)
         styled = skips[min(NOVELTY_LEVEL, self.depth - 1)]  # for model.uncertainty's novelty
         skips.pop()  # the innermost output is x itself
-        for block in self.up:
+        for index, block in enumerate(self.up):
             x = block(x)
+            if films:
+                x = modulate(x, films[index])
             x = torch.cat([x, skips.pop()], dim=1)
         ab = self.head(x)
         if self.uncertainty is None:
@@ -195,6 +208,21 @@ def _pooled(hint_map: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     ab = F.avg_pool2d(hint_map[:, :2] * hint_map[:, 2:], factor) / mask.clamp_min(1e-6)
     given = (mask > 0).to(hint_map.dtype)
     return torch.cat([ab * given, given], dim=1)
+
+
+def _films(
+    film: ReferenceFilm | None, l: torch.Tensor, reference: torch.Tensor | None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each modulated level's (gamma, beta) from the reference summary (none given: no
+    reference, which leaves every level as it is); [] for a generator without model.reference
+    (a given reference is then a programming error)."""
+    if film is None:
+        if reference is not None:
+            raise ValueError("this generator was built without model.reference; it takes none")
+        return []
+    if reference is None:
+        return []
+    return film(reference.to(l.dtype))
 
 
 def _no_hints(l: torch.Tensor, hints: torch.Tensor | None) -> torch.Tensor:
@@ -253,6 +281,7 @@ class Lite0UNet(nn.Module):
         hints: bool = False,
         output_stride: int = 1,
         uncertainty: bool = False,
+        reference: bool = False,
     ) -> None:
         super().__init__()
         if output_stride not in OUTPUT_STRIDES:
@@ -293,6 +322,9 @@ class Lite0UNet(nn.Module):
         self.uncertainty = (
             _uncertainty_parts(c_in, 1, TAP_CHANNELS[NOVELTY_LEVEL]) if uncertainty else None
         )
+        # model.reference (reference.py): scales and shifts every decoder level's output
+        modulated = widths[:levels] + ([base_channels] if output_stride == 1 else [])
+        self.reference = ReferenceFilm(modulated) if reference else None
         self.frozen_groups: tuple[int, ...] = ()
 
     @property
@@ -320,10 +352,16 @@ class Lite0UNet(nn.Module):
             self.encoder.eval()
         return self
 
-    def forward(self, l: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
-        """l: (B, 1, H, W) in [-1, 1] (+ hints (B, 3, H, W), see hints.py) -> ab: (B, 2, H, W)
-        in [-1, 1]."""
+    def forward(
+        self,
+        l: torch.Tensor,
+        hints: torch.Tensor | None = None,
+        reference: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """l: (B, 1, H, W) in [-1, 1] (+ hints (B, 3, H, W), see hints.py; + reference
+        (B, REFERENCE_CHANNELS), see reference.py) -> ab: (B, 2, H, W) in [-1, 1]."""
         _check_size(l, self.multiple)
+        films = _films(self.reference, l, reference)
         rgb = to_input((l + 1.0) * 0.5)
         hint_map = _hint_map(l, hints) if self.hints else None
         if hint_map is not None:
@@ -331,24 +369,31 @@ class Lite0UNet(nn.Module):
         else:
             feats = self.encoder.features(_no_hints(rgb, hints))
         styled = feats[NOVELTY_LEVEL]
-        x = self._decode(feats, l, hint_map)
+        x = self._decode(feats, l, hint_map, films)
         if self.output_stride > 1:  # ab at the output stride, upsampled to the input's size
             ab = _upsample(self.head(x), float(self.output_stride))
         else:
             x = _upsample(x, 2.0)
             last = [x, l] if hint_map is None else [x, l, hint_map]
             x = self.full(torch.cat(last, dim=1))
+            if films:
+                x = modulate(x, films[-1])
             ab = self.head(x)
         if self.uncertainty is None:
             return ab
         return _with_uncertainty(self.uncertainty, ab, x, styled)
 
     def _decode(
-        self, feats: list[torch.Tensor], l: torch.Tensor, hint_map: torch.Tensor | None
+        self,
+        feats: list[torch.Tensor],
+        l: torch.Tensor,
+        hint_map: torch.Tensor | None,
+        films: list[tuple[torch.Tensor, torch.Tensor]],
     ) -> torch.Tensor:
         """The decoder levels on the encoder's features `feats` (stride 2 to 32; the coarsest
         is the start): each joins the upsampled map, its skip and the pooled hint map; the
-        last one also L pooled to its stride when the output stride is over 1."""
+        last one also L pooled to its stride when the output stride is over 1. With a
+        reference, each level's output is scaled and shifted by its `films` entry."""
         x = feats.pop()
         for index, block in enumerate(self.decoder):
             x = _upsample(x, 2.0)
@@ -357,6 +402,8 @@ class Lite0UNet(nn.Module):
             if self.output_stride > 1 and index == len(self.decoder) - 1:
                 joined.append(F.avg_pool2d(l, self.output_stride))
             x = block(torch.cat(joined, dim=1))
+            if films:
+                x = modulate(x, films[index])
         return x
 
 
@@ -380,6 +427,7 @@ def build_generator(model: ModelConfig, pretrained: bool = False) -> ColorModel:
             hints=model.hints,
             output_stride=model.output_stride,
             uncertainty=model.uncertainty,
+            reference=model.reference,
         )
     if model.output_stride != 1:
         raise ValueError("model.output_stride other than 1 needs model.encoder=efficientnet_lite0")
@@ -390,6 +438,7 @@ def build_generator(model: ModelConfig, pretrained: bool = False) -> ColorModel:
         dropout=model.dropout,
         hints=model.hints,
         uncertainty=model.uncertainty,
+        reference=model.reference,
     )
 
 

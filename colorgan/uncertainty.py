@@ -33,7 +33,7 @@ as large as the color. L is never touched.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
@@ -167,9 +167,9 @@ NOVELTY_SHRINK = 0.1  # covariance shrinkage toward its diagonal (2C dimensions,
 
 
 @torch.no_grad()
-def fit_novelty(generator: nn.Module, inputs: Iterable[Sequence[torch.Tensor]]) -> int:
+def fit_novelty(generator: nn.Module, inputs: Iterable[Mapping[str, torch.Tensor]]) -> int:
     """Fit the `Novelty` of a model.uncertainty `generator` to the style of its features on
-    `inputs` (the model inputs of training batches, up to NOVELTY_IMAGES images), in eval
+    `inputs` (the model inputs of training batches by name, up to NOVELTY_IMAGES images), in eval
     mode. Returns the number of images used (0: the generator has no novelty to fit)."""
     novelty = next((m for m in generator.modules() if isinstance(m, Novelty)), None)
     if novelty is None:
@@ -183,8 +183,8 @@ def fit_novelty(generator: nn.Module, inputs: Iterable[Sequence[torch.Tensor]]) 
     images = 0
     try:
         for batch in inputs:
-            generator(*batch)
-            images += batch[0].shape[0]
+            generator(**batch)
+            images += batch["l"].shape[0]
             if images >= NOVELTY_IMAGES:
                 break
     finally:

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "colorgan"
 # docs/ARCHITECTURE.md's layers, bottom first: a module imports only from lower layers.
 LAYERS = [
     {"errors", "color", "metrics", "ema"},
-    {"config", "device", "files", "lite0", "hints", "hub", "card", "uncertainty"},
+    {"config", "device", "files", "lite0", "hints", "hub", "card", "uncertainty", "reference"},
     {"generator", "losses", "set_distance", "batch", "ddp", "figures", "speed"},
     {"discriminator", "data", "runlog"},
     {"state"},

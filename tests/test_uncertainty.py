@@ -114,10 +114,11 @@ def test_novelty_is_zero_on_training_like_features_and_one_far_off_them() -> Non
             super().__init__()
             self.novelty = novelty
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.novelty(x)
+        def forward(self, l: torch.Tensor) -> torch.Tensor:
+            return self.novelty(l)
 
-    assert fit_novelty(Features().eval(), [(train[i : i + 50],) for i in range(0, 200, 50)]) == 200
+    batches = [{"l": train[i : i + 50]} for i in range(0, 200, 50)]
+    assert fit_novelty(Features().eval(), batches) == 200
     assert novelty.fitted
     assert (novelty(train) == 0).float().mean() >= 0.95  # within 1.1x the 95% quantile
     assert torch.equal(novelty(train * 4), torch.ones(200, 1, 1, 1))  # another style (spread)

@@ -1,0 +1,106 @@
+"""Score a model.reference checkpoint with the references a user would give it.
+
+Every image of each set is colorized four ways: with no reference; with its own colors (self,
+the upper bound); with another image of the same character as its reference (same: the real
+use, e.g. the hero on another page); and with an image of a different character (other: the
+wrong reference). A file name starts with its character (`calli_...`); references come from the
+same set and are drawn with a fixed seed, the same for every model. A model without
+model.reference is scored with no reference only (the baseline).
+
+    python experiments/reference_pairs.py CKPT ../shared/data/anime/unseen ../shared/data/anime/val \
+        --json runs/reference/anime-ref-s0/pairs.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from colorgan.data import scan_images
+from colorgan.device import resolve_device
+from colorgan.evaluate import References, evaluate_images, self_reference
+from colorgan.files import load_rgb
+from colorgan.modeldir import load_model, resolve_model
+from colorgan.reference import from_image
+
+MODES = ("none", "self", "same", "other")
+
+
+def character(path: Path) -> str:
+    return path.name.split("_", 1)[0]
+
+
+def pairs(paths: Sequence[Path], seed: int = 0) -> dict[str, dict[Path, Path]]:
+    """For each image, a same-character and a different-character reference from `paths`."""
+    by_character: dict[str, list[Path]] = defaultdict(list)
+    for path in paths:
+        by_character[character(path)].append(path)
+    rng = random.Random(seed)
+    same, other = {}, {}
+    for path in paths:
+        mine = character(path)
+        candidates = [p for p in by_character[mine] if p != path]
+        same[path] = rng.choice(candidates)
+        others = sorted(c for c in by_character if c != mine)
+        other[path] = rng.choice(by_character[rng.choice(others)])
+    return {"same": same, "other": other}
+
+
+def mapped(mapping: dict[Path, Path]) -> References:
+    """References from a mapping image -> reference file (each file's summary made once)."""
+    cache: dict[Path, torch.Tensor] = {}
+
+    def summaries(paths: Sequence[Path], rgb: torch.Tensor) -> torch.Tensor:
+        out = []
+        for path in paths:
+            ref = mapping[path]
+            if ref not in cache:
+                cache[ref] = from_image(load_rgb(ref))
+            out.append(cache[ref])
+        return torch.cat(out)
+
+    return summaries
+
+
+def score_set(checkpoint: str, data: Path, device: torch.device) -> dict[str, Any]:
+    generator, config = load_model(resolve_model(checkpoint))
+    paths = scan_images(data, config.data.gray_threshold, quiet=True).usable
+    size = config.data.image_size
+    modes: dict[str, References | None] = {"none": None}
+    if config.model.reference:
+        drawn = pairs(paths)
+        modes |= {"self": self_reference, "same": mapped(drawn["same"])}
+        modes["other"] = mapped(drawn["other"])
+    out: dict[str, Any] = {}
+    for mode, reference in modes.items():
+        result = evaluate_images(generator, paths, size, device, quiet=True, reference=reference)
+        out["gray"] = result.pop("baseline_gray")
+        out[mode] = result
+        print(f"{data.name:<8} {mode:<6} ΔE00 {result['delta_e']:6.2f}  PSNR {result['psnr']:6.2f}"
+              f"  colorfulness {result['colorfulness']:5.1f}  (gray ΔE00 {out['gray']['delta_e']:.2f})")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("data", type=Path, nargs="+")
+    parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    results = {str(data): score_set(args.checkpoint, data, device) for data in args.data}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
