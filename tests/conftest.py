@@ -135,3 +135,22 @@ def make_uncertainty_checkpoint(path: Path, caution: float = 0.25, hints: bool =
         head[3].bias.fill_(-10.0)
     save_checkpoint({"config": to_dict(config), "generator": generator.state_dict()}, path)
     return path
+
+
+def make_reference_checkpoint(path: Path, encoder: str = "unet") -> Path:
+    """An untrained 32 px checkpoint with model.reference (from-scratch U-Net, width 8, depth
+    3, the orange cast of AB_BIAS; or the Lite0 encoder), seeded, whose FiLM output layers are
+    set to random weights (they start at zero): a reference visibly changes its colors."""
+    depth = 5 if encoder == "efficientnet_lite0" else 3
+    settings = [f"model.encoder={encoder}", f"model.depth={depth}", "model.reference=true"]
+    config = load_config(None, [*settings, "data.image_size=32", "model.base_channels=8"])
+    torch.manual_seed(0)
+    generator = build_generator(config.model, pretrained=encoder == "efficientnet_lite0")
+    assert generator.reference is not None
+    with torch.no_grad():
+        if encoder == "unet":
+            generator.head[0].bias.copy_(torch.tensor(AB_BIAS))
+        for layer in generator.reference.out:
+            torch.nn.init.normal_(layer.weight, 0.0, 2.0)
+    save_checkpoint({"config": to_dict(config), "generator": generator.state_dict()}, path)
+    return path
