@@ -227,6 +227,7 @@ def _colorize_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     _max_pixels_option(p, files.DEFAULT_MAX_PIXELS)
     _hints_option(p)
+    _reference_option(p)
     _caution_options(p)
     _pipeline_options(p)
     _quiet_option(p, "no progress bar or summary")
@@ -275,7 +276,8 @@ def _pipeline_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace files in --out that colorize did not write (by default such a file is "
         "left alone, named, and the exit status is 1). Its own earlier outputs are skipped when "
-        "complete for the same model, size, format, points and caution, and replaced otherwise",
+        "complete for the same model, size, format, points, caution and reference, and replaced "
+        "otherwise",
     )
 
 
@@ -288,6 +290,17 @@ def _hints_option(p: argparse.ArgumentParser) -> None:
         '"y": 40, "color": "#3366ff"} ("radius" optional; x, y in pixels of the upright image) '
         "for every input, or a folder with one such file per image at the same relative path "
         "(a/b.png -> a/b.json)",
+    )
+
+
+def _reference_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--reference",
+        type=Path,
+        metavar="IMAGE",
+        help="for a model trained with model.reference: an image whose colors every input "
+        "gets (the same character on another page, a color photo of the same place; read once, "
+        "need not match the inputs' size or framing)",
     )
 
 
@@ -304,6 +317,7 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
         args.model, args.inputs, args.out, args.format, args.side_by_side, args.size,
         args.device, args.batch_size, args.max_pixels, args.hints, args.overwrite,
         args.workers, args.compile, args.quiet, args.runtime, caution, args.uncertainty_map,
+        args.reference,
     )  # fmt: skip
     try:
         _, _, failed = pipeline.run_colorize(run, report)

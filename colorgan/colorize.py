@@ -684,6 +684,35 @@ def hints_for_jobs(jobs: Sequence[Job], hints: Path | None) -> dict[Path, list[H
     return found
 
 
+def check_reference(colorizer: Colorizer, reference: object, what: str = "--reference") -> None:
+    """A ReferenceImageError (one line, naming `what`) if a reference is given (not None) to a
+    model trained without model.reference."""
+    if reference is not None and not colorizer.reference:
+        raise ReferenceImageError(
+            f"{what}: this model was trained without a reference input (model.reference="
+            "false); drop it, or train one with --set model.reference=true"
+        )
+
+
+def read_reference(
+    colorizer: Colorizer, path: Path | None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> torch.Tensor | None:
+    """`--reference IMAGE`: the file decoded once as colorize decodes its inputs (EXIF
+    orientation, over `max_pixels` refused before decoding) and summarized once (the
+    Colorizer's summarize: (1, 257) on its device), for every input; None for no file. A
+    ReferenceImageError naming the file for a model without model.reference (checked first)
+    or a file that cannot be read."""
+    if path is None:
+        return None
+    check_reference(colorizer, path, f"--reference {path}")
+    try:
+        picture = load_picture(path, max_pixels)
+    except UnreadableImage as err:
+        raise ReferenceImageError(f"--reference {path}: {err}") from None
+    rgb = picture.rgb if picture.rgb.dtype == torch.uint8 else float_to_uint8(picture.rgb)
+    return colorizer.summarize(to_image(rgb, picture.alpha))
+
+
 def _load(
     jobs: Sequence[Job],
     max_pixels: int,
@@ -740,14 +769,16 @@ def colorize_files(
     hints: dict[Path, list[Hint]] | None = None,
     overwrite: bool = False,
     caution: float | None = None,
+    reference: torch.Tensor | None = None,
 ) -> list[Failure]:
-    """Colorize each job's file (with its points from `hints`, see hints_for_jobs, and
-    `caution`, see Colorizer.resolve_caution), `colorizer.batch_size` files at a time. Files
-    that cannot be read or written, too large to colorize, or whose output path holds a file
-    colorize did not write (unless `overwrite`) are passed to `on_failure`, skipped and
-    returned; the rest go on."""
+    """Colorize each job's file (with its points from `hints`, see hints_for_jobs, `caution`,
+    see Colorizer.resolve_caution, and one `reference` summary (1, 257) for all, see
+    read_reference), `colorizer.batch_size` files at a time. Files that cannot be read or
+    written, too large to colorize, or whose output path holds a file colorize did not write
+    (unless `overwrite`) are passed to `on_failure`, skipped and returned; the rest go on."""
     caution = colorizer.resolve_caution(caution, "--caution")
     check_uncertainty_maps(colorizer, jobs)
+    check_reference(colorizer, reference)
     if max_pixels < 1:
         raise ColorganError(f"--max-pixels must be positive, got {max_pixels}")
     if size is not None and size < 1:
@@ -772,7 +803,7 @@ def colorize_files(
             bar.update(min(len(jobs) - start, colorizer.batch_size) - len(loaded))
             pictures = [picture for _, picture, _ in loaded]
             points = [p for _, _, p in loaded]
-            predicted = colorizer.predict_pictures(pictures, size, points, caution)
+            predicted = colorizer.predict_pictures(pictures, size, points, caution, reference)
             for (job, picture, _), (l, prediction) in zip(loaded, predicted, strict=True):
                 try:
                     rgb = join(l, prediction.ab)

@@ -32,12 +32,14 @@ from colorgan.colorize import (
     Colorizer,
     Failure,
     Job,
+    check_reference,
     check_uncertainty_maps,
     hints_for_jobs,
     join,
     lightness,
     load_colorizer,
     plan_jobs,
+    read_reference,
     refusal,
     resize_l,
     save_results,
@@ -75,16 +77,29 @@ def run_key(
     fmt: str,
     hints: Sequence[Hint] | None,
     caution: float = 0.0,
+    reference: str | None = None,
 ) -> str:
     """What an output depends on besides its input file: the model, the working size, the
-    format, the image's points and the caution it was colorized with (the resolved value), as
-    a short hash (written into each output's tag)."""
+    format, the image's points, the caution it was colorized with (the resolved value) and
+    the reference (reference_key's digest of its summary; None: none), as a short hash
+    (written into each output's tag)."""
     points = [[h.x, h.y, h.color, h.radius] for h in hints or []]
     parts: list[object] = [model_id, size, fmt, points]
     if caution:  # 0 (no fading) keeps the key of the runs from before caution existed
         parts.append(caution)
+    if reference is not None:  # likewise no reference
+        parts.append({"reference": reference})
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def reference_key(summary: torch.Tensor | None) -> str | None:
+    """A reference summary's identity for run_key: the sha256 of its float32 bytes (the same
+    colors give the same key, whatever the file is called); None for no reference."""
+    if summary is None:
+        return None
+    data = summary.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()
 
 
 def model_identity(path: str | Path) -> str:
@@ -302,12 +317,13 @@ def colorize_folder(
     on_failure: Callable[[Failure], None] | None = None,
     progress: bool = False,
     caution: float | None = None,
+    reference: torch.Tensor | None = None,
 ) -> Summary:
     """Colorize `jobs` through the pipeline (see the module's docstring): `workers` decoding
     processes (0: decode in this process) and as many encoding threads, with `caution` (see
-    Colorizer.resolve_caution). Outputs complete for the same model (`model_id`), size,
-    format, points and caution are skipped; failures go to `on_failure` and into the summary;
-    the rest go on."""
+    Colorizer.resolve_caution) and one `reference` summary (1, 257) for all (read_reference).
+    Outputs complete for the same model (`model_id`), size, format, points, caution and
+    reference are skipped; failures go to `on_failure` and into the summary; the rest go on."""
     summary, hints = Summary(), hints or {}
 
     def fail(path: Path, reason: str) -> None:
@@ -316,9 +332,12 @@ def colorize_folder(
             on_failure(summary.failures[-1])
 
     caution = _check_options(colorizer, jobs, size, max_pixels, workers, caution)
+    check_reference(colorizer, reference)
     clean_temporaries(jobs)
+    ref = reference_key(reference)
     keys = {
-        job.source: run_key(model_id, size, fmt, hints.get(job.source), caution) for job in jobs
+        job.source: run_key(model_id, size, fmt, hints.get(job.source), caution, ref)
+        for job in jobs
     }
     todo = _plan(jobs, keys, overwrite, summary, fail)
     bar = tqdm(total=len(todo), desc="colorizing", unit="img", disable=None if progress else True)
@@ -328,7 +347,7 @@ def colorize_folder(
             l_small = torch.cat([item.l_small for item in group])  # type: ignore[misc]
             maps = [item.hint_map for item in group]
             l_small = l_small.to(colorizer.device)
-            predicted = colorizer.predict_maps(l_small, _on(maps, colorizer), caution)
+            predicted = colorizer.predict_maps(l_small, _on(maps, colorizer), caution, reference)
             for item, prediction in zip(group, predicted, strict=True):
                 job = todo[item.index]
                 assert item.picture is not None
@@ -436,6 +455,7 @@ class FolderRun:
     runtime: str = "auto"
     caution: float | None = None  # None: the model's default (model.caution)
     uncertainty_map: bool = False  # also write <name>.uncertainty.png
+    reference: Path | None = None  # --reference IMAGE: its colors for every input
 
 
 def onnx_cache() -> Path:
@@ -501,6 +521,7 @@ def run_colorize(run: FolderRun, report: Callable[[Failure], None]) -> tuple[int
             colorizer = _load(run, device, len(jobs), run.quiet or not info.is_main)
             colorizer.resolve_caution(run.caution, "--caution")  # usage errors come first
             check_uncertainty_maps(colorizer, jobs)
+            reference = read_reference(colorizer, run.reference, run.max_pixels)  # each rank
             if info.is_main:
                 if colorizer.revision is not None and not run.quiet:
                     print(f"model {colorizer.source}")  # the commit: the run can be repeated
@@ -511,6 +532,7 @@ def run_colorize(run: FolderRun, report: Callable[[Failure], None]) -> tuple[int
                 colorizer, mine, run.fmt, run.size, run.max_pixels, run.workers, hints,
                 run.overwrite, _model_id(run.model, colorizer), report,
                 progress=info.is_main and not run.quiet and len(mine) > 1, caution=run.caution,
+                reference=reference,
             )  # fmt: skip
         counts = [summary.written, summary.skipped, len(summary.failures)]
         every = ddp.gather_counts(counts, info, device)

@@ -7,8 +7,8 @@ wrong reference). A file name starts with its character (`calli_...`); reference
 same set and are drawn with a fixed seed, the same for every model. A model without
 model.reference is scored with no reference only (the baseline).
 
-    python experiments/reference_pairs.py CKPT ../shared/data/anime/unseen ../shared/data/anime/val \
-        --json runs/reference/anime-ref-s0/pairs.json
+    python experiments/reference_pairs.py CKPT ../shared/data/anime/unseen \
+        ../shared/data/anime/val --json runs/reference/anime-ref-s0/pairs.json
 """
 
 from __future__ import annotations
@@ -83,8 +83,11 @@ def score_set(checkpoint: str, data: Path, device: torch.device) -> dict[str, An
         result = evaluate_images(generator, paths, size, device, quiet=True, reference=reference)
         out["gray"] = result.pop("baseline_gray")
         out[mode] = result
-        print(f"{data.name:<8} {mode:<6} ΔE00 {result['delta_e']:6.2f}  PSNR {result['psnr']:6.2f}"
-              f"  colorfulness {result['colorfulness']:5.1f}  (gray ΔE00 {out['gray']['delta_e']:.2f})")
+        gray = out["gray"]["delta_e"]
+        print(
+            f"{data.name:<8} {mode:<6} ΔE00 {result['delta_e']:6.2f}  PSNR {result['psnr']:6.2f}"
+            f"  colorfulness {result['colorfulness']:5.1f}  (gray ΔE00 {gray:.2f})"
+        )
     return out
 
 
