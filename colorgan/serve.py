@@ -7,9 +7,12 @@ header, before decoding), with a 4xx status and a JSON {"error": reason} the pag
 other error (an unknown route or method, a malformed request, a bug: 500) is JSON too.
 
 POST /api/colorize?size=N takes the image (the body, or a multipart file) with optional
-multipart fields `hints` (a hints file's JSON) and `caution` (0 to 1; also `?caution=C`; absent:
-the model's default); POST /api/uncertainty takes the same and answers the grayscale map of
-where a model.uncertainty model is guessing. GET /api/info says what the model supports.
+multipart fields `hints` (a hints file's JSON), `caution` (0 to 1; also `?caution=C`; absent:
+the model's default) and `reference` (an image file whose colors a model.reference model uses;
+decoded as the image is, under the same limits); POST /api/uncertainty takes the same and
+answers the grayscale map of where a model.uncertainty model is guessing. POST /api/palette
+takes a `reference` file and answers the colors the model is given, as JSON. GET /api/info says
+what the model supports.
 
 Connections are guarded in uvicorn's h11 protocol (`_protocol_class`): a request's headers must
 arrive within `header_timeout` seconds and its body within `body_timeout` more, else 408 and the
@@ -34,8 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from colorgan.batch import Prediction
+from colorgan.color import float_to_uint8
 from colorgan.colorize import Colorizer, join, parse_caution, uncertainty_image
 from colorgan.errors import (
     ColorganError,
@@ -46,6 +51,7 @@ from colorgan.errors import (
 )
 from colorgan.files import Picture, load_picture, to_image
 from colorgan.hints import Hint, HintError, hints_from_text
+from colorgan.reference import palette
 
 DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_MB = 25.0
@@ -134,35 +140,56 @@ async def _read_body(stream: AsyncIterator[bytes], declared: str | None, limit: 
 
 
 _TEXT_FIELDS = ("hints", "caution")  # the multipart fields that come with the image
+REFERENCE_FIELD = "reference"  # the multipart file field of a reference image (model.reference)
+NO_FILE = "no file in the multipart upload: send it as a form file field"
 
 
-async def _multipart_file(headers: Any, body: bytes, limit: int) -> tuple[bytes, dict[str, str]]:
-    """The first file of a multipart/form-data body, and its text fields (_TEXT_FIELDS) that
-    are there."""
+@dataclass(frozen=True)
+class _Form:
+    """A multipart/form-data body's parts: the image (its first other file), the reference's
+    bytes and the text fields (_TEXT_FIELDS) that are there."""
+
+    image: bytes | None
+    reference: bytes | None
+    fields: dict[str, str]
+
+
+async def _multipart(headers: Any, body: bytes, limit: int) -> _Form:
+    """A multipart/form-data body's image, reference and text fields."""
     from starlette.datastructures import UploadFile
     from starlette.formparsers import MultiPartException, MultiPartParser
 
     async def once() -> AsyncGenerator[bytes, None]:
         yield body
 
-    parser = MultiPartParser(headers, once(), max_files=2, max_fields=8, max_part_size=limit)
+    parser = MultiPartParser(headers, once(), max_files=3, max_fields=8, max_part_size=limit)
     try:
         form = await parser.parse()
     except MultiPartException as err:
         raise UploadRefused(400, f"bad multipart upload ({err.message})") from None
-    fields = {}
-    for name in _TEXT_FIELDS:
-        value = form.get(name)
-        if isinstance(value, UploadFile):
-            value = (await value.read()).decode("utf-8", errors="replace")
-        if value is not None:
-            fields[name] = value
-    for name, value in form.multi_items():
-        if isinstance(value, UploadFile) and name not in _TEXT_FIELDS:
-            data = await value.read()
-            await value.close()
-            return data, fields
-    raise UploadRefused(400, "no file in the multipart upload: send it as a form file field")
+    try:
+        fields = {}
+        for name in _TEXT_FIELDS:
+            value = form.get(name)
+            if isinstance(value, UploadFile):
+                value = (await value.read()).decode("utf-8", errors="replace")
+            if value is not None:
+                fields[name] = value
+        reference = form.get(REFERENCE_FIELD)
+        if isinstance(reference, str):
+            raise UploadRefused(400, "reference: send the reference image as a form file field")
+        images = [
+            value
+            for name, value in form.multi_items()
+            if isinstance(value, UploadFile) and name not in (*_TEXT_FIELDS, REFERENCE_FIELD)
+        ]
+        return _Form(
+            await images[0].read() if images else None,
+            None if reference is None else await reference.read(),
+            fields,
+        )
+    finally:
+        await form.close()
 
 
 def parse_hints(text: str | None) -> list[Hint] | None:
@@ -196,6 +223,37 @@ class Upload:
     data: bytes
     hints: list[Hint] | None = None
     caution: float | None = None  # None: the model's default
+    reference: bytes | None = None  # a reference image file (model.reference)
+
+
+def _decode(data: bytes, max_pixels: int, field: str = "") -> Picture:
+    """An uploaded image file -> Picture (files.load_picture: EXIF orientation, the pixel limit
+    before decoding), a refusal an UploadRefused (413 over the limit), its reason after
+    `field: ` when the file is a named field's."""
+    try:
+        return load_picture(io.BytesIO(data), max_pixels)
+    except UnreadableImage as err:
+        status = 413 if "over the limit" in str(err) else 400
+        raise UploadRefused(status, f"{field}: {err}" if field else str(err)) from None
+
+
+NO_REFERENCE_MODEL = (
+    "this model was trained without a reference input (model.reference=false); drop the "
+    "reference field, or serve a model trained with --set model.reference=true"
+)
+
+
+def reference_image(colorizer: Colorizer, data: bytes, max_pixels: int) -> Image.Image:
+    """The `reference` field's file -> an upright PIL image (alpha kept), decoded as the image
+    is; 400 for a model without model.reference (before decoding), or a file that is not an
+    image (413 over the pixel limit)."""
+    if not colorizer.reference:
+        raise UploadRefused(400, NO_REFERENCE_MODEL)
+    if not data:
+        raise UploadRefused(400, "reference: empty file: send an image file")
+    picture = _decode(data, max_pixels, REFERENCE_FIELD)
+    rgb = picture.rgb  # deep gray is float in [0, 1]: a reference's colors are 8-bit
+    return to_image(rgb if rgb.dtype == torch.uint8 else float_to_uint8(rgb), picture.alpha)
 
 
 def _predict(
@@ -205,15 +263,14 @@ def _predict(
     the Prediction), every refusal an UploadRefused."""
     if not upload.data:
         raise UploadRefused(400, "empty upload: send an image file as the request body")
-    try:
-        picture = load_picture(io.BytesIO(upload.data), max_pixels)
-    except UnreadableImage as err:
-        status = 413 if "over the limit" in str(err) else 400
-        raise UploadRefused(status, str(err)) from None
+    picture = _decode(upload.data, max_pixels)
+    summary = None
+    if upload.reference is not None:
+        summary = colorizer.summarize(reference_image(colorizer, upload.reference, max_pixels))
     hints = [upload.hints] if upload.hints else None
     try:
         caution = colorizer.resolve_caution(upload.caution)
-        [(l, prediction)] = colorizer.predict_pictures([picture], size, hints, caution)
+        [(l, prediction)] = colorizer.predict_pictures([picture], size, hints, caution, summary)
     except HintError as err:  # a point outside the image, or a model without hints
         raise UploadRefused(400, str(err)) from None
     except DoesNotFit as err:  # the working size needs more memory than is free
@@ -221,6 +278,13 @@ def _predict(
     except ColorganError as err:  # a caution for a model without uncertainty
         raise UploadRefused(400, str(err)) from None
     return picture, l, prediction
+
+
+def palette_json(colorizer: Colorizer, data: bytes, max_pixels: int) -> dict[str, Any]:
+    """POST /api/palette: a reference file's colors as the model is given them (reference.py's
+    palette): {"palette": [{"color": "#rrggbb", "share": 0.31}, ...]}, commonest first."""
+    colors = palette(reference_image(colorizer, data, max_pixels))
+    return {"palette": [{"color": color, "share": round(share, 4)} for color, share in colors]}
 
 
 def _png(image: Any) -> bytes:
@@ -236,10 +300,12 @@ def colorize_bytes(
     max_pixels: int,
     hints: list[Hint] | None = None,
     caution: float | None = None,
+    reference: bytes | None = None,
 ) -> bytes:
-    """Image file bytes (and color points, and the caution) -> the colorized PNG (alpha kept),
-    through files.py's decoding."""
-    picture, l, prediction = _predict(colorizer, Upload(data, hints, caution), size, max_pixels)
+    """Image file bytes (and color points, the caution, a reference image file) -> the
+    colorized PNG (alpha kept), through files.py's decoding."""
+    upload = Upload(data, hints, caution, reference)
+    picture, l, prediction = _predict(colorizer, upload, size, max_pixels)
     return _png(to_image(join(l, prediction.ab), picture.alpha))
 
 
@@ -249,33 +315,69 @@ def uncertainty_bytes(
     size: int,
     max_pixels: int,
     hints: list[Hint] | None = None,
+    reference: bytes | None = None,
 ) -> bytes:
-    """Image file bytes (and color points) -> the PNG of the model's uncertainty map at the
-    image's size (grayscale: black where it is sure, white where it is guessing)."""
+    """Image file bytes (and color points, a reference image file) -> the PNG of the model's
+    uncertainty map at the image's size (grayscale: black where it is sure, white where it is
+    guessing)."""
     if not colorizer.uncertainty:
         raise UploadRefused(
             400,
             "this model does not predict how sure it is (model.uncertainty=false); the map "
             "needs one trained with --set model.uncertainty=true",
         )
-    _, l, prediction = _predict(colorizer, Upload(data, hints), size, max_pixels)
+    _, l, prediction = _predict(
+        colorizer, Upload(data, hints, reference=reference), size, max_pixels
+    )
     assert prediction.uncertainty is not None
     return _png(uncertainty_image(prediction.uncertainty, (l.shape[2], l.shape[3])))
 
 
-async def _upload(request: Any, limits: Limits) -> Upload:
-    """The uploaded image's bytes (a raw body or a multipart file), its points and caution,
-    checked."""
-    limit = limits.max_upload_bytes + _MULTIPART_SLACK
+def _check_length(data: bytes | None, limits: Limits, field: str = "") -> None:
+    """413 for a file over the upload limit (`field`: the form field it came in)."""
+    if data is not None and len(data) > limits.max_upload_bytes:
+        what = f"{field}: file" if field else "upload"
+        raise UploadRefused(413, f"{what} over the limit of {limits.max_upload_bytes:,} bytes")
+
+
+def _is_multipart(request: Any) -> bool:
+    return bool(request.headers.get("content-type", "").startswith("multipart/form-data"))
+
+
+async def _form(request: Any, limits: Limits, files: int) -> _Form:
+    """The request's body: a multipart form's parts, or the raw body as the image; up to
+    `files` files of the upload limit each in a multipart body."""
+    multipart = _is_multipart(request)
+    limit = limits.max_upload_bytes * (files if multipart else 1) + _MULTIPART_SLACK
     body = await _read_body(request.stream(), request.headers.get("content-length"), limit)
-    fields: dict[str, str] = {}
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        body, fields = await _multipart_file(request.headers, body, limits.max_upload_bytes)
-    hints = parse_hints(fields.get("hints"))
-    caution = parse_caution_field(fields.get("caution"), request.query_params.get("caution"))
-    if len(body) > limits.max_upload_bytes:
-        raise UploadRefused(413, f"upload over the limit of {limits.max_upload_bytes:,} bytes")
-    return Upload(body, hints, caution)
+    if not multipart:
+        return _Form(body, None, {})
+    return await _multipart(request.headers, body, limits.max_upload_bytes)
+
+
+async def _upload(request: Any, limits: Limits) -> Upload:
+    """The uploaded image's bytes (a raw body or a multipart file), its points, caution and
+    reference, checked."""
+    form = await _form(request, limits, files=2)
+    if form.image is None:
+        raise UploadRefused(400, NO_FILE)
+    hints = parse_hints(form.fields.get("hints"))
+    caution = parse_caution_field(form.fields.get("caution"), request.query_params.get("caution"))
+    _check_length(form.image, limits)
+    _check_length(form.reference, limits, REFERENCE_FIELD)
+    return Upload(form.image, hints, caution, form.reference)
+
+
+async def _reference_upload(request: Any, limits: Limits) -> bytes:
+    """POST /api/palette's reference: the multipart `reference` file, or the raw body."""
+    form = await _form(request, limits, files=1)
+    data = form.reference if _is_multipart(request) else form.image
+    if data is None:
+        raise UploadRefused(
+            400, "no reference in the multipart upload: send it as the form file field `reference`"
+        )
+    _check_length(data, limits, REFERENCE_FIELD)
+    return data
 
 
 def _json_error(status: int, reason: str, headers: Mapping[str, str] | None = None) -> Any:
@@ -314,6 +416,7 @@ def model_info(colorizer: Colorizer, limits: Limits) -> dict[str, Any]:
         "hints": colorizer.hints,
         "uncertainty": colorizer.uncertainty,
         "caution": colorizer.caution if colorizer.uncertainty else None,
+        "reference": colorizer.reference,
     }
 
 
@@ -338,9 +441,29 @@ def _png_route(work: Callable[[Upload, int], bytes], colorizer: Colorizer, limit
     return answer
 
 
+def _palette_route(colorizer: Colorizer, limits: Limits) -> Any:
+    """POST /api/palette: the `reference` file, checked, -> palette_json (in a worker thread);
+    refusals as JSON."""
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import ClientDisconnect, Request
+    from starlette.responses import JSONResponse, Response
+
+    async def answer(request: Request) -> Response:
+        try:
+            data = await _reference_upload(request, limits)
+            colors = await run_in_threadpool(palette_json, colorizer, data, limits.max_pixels)
+        except UploadRefused as err:
+            return _json_error(err.status, str(err))
+        except ClientDisconnect:
+            return _json_error(400, "the client closed the connection")  # goes nowhere
+        return JSONResponse(colors, headers={"Cache-Control": "no-store"})
+
+    return answer
+
+
 def create_app(colorizer: Colorizer, limits: Limits | None = None) -> Any:
-    """The Starlette app: GET / (the page), GET /api/info, POST /api/colorize?size=N and
-    POST /api/uncertainty?size=N."""
+    """The Starlette app: GET / (the page), GET /api/info, POST /api/colorize?size=N,
+    POST /api/uncertainty?size=N and POST /api/palette."""
     try:
         from starlette.applications import Starlette
         from starlette.requests import Request
@@ -357,12 +480,20 @@ def create_app(colorizer: Colorizer, limits: Limits | None = None) -> Any:
     def colorize_locked(upload: Upload, size: int) -> bytes:
         with lock:
             return colorize_bytes(
-                colorizer, upload.data, size, limits.max_pixels, upload.hints, upload.caution
+                colorizer,
+                upload.data,
+                size,
+                limits.max_pixels,
+                upload.hints,
+                upload.caution,
+                upload.reference,
             )
 
     def uncertainty_locked(upload: Upload, size: int) -> bytes:
         with lock:
-            return uncertainty_bytes(colorizer, upload.data, size, limits.max_pixels, upload.hints)
+            return uncertainty_bytes(
+                colorizer, upload.data, size, limits.max_pixels, upload.hints, upload.reference
+            )
 
     async def index(request: Request) -> Response:
         return HTMLResponse(html)
@@ -377,6 +508,7 @@ def create_app(colorizer: Colorizer, limits: Limits | None = None) -> Any:
         Route(
             "/api/uncertainty", _png_route(uncertainty_locked, colorizer, limits), methods=["POST"]
         ),
+        Route("/api/palette", _palette_route(colorizer, limits), methods=["POST"]),
     ]
     return Starlette(routes=routes, exception_handlers=_error_handlers())
 

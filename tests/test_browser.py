@@ -1,7 +1,9 @@
 """The `colorgan serve` page in headless Chromium (Playwright driving Debian's /usr/bin/chromium):
 upload and drop images, get colorized results of the right size, download, broken uploads; with a
 model that takes color points: place, move, remove, save and load points, the eyedropper; with a
-model that predicts its uncertainty: the caution slider and the "where it is guessing" overlay.
+model that predicts its uncertainty: the caution slider and the "where it is guessing" overlay;
+with a model that takes a reference image: its drop zone, its palette, and its colors for every
+result until it is removed.
 
 Skipped only when Chromium or Playwright is missing and COLORGAN_REQUIRE_BROWSER is not 1 (CI
 sets it, after installing Chromium). COLORGAN_SCREENSHOT=PATH saves a screenshot of the page
@@ -23,7 +25,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from tests.conftest import make_hint_checkpoint, make_tiny_checkpoint, make_uncertainty_checkpoint
+from colorgan.colorize import Colorizer
+from colorgan.reference import palette
+from tests.conftest import (
+    make_color_image,
+    make_hint_checkpoint,
+    make_reference_checkpoint,
+    make_tiny_checkpoint,
+    make_uncertainty_checkpoint,
+)
 from tests.test_serve import start_server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -93,18 +103,36 @@ def unsure_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield from served(make_uncertainty_checkpoint(path, caution=0.25))
 
 
+@pytest.fixture(scope="module")
+def reference_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny checkpoint with model.reference whose colors visibly follow a reference."""
+    return make_reference_checkpoint(tmp_path_factory.mktemp("browser") / "reference.pt")
+
+
+@pytest.fixture(scope="module")
+def reference_url(reference_checkpoint: Path) -> Iterator[str]:
+    yield from served(reference_checkpoint)
+
+
 # records the `hints` and `caution` fields of each multipart request the page sends (Playwright
-# does not give the body of a request that holds a file), and every URL it fetches
+# does not give the body of a request that holds a file), every URL it fetches, and for each
+# POST its URL and the name of its `reference` file (null: none)
 RECORD_HINTS = """
     window.sentHints = [];
     window.sentCautions = [];
+    window.sentReferences = [];
     window.fetched = [];
     const send = window.fetch;
     window.fetch = (url, options) => {
         fetched.push(String(url));
-        if (options && options.body instanceof FormData) {
-            sentHints.push(options.body.get("hints"));
-            sentCautions.push(options.body.get("caution"));
+        const form = options && options.body instanceof FormData ? options.body : null;
+        if (form && !String(url).includes("api/palette")) {
+            sentHints.push(form.get("hints"));
+            sentCautions.push(form.get("caution"));
+        }
+        if (options && options.method === "POST") {
+            const reference = form && form.get("reference");
+            sentReferences.push([String(url), reference ? reference.name : null]);
         }
         return send(url, options);
     };
@@ -135,6 +163,11 @@ def hint_page(browser: Any, hint_url: str) -> Iterator[Any]:
 @pytest.fixture
 def unsure_page(browser: Any, unsure_url: str) -> Iterator[Any]:
     yield from open_page(browser, unsure_url)
+
+
+@pytest.fixture
+def reference_page(browser: Any, reference_url: str) -> Iterator[Any]:
+    yield from open_page(browser, reference_url)
 
 
 def scene(size: tuple[int, int]) -> Image.Image:
@@ -470,3 +503,82 @@ def test_a_model_without_uncertainty_has_no_caution_control(page: Any, tmp_path:
     assert result_sizes(page, 1) == [list(PICTURE)]
     assert page.evaluate("sentCautions") == []  # the image alone, as the raw body
     assert page.locator(".card canvas.guess").is_hidden()
+
+
+# ---- a reference image (a model with model.reference) ----
+
+
+def references_sent(page: Any, route: str = "colorize") -> list[str | None]:
+    """The `reference` file's name (None: none) of each POST to api/<route>, in order."""
+    return [name for url, name in page.evaluate("sentReferences") if f"api/{route}" in url]
+
+
+def drop_file(page: Any, selector: str, name: str, data: bytes) -> None:
+    """Drop one PNG file named `name` on `selector`."""
+    transfer = page.evaluate_handle(
+        """([name, data]) => {
+            const transfer = new DataTransfer();
+            const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+            transfer.items.add(new File([bytes], name, { type: "image/png" }));
+            return transfer;
+        }""",
+        [name, base64.b64encode(data).decode()],
+    )
+    page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
+
+
+def test_a_reference_image_colors_every_result_until_removed(
+    reference_page: Any, reference_checkpoint: Path, tmp_path: Path
+) -> None:
+    page = reference_page
+    assert page.is_visible("#reference-tools") and not page.is_visible("#reference-note")
+    assert "its colors are used for every picture" in page.inner_text("#reference-drop")
+    assert not page.is_visible("#reference-shown")
+    plain = upload_scene(page, tmp_path)
+    assert references_sent(page) == [None]
+
+    # a reference: its thumbnail and palette, and the result colorized again with it
+    colors = make_color_image(7, (64, 48))
+    source = png_file(tmp_path / "beach.png", colors)
+    page.set_input_files("#reference-file", str(source))
+    page.locator("#palette .swatch").first.wait_for()
+    swatches = page.eval_on_selector_all(
+        "#palette .swatch", "s => s.map(e => [e.dataset.color, Number(e.dataset.share)])"
+    )
+    assert swatches == [[color, round(share, 4)] for color, share in palette(colors)]
+    assert page.is_visible("#reference-thumb") and page.is_visible("#reference-remove")
+    wait_results(page, 2)
+    referenced = shown_result(page)
+    assert references_sent(page) == [None, "beach.png"]
+    assert references_sent(page, "palette") == ["beach.png"]
+    model = Colorizer.from_checkpoint(reference_checkpoint, device="cpu", batch_size=1)
+    expected = model.colorize(Image.open(tmp_path / "scene.png"), reference=colors)
+    assert np.abs(referenced - np.asarray(expected, dtype=int)).max() <= 1
+    assert np.abs(referenced - plain).mean() > 3  # visibly other colors
+
+    # a file that is not an image: its reason; the reference in use stays, nothing is redone
+    (tmp_path / "notes.png").write_bytes(b"not an image at all")
+    page.set_input_files("#reference-file", str(tmp_path / "notes.png"))
+    page.locator("#reference-error", has_text="notes.png: reference: not an image").wait_for()
+    assert page.locator("#palette .swatch").count() == len(swatches)
+    assert references_sent(page) == [None, "beach.png"]
+
+    # removed: the result as without it, and requests no longer carry it
+    page.click("#reference-remove")
+    assert not page.is_visible("#reference-shown") and not page.is_visible("#reference-error")
+    wait_results(page, 3)
+    assert np.array_equal(shown_result(page), plain)
+    assert references_sent(page) == [None, "beach.png", None]
+
+    # dropped on its zone, it is back; a new picture gets it too
+    drop_file(page, "#reference-drop", "again.png", png_bytes(colors))
+    wait_results(page, 4)
+    assert np.array_equal(shown_result(page), referenced)
+    page.set_input_files("#files", str(png_file(tmp_path / "hills.png", scene((50, 40)))))
+    assert result_sizes(page, 2) == [[50, 40], list(PICTURE)]
+    assert references_sent(page) == [None, "beach.png", None, "again.png", "again.png"]
+
+
+def test_a_model_without_a_reference_has_no_reference_zone(page: Any) -> None:
+    assert not page.is_visible("#reference-tools")
+    assert "trained without a reference image" in page.inner_text("#reference-note")

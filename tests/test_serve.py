@@ -73,6 +73,7 @@ def test_page_and_info(client: TestClient) -> None:
         "hints": False,
         "uncertainty": False,
         "caution": None,
+        "reference": False,
     }
 
 
