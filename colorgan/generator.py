@@ -19,7 +19,7 @@ from torch import nn
 from colorgan.config import ModelConfig
 from colorgan.hints import HINT_CHANNELS, no_points
 from colorgan.lite0 import STEM_CHANNELS, TAP_CHANNELS, load_lite0, to_input
-from colorgan.reference import ReferenceFilm, modulate
+from colorgan.reference import PaletteHead, ReferenceFilm, modulate
 from colorgan.uncertainty import GUESS_ERROR, Novelty, UncertaintyHead
 
 Norm = str  # "batch" | "instance" | "none"
@@ -122,9 +122,13 @@ class Generator(nn.Module):
             if uncertainty
             else None
         )
-        # model.reference (reference.py): scales and shifts every up block's output
+        # model.reference (reference.py): scales and shifts every up block's output, and picks
+        # colors on the stride-4 one's (the innermost's for depth 2; the last skip for depth 1)
         widths = [channels[i - 1] for i in range(depth - 1, 0, -1)]
         self.reference = ReferenceFilm(widths) if reference else None
+        self.palette_block = max(depth - 3, 0)  # the up block whose output the palette reads
+        tapped = widths[self.palette_block] if widths else channels[0]
+        self.palette = PaletteHead(tapped) if reference else None
 
     @property
     def multiple(self) -> int:
@@ -157,17 +161,23 @@ class Generator(nn.Module):
             skips.append(x)
         styled = skips[min(NOVELTY_LEVEL, self.depth - 1)]  # for model.uncertainty's novelty
         skips.pop()  # the innermost output is x itself
+        tapped = x
         for index, block in enumerate(self.up):
             x = block(x)
             if films:
                 x = modulate(x, films[index])
+            if index == self.palette_block:
+                tapped = x
             x = torch.cat([x, skips.pop()], dim=1)
         ab = self.head(x)
+        if self.palette is not None and reference is not None:
+            ab = self.palette(tapped, ab, reference)
         if self.uncertainty is None:
             return ab
         return _with_uncertainty(self.uncertainty, ab, x, styled)
 
 
+PALETTE_LEVEL = 2  # Lite0UNet's decoder level (stride 4) whose output the palette head reads
 NOVELTY_LEVEL = 2  # the features whose style `Novelty` measures: stride 8 (2**(level + 1))
 
 
@@ -325,6 +335,8 @@ class Lite0UNet(nn.Module):
         # model.reference (reference.py): scales and shifts every decoder level's output
         modulated = widths[:levels] + ([base_channels] if output_stride == 1 else [])
         self.reference = ReferenceFilm(modulated) if reference else None
+        # and picks colors on the stride-4 level's output (decoder level 2)
+        self.palette = PaletteHead(widths[PALETTE_LEVEL]) if reference else None
         self.frozen_groups: tuple[int, ...] = ()
 
     @property
@@ -369,7 +381,8 @@ class Lite0UNet(nn.Module):
         else:
             feats = self.encoder.features(_no_hints(rgb, hints))
         styled = feats[NOVELTY_LEVEL]
-        x = self._decode(feats, l, hint_map, films)
+        outputs = self._decode(feats, l, hint_map, films)
+        x = outputs[-1]
         if self.output_stride > 1:  # ab at the output stride, upsampled to the input's size
             ab = _upsample(self.head(x), float(self.output_stride))
         else:
@@ -379,6 +392,8 @@ class Lite0UNet(nn.Module):
             if films:
                 x = modulate(x, films[-1])
             ab = self.head(x)
+        if self.palette is not None and reference is not None:
+            ab = self.palette(outputs[PALETTE_LEVEL], ab, reference)
         if self.uncertainty is None:
             return ab
         return _with_uncertainty(self.uncertainty, ab, x, styled)
@@ -389,12 +404,14 @@ class Lite0UNet(nn.Module):
         l: torch.Tensor,
         hint_map: torch.Tensor | None,
         films: list[tuple[torch.Tensor, torch.Tensor]],
-    ) -> torch.Tensor:
-        """The decoder levels on the encoder's features `feats` (stride 2 to 32; the coarsest
-        is the start): each joins the upsampled map, its skip and the pooled hint map; the
-        last one also L pooled to its stride when the output stride is over 1. With a
-        reference, each level's output is scaled and shifted by its `films` entry."""
+    ) -> list[torch.Tensor]:
+        """The decoder levels' outputs (stride 16 down) on the encoder's features `feats`
+        (stride 2 to 32; the coarsest is the start): each joins the upsampled map, its skip
+        and the pooled hint map; the last one also L pooled to its stride when the output
+        stride is over 1. With a reference, each level's output is scaled and shifted by its
+        `films` entry."""
         x = feats.pop()
+        outputs = []
         for index, block in enumerate(self.decoder):
             x = _upsample(x, 2.0)
             skip = feats.pop()
@@ -404,7 +421,8 @@ class Lite0UNet(nn.Module):
             x = block(torch.cat(joined, dim=1))
             if films:
                 x = modulate(x, films[index])
-        return x
+            outputs.append(x)
+        return outputs
 
 
 def _upsample(x: torch.Tensor, factor: float) -> torch.Tensor:

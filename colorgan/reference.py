@@ -9,10 +9,12 @@ colorization with the same network. A histogram holds no positions, so a referen
 aligned with the image, nor even the same picture: another page with the same character, or a
 photo of the same room.
 
-The generator takes it through `ReferenceFilm`: a small MLP that turns the summary into a scale
-and a shift per channel of each decoder level (FiLM, Perez et al. 2018), zero-initialised and
-multiplied by the flag, so a new model starts as the automatic one and "no reference" is exactly
-that network.
+The generator takes it two ways. `ReferenceFilm`: a small MLP turns the summary into a scale and
+a shift per channel of each decoder level (FiLM, Perez et al. 2018), zero-initialised. And
+`PaletteHead`: each pixel picks among the reference's colors (attention of a query from the
+stride-4 features over the histogram's cells, their shares as the prior), and a learned gate
+says how much of the picked color replaces the generator's own. Both are multiplied by the
+flag, so "no reference" is exactly the automatic network.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
@@ -30,6 +33,10 @@ REFERENCE_BINS = 16  # cells per ab axis over [-1, 1] (ab / 110): 13.75 Lab unit
 REFERENCE_CHANNELS = REFERENCE_BINS**2 + 1  # the histogram and the "given" flag
 SUMMARY_SIDE = 256  # a reference image is reduced to at most this longer side first
 FILM_HIDDEN = 128  # ReferenceFilm's hidden width
+PALETTE_DIM = 16  # PaletteHead's query and key width
+PALETTE_STRIDE = 4  # PaletteHead picks colors on the stride-4 features (chroma is low-frequency)
+GATE_START = -3.0  # PaletteHead's gate starts at sigmoid(-3) = 0.05 wherever a reference is given
+SHARE_FLOOR = 1e-4  # cells the reference lacks get a prior of log(1e-4): all but never picked
 PALETTE_SIZE = 8  # colors the web app shows for a reference
 
 
@@ -150,3 +157,52 @@ def modulate(x: torch.Tensor, film: tuple[torch.Tensor, torch.Tensor]) -> torch.
     """Feature maps `x` (B, C, H, W) scaled and shifted by one level's (gamma, beta)."""
     gamma, beta = film
     return x * (1.0 + gamma.to(x.dtype)) + beta.to(x.dtype)
+
+
+def _cell_centers() -> torch.Tensor:
+    """The ab (in [-1, 1]) at the center of every histogram cell, (REFERENCE_BINS**2, 2), in
+    `_cells`' order."""
+    centers = (torch.arange(REFERENCE_BINS) + 0.5) * (2.0 / REFERENCE_BINS) - 1.0
+    a, b = torch.meshgrid(centers, centers, indexing="ij")
+    return torch.stack([a.flatten(), b.flatten()], dim=1)
+
+
+class PaletteHead(nn.Module):
+    """Per pixel, a color picked from the reference: a query from the features (`channels`, at
+    any stride) attends over the histogram's cells (a learned key per cell; the log of the
+    reference's share of each cell as the prior, so colors it lacks are all but never
+    picked), giving the picked ab; a gate from the same features blends it into the
+    generator's ab. Both are upsampled to the output's size. Computed in float32 (under
+    autocast too)."""
+
+    def __init__(self, channels: int, dim: int = PALETTE_DIM) -> None:
+        super().__init__()
+        # its own random stream, as ReferenceFilm's
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch.initial_seed() + 3)
+            self.query = nn.Conv2d(channels, dim, 1)
+            self.keys = nn.Parameter(torch.randn(REFERENCE_BINS**2, dim) * 0.1)
+            self.gate = nn.Conv2d(channels, 1, 1)
+        nn.init.zeros_(self.gate.weight)
+        nn.init.constant_(self.gate.bias, GATE_START)  # type: ignore[arg-type]
+        self.register_buffer("centers", _cell_centers(), persistent=False)
+        self.scale = dim**-0.5
+
+    def forward(
+        self, features: torch.Tensor, ab: torch.Tensor, reference: torch.Tensor
+    ) -> torch.Tensor:
+        """`ab` (B, 2, H, W) moved toward the colors picked from `reference` (B, CHANNELS)
+        where the gate (from `features` (B, C, h, w)) says so; unchanged without a reference."""
+        with torch.autocast(features.device.type, enabled=False):
+            features, reference = features.float(), reference.float()
+            prior = torch.log(reference[:, :-1, None, None] + SHARE_FLOOR)  # (B, K, 1, 1)
+            query = self.query(features)  # (B, D, h, w)
+            logits = torch.einsum("bdhw,kd->bkhw", query, self.keys.float()) * self.scale
+            weights = (logits + prior).softmax(dim=1)
+            picked = torch.einsum("bkhw,kc->bchw", weights, self.centers)
+            gate = torch.sigmoid(self.gate(features)) * reference[:, -1:, None, None]
+        if picked.shape[-2:] != ab.shape[-2:]:
+            size = ab.shape[-2:]
+            picked = F.interpolate(picked, size=size, mode="bilinear", align_corners=False)
+            gate = F.interpolate(gate, size=size, mode="bilinear", align_corners=False)
+        return ab + gate.to(ab.dtype) * (picked.to(ab.dtype) - ab)
