@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import logging
 import math
@@ -155,6 +156,16 @@ class Config:
 def to_dict(config: Config) -> dict[str, dict[str, Any]]:
     """The config as plain nested dicts (for YAML and checkpoints)."""
     return dataclasses.asdict(config)
+
+
+def _unknown_key(section: str, key: object, known: list[str]) -> str:
+    """'unknown key ...' with the closest known key when there is one, else the section's keys
+    (the list grows with the keys: a long typo is shown shorter)."""
+    full = f"{section}.{key}"
+    close = difflib.get_close_matches(str(key), known, n=1) if isinstance(key, str) else []
+    if close:
+        return f"unknown key {shown(full, SHOWN_CHARS // 2)} (did you mean {section}.{close[0]}?)"
+    return f"unknown key {shown(full, SHOWN_CHARS // 3)} (known in {section}: {', '.join(known)})"
 
 
 def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
@@ -365,11 +376,7 @@ def _apply(config: Config, overrides: dict[str, Any], source: str) -> Config:
         for key, value in values.items():
             full = f"{section_name}.{key}"
             if key not in hints:
-                known = ", ".join(hints)  # the list grows with the keys: show less of a typo
-                raise ConfigError(
-                    f"{source}: unknown key {shown(full, SHOWN_CHARS // 2)} "
-                    f"(known in {section_name}: {known})"
-                )
+                raise ConfigError(f"{source}: {_unknown_key(section_name, key, list(hints))}")
             updates[key] = _check_value(full, value, hints[key])
         changes[section_name] = dataclasses.replace(section, **updates)
     return dataclasses.replace(config, **changes)
