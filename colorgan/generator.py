@@ -19,7 +19,7 @@ from torch import nn
 from colorgan.config import ModelConfig
 from colorgan.hints import HINT_CHANNELS, no_points
 from colorgan.lite0 import STEM_CHANNELS, TAP_CHANNELS, load_lite0, to_input
-from colorgan.reference import PaletteHead, ReferenceFilm, modulate
+from colorgan.reference import PALETTE_STRIDE, PaletteHead, ReferenceFilm, modulate
 from colorgan.uncertainty import GUESS_ERROR, Novelty, UncertaintyHead
 
 Norm = str  # "batch" | "instance" | "none"
@@ -128,7 +128,8 @@ class Generator(nn.Module):
         self.reference = ReferenceFilm(widths) if reference else None
         self.palette_block = max(depth - 3, 0)  # the up block whose output the palette reads
         tapped = widths[self.palette_block] if widths else channels[0]
-        self.palette = PaletteHead(tapped) if reference else None
+        tapped_stride = 2 ** (depth - 1 - self.palette_block) if depth > 1 else 2
+        self.palette = PaletteHead(tapped, tapped_stride) if reference else None
 
     @property
     def multiple(self) -> int:
@@ -336,7 +337,7 @@ class Lite0UNet(nn.Module):
         modulated = widths[:levels] + ([base_channels] if output_stride == 1 else [])
         self.reference = ReferenceFilm(modulated) if reference else None
         # and picks colors on the stride-4 level's output (decoder level 2)
-        self.palette = PaletteHead(widths[PALETTE_LEVEL]) if reference else None
+        self.palette = PaletteHead(widths[PALETTE_LEVEL], PALETTE_STRIDE) if reference else None
         self.frozen_groups: tuple[int, ...] = ()
 
     @property

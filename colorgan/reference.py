@@ -19,6 +19,7 @@ flag, so "no reference" is exactly the automatic network.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -35,8 +36,11 @@ SUMMARY_SIDE = 256  # a reference image is reduced to at most this longer side f
 FILM_HIDDEN = 128  # ReferenceFilm's hidden width
 PALETTE_DIM = 16  # PaletteHead's query and key width
 PALETTE_STRIDE = 4  # PaletteHead picks colors on the stride-4 features (chroma is low-frequency)
-GATE_START = -3.0  # PaletteHead's gate starts at sigmoid(-3) = 0.05 wherever a reference is given
-SHARE_FLOOR = 1e-4  # cells the reference lacks get a prior of log(1e-4): all but never picked
+GATE_START = 0.0  # PaletteHead's gate starts at sigmoid(0) = 0.5 wherever a reference is given
+NEARNESS_START = (
+    0.02  # its temperature: a cell 0.14 (15 Lab units) from a pixel's ab is e^-1 less likely
+)
+ABSENT = -1e4  # PaletteHead's prior for the cells the reference lacks: never picked
 PALETTE_SIZE = 8  # colors the web app shows for a reference
 
 
@@ -168,15 +172,17 @@ def _cell_centers() -> torch.Tensor:
 
 
 class PaletteHead(nn.Module):
-    """Per pixel, a color picked from the reference: a query from the features (`channels`, at
-    any stride) attends over the histogram's cells (a learned key per cell; the log of the
-    reference's share of each cell as the prior, so colors it lacks are all but never
-    picked), giving the picked ab; a gate from the same features blends it into the
-    generator's ab. Both are upsampled to the output's size. Computed in float32 (under
-    autocast too)."""
+    """Per pixel, a color picked from the reference: the histogram's cells are scored by how
+    near each is to the generator's own ab there (a learned temperature: it starts by snapping
+    each pixel to the nearest colors the reference has), plus a query from the features
+    (`channels`, at `stride` of the output) against a learned key per cell, plus the log of the
+    reference's share of each cell (colors it lacks are never picked); their softmax
+    gives the picked ab. A gate from the same features blends it into the generator's ab.
+    Both are upsampled to the output's size. Computed in float32 (under autocast too)."""
 
-    def __init__(self, channels: int, dim: int = PALETTE_DIM) -> None:
+    def __init__(self, channels: int, stride: int, dim: int = PALETTE_DIM) -> None:
         super().__init__()
+        self.stride = stride
         # its own random stream, as ReferenceFilm's
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(torch.initial_seed() + 3)
@@ -185,6 +191,7 @@ class PaletteHead(nn.Module):
             self.gate = nn.Conv2d(channels, 1, 1)
         nn.init.zeros_(self.gate.weight)
         nn.init.constant_(self.gate.bias, GATE_START)  # type: ignore[arg-type]
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(NEARNESS_START)))
         self.register_buffer("centers", _cell_centers(), persistent=False)
         self.scale = dim**-0.5
 
@@ -195,11 +202,16 @@ class PaletteHead(nn.Module):
         where the gate (from `features` (B, C, h, w)) says so; unchanged without a reference."""
         with torch.autocast(features.device.type, enabled=False):
             features, reference = features.float(), reference.float()
-            prior = torch.log(reference[:, :-1, None, None] + SHARE_FLOOR)  # (B, K, 1, 1)
+            shares = reference[:, :-1, None, None]  # (B, K, 1, 1)
+            prior = torch.where(shares > 0, shares.clamp_min(1e-12).log(), ABSENT)
             query = self.query(features)  # (B, D, h, w)
             logits = torch.einsum("bdhw,kd->bkhw", query, self.keys.float()) * self.scale
-            weights = (logits + prior).softmax(dim=1)
-            picked = torch.einsum("bkhw,kc->bchw", weights, self.centers)
+            own = F.avg_pool2d(ab.float(), self.stride) if self.stride > 1 else ab.float()
+            centers = self.centers
+            assert isinstance(centers, torch.Tensor)
+            near = (own[:, None] - centers[None, :, :, None, None]).square().sum(dim=2)
+            weights = (logits + prior - near / self.log_temperature.exp()).softmax(dim=1)
+            picked = torch.einsum("bkhw,kc->bchw", weights, centers)
             gate = torch.sigmoid(self.gate(features)) * reference[:, -1:, None, None]
         if picked.shape[-2:] != ab.shape[-2:]:
             size = ab.shape[-2:]

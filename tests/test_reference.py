@@ -276,8 +276,7 @@ def test_the_palette_head_picks_the_only_color_a_reference_has(name: str) -> Non
         generator.palette.gate.bias.fill_(1e4)
         picked = generator(l, reference=one)
         plain = generator(l)
-    # within the prior's leak toward the cells it lacks (255 x SHARE_FLOOR, before training)
-    assert torch.allclose(picked, center.view(1, 2, 1, 1).expand_as(picked), atol=0.03)
+    assert torch.allclose(picked, center.view(1, 2, 1, 1).expand_as(picked), atol=1e-3)
     assert (plain - picked).abs().max() > 0.1  # not what it paints on its own
 
 
@@ -518,3 +517,30 @@ def test_evaluate_reference_errors_exit_2_with_one_line(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert all(fragment in err for fragment in message), err
+
+
+def test_the_palette_head_starts_by_snapping_to_the_nearest_reference_color() -> None:
+    # two colors in the reference, equal shares; the query silenced and the gate wide open:
+    # each pixel gets whichever of the two is nearer the generator's own ab there
+    torch.manual_seed(0)
+    generator = Generator(8, 3, reference=True).eval()
+    assert generator.palette is not None
+    first, second = torch.tensor([0.40, -0.30]), torch.tensor([-0.45, 0.45])
+    ab = torch.stack([first, second]).view(1, 2, 2, 1).permute(0, 2, 1, 3).expand(1, 2, 2, 4)
+    two = summarize(ab.contiguous())
+    assert torch.allclose(two[0, :-1].sort(descending=True).values[:2], torch.tensor([0.5, 0.5]))
+    centers = generator.palette.centers[two[0, :-1] > 0]  # the two cells' centers
+    l = torch.zeros(1, 1, 32, 32)
+    with torch.no_grad():
+        generator.palette.gate.bias.fill_(1e4)
+        generator.palette.query.weight.zero_()
+        generator.palette.query.bias.zero_()
+        for target in (first, second):
+            generator.head[0].bias.copy_(torch.atanh(target))  # its own colors near `target`
+            generator.palette.gate.bias.fill_(-1e4)
+            own = generator(l)
+            generator.palette.gate.bias.fill_(1e4)
+            picked = generator(l, reference=two)
+            nearest = centers[(centers - target).norm(dim=1).argmin()]
+            assert (own.mean(dim=(2, 3))[0] - target).abs().max() < 0.1
+            assert torch.allclose(picked, nearest.view(1, 2, 1, 1).expand_as(picked), atol=1e-3)
