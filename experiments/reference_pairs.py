@@ -5,7 +5,8 @@ the upper bound); with another image of the same character as its reference (sam
 use, e.g. the hero on another page); and with an image of a different character (other: the
 wrong reference). A file name starts with its character (`calli_...`); references come from the
 same set and are drawn with a fixed seed, the same for every model. A model without
-model.reference is scored with no reference only (the baseline).
+model.reference is scored with no reference only (the baseline); a set whose names hold no
+characters (photos/val) with no reference and self only.
 
     python experiments/reference_pairs.py CKPT ../shared/data/anime/unseen \
         ../shared/data/anime/val --json runs/reference/anime-ref-s0/pairs.json
@@ -75,9 +76,10 @@ def score_set(checkpoint: str, data: Path, device: torch.device) -> dict[str, An
     size = config.data.image_size
     modes: dict[str, References | None] = {"none": None}
     if config.model.reference:
-        drawn = pairs(paths)
-        modes |= {"self": self_reference, "same": mapped(drawn["same"])}
-        modes["other"] = mapped(drawn["other"])
+        modes["self"] = self_reference
+        if len({character(p) for p in paths}) > 1:  # photos have no characters: self only
+            drawn = pairs(paths)
+            modes |= {"same": mapped(drawn["same"]), "other": mapped(drawn["other"])}
     out: dict[str, Any] = {}
     for mode, reference in modes.items():
         result = evaluate_images(generator, paths, size, device, quiet=True, reference=reference)
