@@ -50,7 +50,7 @@ from colorgan.generator import DEFAULT_BYTES_PER_PIXEL, bytes_per_pixel
 from colorgan.hints import Hint, HintError, check_inside, load_hints, no_points, render
 from colorgan.hub import PREFIX as HUB_PREFIX
 from colorgan.modeldir import ModelSource, load_model, resolve_model
-from colorgan.reference import ReferenceImageError, from_image
+from colorgan.reference import NO_REFERENCE_INPUT, ReferenceImageError, from_image
 from colorgan.speed import fast_model
 from colorgan.uncertainty import fade, uncertainty_map
 
@@ -332,8 +332,7 @@ class Colorizer:
             return None
         if not self.reference:
             raise ReferenceImageError(
-                "this model was trained without a reference input (model.reference=false); "
-                "train one with --set model.reference=true"
+                f"this model was {NO_REFERENCE_INPUT}; train one with --set model.reference=true"
             )
         return from_image(reference).to(self.device)
 
@@ -689,8 +688,8 @@ def check_reference(colorizer: Colorizer, reference: object, what: str = "--refe
     model trained without model.reference."""
     if reference is not None and not colorizer.reference:
         raise ReferenceImageError(
-            f"{what}: this model was trained without a reference input (model.reference="
-            "false); drop it, or train one with --set model.reference=true"
+            f"{what}: this model was {NO_REFERENCE_INPUT}; drop it, or train one with "
+            "--set model.reference=true"
         )
 
 

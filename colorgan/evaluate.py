@@ -45,7 +45,7 @@ from colorgan.lite0 import EfficientNetLite0, load_lite0
 from colorgan.losses import l1_loss
 from colorgan.metrics import METRIC_KEYS, colorfulness, delta_e2000_pixels, image_metrics
 from colorgan.modeldir import ModelSource, load_model, resolve_model
-from colorgan.reference import from_image, summarize
+from colorgan.reference import NO_REFERENCE_INPUT, from_image, summarize
 from colorgan.set_distance import (
     DISTRIBUTION_KEYS,
     MIN_IMAGES,
@@ -510,10 +510,7 @@ def _references(reference: str | Path | None, takes: bool, name: str) -> Referen
     if reference is None:
         return None
     if not takes:
-        raise EvaluateError(
-            f"{name} was trained without a reference input (model.reference=false); "
-            f"drop --reference"
-        )
+        raise EvaluateError(f"{name} was {NO_REFERENCE_INPUT}; drop --reference")
     if str(reference) == SELF_REFERENCE:
         return self_reference
     return file_reference(Path(reference))

@@ -44,6 +44,10 @@ ABSENT = -1e4  # PaletteHead's prior for the cells the reference lacks: never pi
 PALETTE_SIZE = 8  # colors the web app shows for a reference
 
 
+# the start of every refusal of a reference by a model without the input (CLI, API, evaluate)
+NO_REFERENCE_INPUT = "trained without a reference input (model.reference=false)"
+
+
 class ReferenceImageError(ColorganError):
     """A reference that cannot be used (a model without model.reference, a bad image)."""
 

@@ -51,7 +51,7 @@ from colorgan.errors import (
 )
 from colorgan.files import Picture, load_picture, to_image
 from colorgan.hints import Hint, HintError, hints_from_text
-from colorgan.reference import palette
+from colorgan.reference import NO_REFERENCE_INPUT, palette
 
 DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_MB = 25.0
@@ -238,8 +238,8 @@ def _decode(data: bytes, max_pixels: int, field: str = "") -> Picture:
 
 
 NO_REFERENCE_MODEL = (
-    "this model was trained without a reference input (model.reference=false); drop the "
-    "reference field, or serve a model trained with --set model.reference=true"
+    f"this model was {NO_REFERENCE_INPUT}; drop the reference field, or serve a model trained "
+    "with --set model.reference=true"
 )
 
 
