@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from colorgan.config import ModelConfig
-from colorgan.hints import HINT_CHANNELS, no_points
+from colorgan.hints import HINT_CHANNELS, HintSpread, no_points
 from colorgan.lite0 import STEM_CHANNELS, TAP_CHANNELS, load_lite0, to_input
 from colorgan.reference import PALETTE_STRIDE, PaletteHead, ReferenceFilm, modulate
 from colorgan.uncertainty import GUESS_ERROR, Novelty, UncertaintyHead
@@ -130,6 +130,7 @@ class Generator(nn.Module):
         tapped = widths[self.palette_block] if widths else channels[0]
         tapped_stride = 2 ** (depth - 1 - self.palette_block) if depth > 1 else 2
         self.palette = PaletteHead(tapped, tapped_stride) if reference else None
+        self.spread = HintSpread() if hints else None  # spreads the points over the output
 
     @property
     def multiple(self) -> int:
@@ -156,7 +157,8 @@ class Generator(nn.Module):
         _check_size(l, self.multiple)
         films = _films(self.reference, l, reference)
         skips = []
-        x = torch.cat([l, _hint_map(l, hints)], dim=1) if self.hints else _no_hints(l, hints)
+        hint_map = _hint_map(l, hints) if self.hints else None
+        x = _no_hints(l, hints) if hint_map is None else torch.cat([l, hint_map], dim=1)
         for block in self.down:
             x = block(x)
             skips.append(x)
@@ -173,6 +175,8 @@ class Generator(nn.Module):
         ab = self.head(x)
         if self.palette is not None and reference is not None:
             ab = self.palette(tapped, ab, reference)
+        if self.spread is not None and hint_map is not None:
+            ab = self.spread(ab, l, hint_map)
         if self.uncertainty is None:
             return ab
         return _with_uncertainty(self.uncertainty, ab, x, styled)
@@ -338,6 +342,7 @@ class Lite0UNet(nn.Module):
         self.reference = ReferenceFilm(modulated) if reference else None
         # and picks colors on the stride-4 level's output (decoder level 2)
         self.palette = PaletteHead(widths[PALETTE_LEVEL], PALETTE_STRIDE) if reference else None
+        self.spread = HintSpread() if hints else None  # spreads the points over the output
         self.frozen_groups: tuple[int, ...] = ()
 
     @property
@@ -395,6 +400,8 @@ class Lite0UNet(nn.Module):
             ab = self.head(x)
         if self.palette is not None and reference is not None:
             ab = self.palette(outputs[PALETTE_LEVEL], ab, reference)
+        if self.spread is not None and hint_map is not None:
+            ab = self.spread(ab, l, hint_map)
         if self.uncertainty is None:
             return ab
         return _with_uncertainty(self.uncertainty, ab, x, styled)

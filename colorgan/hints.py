@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from colorgan.color import rgb_to_l_ab
 from colorgan.errors import ColorganError
@@ -231,3 +233,103 @@ def eval_points(ab: torch.Tensor, count: int, seed: int) -> torch.Tensor:
     `count` of one fixed sequence, so 5 points are the 2 points plus 3 more."""
     gen = torch.Generator().manual_seed(seed)
     return draw_points(ab, count, [patch_side(EVAL_PATCH, ab.shape[-1])], gen)
+
+
+# HintSpread: how a generator with model.hints spreads its points (see the class)
+# the boxes a point spreads over: half-widths of the shorter side / (2 * n), finest first;
+# local: a point moves nothing farther than a quarter of the shorter side from it
+SPREAD_GRIDS = (32, 16, 8, 4, 2)
+SPREAD_LIGHTNESS = 0.2  # its start: a cell whose points' L differs by this costs e^-0.5
+SPREAD_COARSER = math.log(2.0)  # its start: each coarser grid is half as likely
+SPREAD_POINT = 4.0  # its start: at a point's own pixels, the point's color wins (e^4 : 1)
+SPREAD_OWN = -1.0  # its start: the generator's own ab against a grid whose points match L
+SPREAD_HIDDEN = 16
+SPREAD_ABSENT = -1e4  # a candidate without any point in reach: never picked
+
+
+class HintSpread(nn.Module):
+    """Spreads a hint map's points over the image (model.hints), so that the network does not
+    have to learn propagation from scratch (Zhang et al. needed ImageNet-scale training).
+
+    Each pixel picks among candidates: the generator's own ab, the point at the pixel itself,
+    and, for each grid of SPREAD_GRIDS cells, the mean color of the points in its cell
+    (bilinearly upsampled: normalised convolution). Their logits start as a fixed rule (a
+    finer grid, and a cell whose points' lightness matches the pixel's, are more likely) plus
+    a learned per-pixel term (a 1x1 MLP, zero-initialised) of what each candidate offers: how
+    much of its cell is hinted, its lightness difference, its distance to the generator's ab.
+    A candidate with no point in reach is never picked, so with no points the output is the
+    generator's ab exactly. Computed in float32 (under autocast too)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        count = len(SPREAD_GRIDS) + 1  # the point itself, then the grids
+        with torch.random.fork_rng(devices=[]):  # its own random stream: other parts unchanged
+            torch.manual_seed(torch.initial_seed() + 4)
+            self.net = self._net(count)
+        nn.init.zeros_(self.net[2].weight)
+        nn.init.zeros_(self.net[2].bias)  # type: ignore[arg-type]
+        start = [SPREAD_OWN, SPREAD_POINT] + [-SPREAD_COARSER * i for i in range(len(SPREAD_GRIDS))]
+        self.register_buffer("start", torch.tensor(start).view(1, -1, 1, 1), persistent=False)
+
+    @staticmethod
+    def _net(count: int) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Conv2d(3 * count + 1, SPREAD_HIDDEN, 1),
+            nn.ReLU(),
+            nn.Conv2d(SPREAD_HIDDEN, count + 1, 1),
+        )
+
+    def forward(self, ab: torch.Tensor, l: torch.Tensor, hint_map: torch.Tensor) -> torch.Tensor:
+        """`ab` (B, 2, H, W), the generator's, moved toward the points of `hint_map`
+        (B, 3, H, W) near each pixel of lightness `l` (B, 1, H, W)."""
+        with torch.autocast(ab.device.type, enabled=False):
+            own, l, hint_map = ab.float(), l.float(), hint_map.float()
+            colors, cover, lightness = spread_candidates(hint_map, l)  # (B, K, 2|1|1, H, W)
+            differ = l[:, None] - lightness
+            distance = (colors - own[:, None]).abs().sum(dim=2, keepdim=True)
+            offered = torch.cat([cover.clamp_min(1e-4).log() / 4.0, differ, distance], dim=2)
+            features = torch.cat([offered.flatten(1, 2), l], dim=1)
+            rule = -differ.square().squeeze(2) / (2 * SPREAD_LIGHTNESS**2)
+            present = torch.where(cover.squeeze(2) > 0, rule, SPREAD_ABSENT)
+            start = self.start
+            assert isinstance(start, torch.Tensor)
+            logits = self.net(features) + start + F.pad(present, (0, 0, 0, 0, 1, 0))
+            weights = logits.softmax(dim=1)  # (B, 1 + K, H, W)
+            picked = (weights[:, 1:, None] * colors).sum(dim=1)
+            out = weights[:, :1] * own + picked
+        return out.to(ab.dtype)
+
+
+def spread_candidates(
+    hint_map: torch.Tensor, l: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """HintSpread's candidates for each pixel: the point at the pixel, then for each n of
+    SPREAD_GRIDS the points in the box of half-width (shorter side) / (2n) around it (box
+    sums from cumulative sums: any image size, in ONNX too). Returns their mean ab
+    (B, K, 2, H, W), the share of hinted pixels in the box (B, K, 1, H, W; 0: none in reach)
+    and the points' mean lightness (B, K, 1, H, W)."""
+    mask = hint_map[:, 2:]
+    stacked = torch.cat([hint_map[:, :2] * mask, l * mask, mask], dim=1)  # (B, 4, H, W)
+    height, width = hint_map.shape[-2:]
+    side = torch.sym_min(height, width)
+    levels = [stacked]
+    for cells in SPREAD_GRIDS:
+        half = torch.sym_max(side // (2 * cells), 1)
+        summed = _box_sum(_box_sum(stacked, half, 2), half, 3)
+        levels.append(summed / float((2 * half + 1) ** 2))
+    sums = torch.stack(levels, dim=1)  # (B, K, 4, H, W)
+    cover = sums[:, :, 3:]
+    held = cover.clamp_min(1e-6)
+    return sums[:, :, :2] / held, cover, sums[:, :, 2:3] / held
+
+
+def _box_sum(x: torch.Tensor, half: int, dim: int) -> torch.Tensor:
+    """x summed along `dim` over [i - half, i + half], clipped to the image."""
+    size = x.shape[dim]
+    shape = list(x.shape)
+    shape[dim] = 1
+    totals = torch.cat([x.new_zeros(shape), x.cumsum(dim)], dim=dim)  # totals[i] = sum of x[:i]
+    index = torch.arange(size, device=x.device)
+    high = (index + half + 1).clamp(max=size)
+    low = (index - half).clamp(min=0)
+    return totals.index_select(dim, high) - totals.index_select(dim, low)
