@@ -266,7 +266,7 @@ class HintSpread(nn.Module):
         with torch.random.fork_rng(devices=[]):  # its own random stream: other parts unchanged
             torch.manual_seed(torch.initial_seed() + 4)
             self.net = self._net(count)
-        nn.init.zeros_(self.net[2].weight)
+        nn.init.zeros_(self.net[2].weight)  # type: ignore[arg-type]
         nn.init.zeros_(self.net[2].bias)  # type: ignore[arg-type]
         start = [SPREAD_OWN, SPREAD_POINT] + [-SPREAD_COARSER * i for i in range(len(SPREAD_GRIDS))]
         self.register_buffer("start", torch.tensor(start).view(1, -1, 1, 1), persistent=False)

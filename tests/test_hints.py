@@ -19,6 +19,7 @@ from colorgan.errors import ColorganError
 from colorgan.generator import Generator, Lite0UNet, build_generator
 from colorgan.hints import (
     HintError,
+    HintSpread,
     draw_count,
     eval_points,
     hints_from_json,
@@ -125,6 +126,46 @@ def test_both_generators_take_hints_and_zero_hints_mean_none(encoder: str) -> No
                                                  f"model.depth={depth}"]).model)  # fmt: skip
     with pytest.raises(ValueError, match=r"without model\.hints"):
         without(l, hints)
+
+
+def _spread_case() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A 64x64 case: the generator's ab (a constant), flat L, one 2x2 point at (20, 20)."""
+    ab = torch.full((1, 2, 64, 64), -0.1)
+    l = torch.zeros(1, 1, 64, 64)
+    hint_map = torch.zeros(1, 3, 64, 64)
+    hint_map[:, 0, 20:22, 20:22], hint_map[:, 1, 20:22, 20:22] = 0.4, -0.3
+    hint_map[:, 2, 20:22, 20:22] = 1.0
+    return ab, l, hint_map
+
+
+def test_hint_spread_without_points_is_the_generators_ab_exactly() -> None:
+    ab, l, _ = _spread_case()
+    ab = ab + torch.rand_like(ab) * 0.5
+    with torch.no_grad():
+        assert torch.equal(HintSpread()(ab, l, torch.zeros(1, 3, 64, 64)), ab)
+
+
+def test_hint_spread_colors_around_a_point_and_nothing_beyond_its_reach() -> None:
+    ab, l, hint_map = _spread_case()
+    with torch.no_grad():
+        out = HintSpread()(ab, l, hint_map)
+    point = torch.tensor([0.4, -0.3])
+    assert torch.allclose(out[0, :, 20, 20], point, atol=0.02)  # the point's own pixels
+    near = out[0, :, 20, 26]  # 5 px away: moved toward the point's color
+    assert (near - point).abs().sum() < 0.7 * (ab[0, :, 0, 0] - point).abs().sum()
+    reach = 64 // 4  # the widest box's half-width: a quarter of the shorter side
+    far = out[0, :, 21 + reach + 1 :, :]
+    assert torch.equal(far, ab[0, :, 21 + reach + 1 :, :])  # beyond it: unchanged
+
+
+def test_hint_spread_prefers_pixels_as_light_as_the_point() -> None:
+    ab, l, hint_map = _spread_case()
+    l[:, :, :, 32:] = 0.8  # the right half is much lighter than the point (at L 0)
+    hint_map[:, :2, 20:22, 28:30], hint_map[:, 2, 20:22, 28:30] = 0.4, -0.3  # at 28-29 too
+    with torch.no_grad():
+        out = HintSpread()(ab, l, hint_map)
+    moved = (out - ab).abs().sum(dim=1)[0]
+    assert moved[20, 31] > 4 * moved[20, 33]  # same distance from the points, other lightness
 
 
 def test_lite0_hint_branch_leaves_the_imagenet_features_unchanged() -> None:
