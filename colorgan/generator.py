@@ -109,19 +109,12 @@ class Generator(nn.Module):
             )
             for i in range(depth - 1, 0, -1)
         )
-        self.head = nn.Sequential(
-            nn.ConvTranspose2d(channels[0] * (2 if depth > 1 else 1), out_channels, 4, 2, 1),
-            nn.Tanh(),
-        )
+        last = channels[0] * (2 if depth > 1 else 1)  # the head's input: the last up and skip
+        self.head = nn.Sequential(nn.ConvTranspose2d(last, out_channels, 4, 2, 1), nn.Tanh())
         init_weights(self)
         # model.uncertainty (uncertainty.py): built last, from its own random stream
-        self.uncertainty = (
-            _uncertainty_parts(
-                channels[0] * (2 if depth > 1 else 1), 2, channels[min(NOVELTY_LEVEL, depth - 1)]
-            )
-            if uncertainty
-            else None
-        )
+        styled = channels[min(NOVELTY_LEVEL, depth - 1)]
+        self.uncertainty = _uncertainty_parts(last, 2, styled) if uncertainty else None
         # model.reference (reference.py): scales and shifts every up block's output, and picks
         # colors on the stride-4 one's (the innermost's for depth 2; the last skip for depth 1)
         widths = [channels[i - 1] for i in range(depth - 1, 0, -1)]
