@@ -239,10 +239,10 @@ def eval_points(ab: torch.Tensor, count: int, seed: int) -> torch.Tensor:
 # the boxes a point spreads over: half-widths of the shorter side / (2 * n), finest first;
 # local: a point moves nothing farther than a quarter of the shorter side from it
 SPREAD_GRIDS = (32, 16, 8, 4, 2)
-SPREAD_LIGHTNESS = 0.2  # its start: a cell whose points' L differs by this costs e^-0.5
-SPREAD_COARSER = math.log(2.0)  # its start: each coarser grid is half as likely
+SPREAD_LIGHTNESS = 0.2  # its start: a box whose points' L differs by this costs e^-0.5
+SPREAD_COARSER = math.log(2.0)  # its start: each larger box is half as likely
 SPREAD_POINT = 4.0  # its start: at a point's own pixels, the point's color wins (e^4 : 1)
-SPREAD_OWN = -1.0  # its start: the generator's own ab against a grid whose points match L
+SPREAD_OWN = -1.0  # its start: the generator's own ab against a box whose points match L
 SPREAD_HIDDEN = 16
 SPREAD_ABSENT = -1e4  # a candidate without any point in reach: never picked
 
@@ -252,17 +252,17 @@ class HintSpread(nn.Module):
     have to learn propagation from scratch (Zhang et al. needed ImageNet-scale training).
 
     Each pixel picks among candidates: the generator's own ab, the point at the pixel itself,
-    and, for each grid of SPREAD_GRIDS cells, the mean color of the points in its cell
-    (bilinearly upsampled: normalised convolution). Their logits start as a fixed rule (a
-    finer grid, and a cell whose points' lightness matches the pixel's, are more likely) plus
-    a learned per-pixel term (a 1x1 MLP, zero-initialised) of what each candidate offers: how
-    much of its cell is hinted, its lightness difference, its distance to the generator's ab.
+    and, for each box size of SPREAD_GRIDS, the mean color of the points in the box around it
+    (normalised convolution). Their logits start as a fixed rule (a smaller box, and a box
+    whose points' lightness matches the pixel's, are more likely) plus a learned per-pixel
+    term (a 1x1 MLP, zero-initialised) of what each candidate offers: how much of its box is
+    hinted, its lightness difference, its distance to the generator's ab.
     A candidate with no point in reach is never picked, so with no points the output is the
     generator's ab exactly. Computed in float32 (under autocast too)."""
 
     def __init__(self) -> None:
         super().__init__()
-        count = len(SPREAD_GRIDS) + 1  # the point itself, then the grids
+        count = len(SPREAD_GRIDS) + 1  # the point itself, then the boxes
         with torch.random.fork_rng(devices=[]):  # its own random stream: other parts unchanged
             torch.manual_seed(torch.initial_seed() + 4)
             self.net = self._net(count)
