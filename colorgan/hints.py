@@ -238,7 +238,7 @@ def eval_points(ab: torch.Tensor, count: int, seed: int) -> torch.Tensor:
 # HintSpread: how a generator with model.hints spreads its points (see the class)
 # the boxes a point spreads over: half-widths of the shorter side / (2 * n), finest first;
 # local: a point moves nothing farther than a quarter of the shorter side from it
-SPREAD_GRIDS = (32, 16, 8, 4, 2)
+SPREAD_BOXES = (32, 16, 8, 4, 2)
 SPREAD_LIGHTNESS = 0.2  # its start: a box whose points' L differs by this costs e^-0.5
 SPREAD_COARSER = math.log(2.0)  # its start: each larger box is half as likely
 SPREAD_POINT = 4.0  # its start: at a point's own pixels, the point's color wins (e^4 : 1)
@@ -252,7 +252,7 @@ class HintSpread(nn.Module):
     have to learn propagation from scratch (Zhang et al. needed ImageNet-scale training).
 
     Each pixel picks among candidates: the generator's own ab, the point at the pixel itself,
-    and, for each box size of SPREAD_GRIDS, the mean color of the points in the box around it
+    and, for each box size of SPREAD_BOXES, the mean color of the points in the box around it
     (normalised convolution). Their logits start as a fixed rule (a smaller box, and a box
     whose points' lightness matches the pixel's, are more likely) plus a learned per-pixel
     term (a 1x1 MLP, zero-initialised) of what each candidate offers: how much of its box is
@@ -262,13 +262,13 @@ class HintSpread(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        count = len(SPREAD_GRIDS) + 1  # the point itself, then the boxes
+        count = len(SPREAD_BOXES) + 1  # the point itself, then the boxes
         with torch.random.fork_rng(devices=[]):  # its own random stream: other parts unchanged
             torch.manual_seed(torch.initial_seed() + 4)
             self.net = self._net(count)
         nn.init.zeros_(self.net[2].weight)  # type: ignore[arg-type]
         nn.init.zeros_(self.net[2].bias)  # type: ignore[arg-type]
-        start = [SPREAD_OWN, SPREAD_POINT] + [-SPREAD_COARSER * i for i in range(len(SPREAD_GRIDS))]
+        start = [SPREAD_OWN, SPREAD_POINT] + [-SPREAD_COARSER * i for i in range(len(SPREAD_BOXES))]
         self.register_buffer("start", torch.tensor(start).view(1, -1, 1, 1), persistent=False)
 
     @staticmethod
@@ -304,7 +304,7 @@ def spread_candidates(
     hint_map: torch.Tensor, l: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """HintSpread's candidates for each pixel: the point at the pixel, then for each n of
-    SPREAD_GRIDS the points in the box of half-width (shorter side) / (2n) around it (box
+    SPREAD_BOXES the points in the box of half-width (shorter side) / (2n) around it (box
     sums from cumulative sums: any image size, in ONNX too). Returns their mean ab
     (B, K, 2, H, W), the share of hinted pixels in the box (B, K, 1, H, W; 0: none in reach)
     and the points' mean lightness (B, K, 1, H, W)."""
@@ -313,8 +313,8 @@ def spread_candidates(
     height, width = hint_map.shape[-2:]
     side = torch.sym_min(height, width)
     levels = [stacked]
-    for cells in SPREAD_GRIDS:
-        half = torch.sym_max(side // (2 * cells), 1)
+    for n in SPREAD_BOXES:
+        half = torch.sym_max(side // (2 * n), 1)
         summed = _box_sum(_box_sum(stacked, half, 2), half, 3)
         levels.append(summed / float((2 * half + 1) ** 2))
     sums = torch.stack(levels, dim=1)  # (B, K, 4, H, W)
