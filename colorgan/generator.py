@@ -168,8 +168,8 @@ class Generator(nn.Module):
         ab = self.head(x)
         if self.palette is not None and reference is not None:
             ab = self.palette(tapped, ab, reference)
-        if self.spread is not None and hint_map is not None:
-            ab = self.spread(ab, l, hint_map)
+        if self.spread is not None and hints is not None and hint_map is not None:
+            ab = self.spread(ab, l, hint_map)  # hints None: no points, ab would be unchanged
         if self.uncertainty is None:
             return ab
         return _with_uncertainty(self.uncertainty, ab, x, styled)
@@ -393,8 +393,8 @@ class Lite0UNet(nn.Module):
             ab = self.head(x)
         if self.palette is not None and reference is not None:
             ab = self.palette(outputs[PALETTE_LEVEL], ab, reference)
-        if self.spread is not None and hint_map is not None:
-            ab = self.spread(ab, l, hint_map)
+        if self.spread is not None and hints is not None and hint_map is not None:
+            ab = self.spread(ab, l, hint_map)  # hints None: no points, ab would be unchanged
         if self.uncertainty is None:
             return ab
         return _with_uncertainty(self.uncertainty, ab, x, styled)
