@@ -93,14 +93,17 @@ class Prediction:
 
     ab: torch.Tensor  # (B, 2, H, W) in [-1, 1]
     uncertainty: torch.Tensor | None = None  # (B, 1, H, W) > 0; None: not predicted
+    own: torch.Tensor | None = None  # (B, 2, H, W): model.hints in training, ab before the spread
 
 
 def split_output(output: torch.Tensor) -> Prediction:
     """A generator's (or its ONNX graph's) output tensor -> Prediction: 2 channels are ab, 3
-    are ab and the uncertainty."""
-    if output.shape[1] == 3:
-        return Prediction(output[:, :2], output[:, 2:])
-    return Prediction(output)
+    are ab and the uncertainty; a model.hints generator in training mode adds its own ab
+    (before HintSpread) as 2 more (4: ab, own; 5: ab, uncertainty, own)."""
+    channels = output.shape[1]
+    own = output[:, -2:] if channels >= 4 else None
+    uncertainty = output[:, 2:3] if channels in (3, 5) else None
+    return Prediction(output[:, :2], uncertainty, own)
 
 
 def predict(generator: nn.Module, batch: Batch) -> Prediction:

@@ -35,7 +35,10 @@ def save_samples(gray: torch.Tensor, fake: torch.Tensor, real: torch.Tensor, pat
     save_image(image_grid([gray, fake, real], ["gray", "generated", "truth"]), path, "PNG")
 
 
-_LOSS_KEYS = ("g_adv", "g_l1", "g_perceptual", "g_nll", "g_total", "d_real", "d_fake", "d_total")
+_LOSS_KEYS = (
+    *("g_adv", "g_l1", "g_l1_own", "g_perceptual", "g_nll", "g_total"),
+    *("d_real", "d_fake", "d_total"),
+)
 
 
 def save_loss_curves(history: Sequence[dict[str, Any]], path: Path) -> None:

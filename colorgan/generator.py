@@ -168,11 +168,9 @@ class Generator(nn.Module):
         ab = self.head(x)
         if self.palette is not None and reference is not None:
             ab = self.palette(tapped, ab, reference)
-        if self.spread is not None and hints is not None and hint_map is not None:
-            ab = self.spread(ab, l, hint_map)  # hints None: no points, ab would be unchanged
-        if self.uncertainty is None:
-            return ab
-        return _with_uncertainty(self.uncertainty, ab, x, styled)
+        ab, own = _spread(self.spread, ab, l, hint_map if hints is not None else None)
+        out = ab if self.uncertainty is None else _with_uncertainty(self.uncertainty, ab, x, styled)
+        return out if own is None or not self.training else torch.cat([out, own], dim=1)
 
 
 PALETTE_LEVEL = 2  # Lite0UNet's decoder level (stride 4) whose output the palette head reads
@@ -199,6 +197,18 @@ def _with_uncertainty(
     chroma = ab.detach().float().square().sum(dim=1, keepdim=True).sqrt()
     guess = parts["novelty"](styled) * GUESS_ERROR * chroma
     return torch.cat([ab, (scale + guess).to(ab.dtype)], dim=1)
+
+
+def _spread(
+    spread: HintSpread | None, ab: torch.Tensor, l: torch.Tensor, hint_map: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`ab` spread toward the points of `hint_map` (None: not given, ab is unchanged, as with
+    no points), and the generator's own ab before that (None without a spread). In training
+    the own ab is a second output (batch.split_output), whose L1 term (train.g_step) keeps it
+    learning where the points take over; with no points it is all the model has."""
+    if spread is None or hint_map is None:
+        return ab, None
+    return spread(ab, l, hint_map), ab
 
 
 def _hint_map(l: torch.Tensor, hints: torch.Tensor | None) -> torch.Tensor:
@@ -393,11 +403,9 @@ class Lite0UNet(nn.Module):
             ab = self.head(x)
         if self.palette is not None and reference is not None:
             ab = self.palette(outputs[PALETTE_LEVEL], ab, reference)
-        if self.spread is not None and hints is not None and hint_map is not None:
-            ab = self.spread(ab, l, hint_map)  # hints None: no points, ab would be unchanged
-        if self.uncertainty is None:
-            return ab
-        return _with_uncertainty(self.uncertainty, ab, x, styled)
+        ab, own = _spread(self.spread, ab, l, hint_map if hints is not None else None)
+        out = ab if self.uncertainty is None else _with_uncertainty(self.uncertainty, ab, x, styled)
+        return out if own is None or not self.training else torch.cat([out, own], dim=1)
 
     def _decode(
         self,

@@ -237,14 +237,20 @@ def eval_points(ab: torch.Tensor, count: int, seed: int) -> torch.Tensor:
 
 # HintSpread: how a generator with model.hints spreads its points (see the class)
 # the boxes a point spreads over: half-widths of the shorter side / (2 * n), finest first;
-# local: a point moves nothing farther than a quarter of the shorter side from it
-SPREAD_BOXES = (32, 16, 8, 4, 2)
+# the widest reaches half the shorter side: a point moves nothing farther than that from it
+SPREAD_BOXES = (32, 16, 8, 4, 2, 1)
+# each box is offered twice: all its points, and its points of about the pixel's lightness
+# (a bilateral grid: the points splatted into SPREAD_LEVELS lightness bins with tent weights,
+# read back at the pixel's own lightness), so hair and skin points in one box stay apart
+SPREAD_LEVELS = 12
 SPREAD_LIGHTNESS = 0.2  # its start: a box whose points' L differs by this costs e^-0.5
 SPREAD_COARSER = math.log(2.0)  # its start: each larger box is half as likely
 SPREAD_POINT = 4.0  # its start: at a point's own pixels, the point's color wins (e^4 : 1)
-SPREAD_OWN = -1.0  # its start: the generator's own ab against a box whose points match L
+SPREAD_OWN = -2.0  # its start: the generator's own ab against a box whose points match L
+SPREAD_ALIKE = 1.0  # its start: a box's points of the pixel's lightness against all of them
 SPREAD_HIDDEN = 16
 SPREAD_ABSENT = -1e4  # a candidate without any point in reach: never picked
+SPREAD_HELD = 1e-3  # a candidate's points must weigh this many hinted pixels to be in reach
 
 
 class HintSpread(nn.Module):
@@ -253,22 +259,25 @@ class HintSpread(nn.Module):
 
     Each pixel picks among candidates: the generator's own ab, the point at the pixel itself,
     and, for each box size of SPREAD_BOXES, the mean color of the points in the box around it
-    (normalised convolution). Their logits start as a fixed rule (a smaller box, and a box
-    whose points' lightness matches the pixel's, are more likely) plus a learned per-pixel
-    term (a 1x1 MLP, zero-initialised) of what each candidate offers: how much of its box is
-    hinted, its lightness difference, its distance to the generator's ab.
-    A candidate with no point in reach is never picked, so with no points the output is the
-    generator's ab exactly. Computed in float32 (under autocast too)."""
+    (normalised convolution) and the mean color of those of them about as light as the pixel
+    (a bilateral grid over lightness). Their logits start as a fixed rule (a smaller box, a
+    box whose points' lightness matches the pixel's, and the lightness-matched mean are more
+    likely) plus a learned per-pixel term (a 1x1 MLP, zero-initialised) of what each
+    candidate offers: how much of its box is hinted, its lightness difference, its distance
+    to the generator's ab. A candidate with no point in reach is never picked, so with no
+    points the output is the generator's ab exactly. Computed in float32 (under autocast
+    too); the candidates are no function of any weight, so they hold no autograd graph."""
 
     def __init__(self) -> None:
         super().__init__()
-        count = len(SPREAD_BOXES) + 1  # the point itself, then the boxes
+        count = 1 + 2 * len(SPREAD_BOXES)  # the point itself, then all / alike per box
         with torch.random.fork_rng(devices=[]):  # its own random stream: other parts unchanged
             torch.manual_seed(torch.initial_seed() + 4)
             self.net = self._net(count)
         nn.init.zeros_(self.net[2].weight)  # type: ignore[arg-type]
         nn.init.zeros_(self.net[2].bias)  # type: ignore[arg-type]
-        start = [SPREAD_OWN, SPREAD_POINT] + [-SPREAD_COARSER * i for i in range(len(SPREAD_BOXES))]
+        boxes = [-SPREAD_COARSER * i for i in range(len(SPREAD_BOXES))]
+        start = [SPREAD_OWN, SPREAD_POINT] + boxes + [b + SPREAD_ALIKE for b in boxes]
         self.register_buffer("start", torch.tensor(start).view(1, -1, 1, 1), persistent=False)
 
     @staticmethod
@@ -284,7 +293,8 @@ class HintSpread(nn.Module):
         (B, 3, H, W) near each pixel of lightness `l` (B, 1, H, W)."""
         with torch.autocast(ab.device.type, enabled=False):
             own, l, hint_map = ab.float(), l.float(), hint_map.float()
-            colors, cover, lightness = spread_candidates(hint_map, l)  # (B, K, 2|1|1, H, W)
+            with torch.no_grad():
+                colors, cover, lightness = spread_candidates(hint_map, l)  # (B, K, 2|1|1, H, W)
             differ = l[:, None] - lightness
             distance = (colors - own[:, None]).abs().sum(dim=2, keepdim=True)
             offered = torch.cat([cover.clamp_min(1e-4).log() / 4.0, differ, distance], dim=2)
@@ -304,23 +314,40 @@ def spread_candidates(
     hint_map: torch.Tensor, l: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """HintSpread's candidates for each pixel: the point at the pixel, then for each n of
-    SPREAD_BOXES the points in the box of half-width (shorter side) / (2n) around it (box
+    SPREAD_BOXES the points in the box of half-width (shorter side) / (2n) around it, then
+    for each n those of them weighted by how close their lightness is to the pixel's (box
     sums from cumulative sums: any image size, in ONNX too). Returns their mean ab
-    (B, K, 2, H, W), the share of hinted pixels in the box (B, K, 1, H, W; 0: none in reach)
-    and the points' mean lightness (B, K, 1, H, W)."""
+    (B, K, 2, H, W), the (weighted) share of hinted pixels in the box (B, K, 1, H, W; 0: none
+    in reach) and the points' mean lightness (B, K, 1, H, W)."""
     mask = hint_map[:, 2:]
     stacked = torch.cat([hint_map[:, :2] * mask, l * mask, mask], dim=1)  # (B, 4, H, W)
+    bins = lightness_bins(l)  # (B, SPREAD_LEVELS, H, W)
+    binned = (bins[:, :, None] * stacked[:, None]).flatten(1, 2)  # (B, 4 * LEVELS, H, W)
     height, width = hint_map.shape[-2:]
     side = torch.sym_min(height, width)
-    levels = [stacked]
+    plain, alike, areas = [stacked], [], [1.0]
     for n in SPREAD_BOXES:
         half = torch.sym_max(side // (2 * n), 1)
-        summed = _box_sum(_box_sum(stacked, half, 2), half, 3)
-        levels.append(summed / float((2 * half + 1) ** 2))
-    sums = torch.stack(levels, dim=1)  # (B, K, 4, H, W)
-    cover = sums[:, :, 3:]
-    held = cover.clamp_min(1e-6)
-    return sums[:, :, :2] / held, cover, sums[:, :, 2:3] / held
+        areas.append(float((2 * half + 1) ** 2))
+        plain.append(_box_sum(_box_sum(stacked, half, 2), half, 3))
+        summed = _box_sum(_box_sum(binned, half, 2), half, 3).unflatten(1, (SPREAD_LEVELS, 4))
+        alike.append((summed * bins[:, :, None]).sum(dim=1))  # read at the pixel's L
+    sums = torch.stack(plain + alike, dim=1)  # (B, K, 4, H, W)
+    # a box sum is a difference of cumulative sums: where no point is in reach it is zero only
+    # up to float rounding, so a candidate needs SPREAD_HELD hinted pixels' weight to count
+    held = sums[:, :, 3:]
+    held = torch.where(held > SPREAD_HELD, held, 0.0)
+    area = torch.tensor(areas + areas[1:], device=held.device).view(1, -1, 1, 1, 1)
+    weight = held.clamp_min(SPREAD_HELD)
+    return sums[:, :, :2] / weight, held / area, sums[:, :, 2:3] / weight
+
+
+def lightness_bins(l: torch.Tensor) -> torch.Tensor:
+    """Tent weights (B, SPREAD_LEVELS, H, W) of each pixel's L (in [-1, 1]) over SPREAD_LEVELS
+    evenly spaced lightness levels: they sum to 1 at every pixel."""
+    step = 2.0 / (SPREAD_LEVELS - 1)
+    levels = torch.linspace(-1.0, 1.0, SPREAD_LEVELS, device=l.device).view(1, -1, 1, 1)
+    return (1.0 - (l.clamp(-1.0, 1.0) - levels).abs() / step).clamp_min(0.0)
 
 
 def _box_sum(x: torch.Tensor, half: int, dim: int) -> torch.Tensor:

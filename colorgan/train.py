@@ -41,7 +41,10 @@ from colorgan.uncertainty import fit_novelty, laplace_nll
 
 log = logging.getLogger("colorgan")
 
-LOSS_KEYS = ("g_adv", "g_l1", "g_perceptual", "g_nll", "g_total", "d_real", "d_fake", "d_total")
+LOSS_KEYS = (
+    *("g_adv", "g_l1", "g_l1_own", "g_perceptual", "g_nll", "g_total"),
+    *("d_real", "d_fake", "d_total"),
+)
 _D_KEYS = ("g_adv", "d_real", "d_fake", "d_total")  # null in the metrics while D is off
 # errno values that mean "this file cannot be written": the run fails with WriteFailed
 _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
@@ -176,23 +179,26 @@ def d_step(state: State, batch: Batch, ab_fake: torch.Tensor) -> dict[str, torch
 
 
 def g_step(state: State, batch: Batch, prediction: Prediction) -> dict[str, torch.Tensor]:
-    """One generator update: adversarial + λ1·L1 + λ2·perceptual, + with model.uncertainty the
-    Laplace NLL of the truth's ab, which trains the uncertainty head alone (uncertainty.py)."""
+    """One generator update: adversarial + λ1·L1 + λ2·perceptual, + with model.hints λ1·L1 of
+    the generator's own ab before HintSpread (g_l1_own), + with model.uncertainty the Laplace
+    NLL of the truth's ab, which trains the uncertainty head alone (uncertainty.py)."""
     loss = state.config.loss
     ab_fake = prediction.ab
-    g_adv = g_perc = g_nll = torch.zeros((), device=state.device)
+    g_adv = g_perc = g_nll = g_own = torch.zeros((), device=state.device)
     with autocast(state.device, state.dtype):
         if state.adversarial and state.d_frozen is not None:
             logits = state.d_frozen(batch.l, _noise(state, ab_fake))
             g_adv = g_adversarial_loss(logits, loss.gan_mode)
         g_l1 = l1_loss(ab_fake, batch.ab_real, state.l1_weights)
+        if prediction.own is not None:  # model.hints: the generator's ab before the spread
+            g_own = l1_loss(prediction.own, batch.ab_real, state.l1_weights)
         if state.perceptual is not None:
             g_perc = perceptual_loss(state.perceptual, batch.l, ab_fake, batch.ab_real)
     if prediction.uncertainty is not None:  # the head's input is detached: colors unchanged
         g_nll = laplace_nll(prediction.uncertainty, ab_fake.detach() - batch.ab_real)
     g_total = (
         loss.adversarial_weight * g_adv.float()
-        + loss.l1_weight * g_l1
+        + loss.l1_weight * (g_l1 + g_own)
         + loss.perceptual_weight * g_perc.float()
         + g_nll
     )
@@ -205,6 +211,7 @@ def g_step(state: State, batch: Batch, prediction: Prediction) -> dict[str, torc
     return {
         "g_adv": g_adv,
         "g_l1": g_l1,
+        "g_l1_own": g_own,
         "g_perceptual": g_perc,
         "g_nll": g_nll,
         "g_total": g_total,

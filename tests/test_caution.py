@@ -137,7 +137,10 @@ def test_a_point_keeps_its_color_and_is_no_guess(tmp_path: Path) -> None:
     rgb = torch.from_numpy(pixels(colored)[20, 52] / 255.0).float().view(1, 3, 1, 1)
     a, b = (rgb_to_l_ab(rgb)[1].flatten() * 110).tolist()
     assert b < -8 and a > 0  # the user's #2050ff (as light as sRGB holds it there): not faded
-    assert lab(colored)[1][:, 40:46].max() < 2  # beside it, at caution 1: gray
+    # beside it, where the point's color spreads: a guess, faded at caution 1
+    unfaded = colorizer.colorize(image, hints=point, caution=0.0)
+    assert lab(unfaded)[1][:, 40:46].max() > 10
+    assert lab(colored)[1][:, 40:46].max() < 0.25 * lab(unfaded)[1][:, 40:46].max()
     assert np.asarray(guess)[20, 52] < 40 and np.asarray(guess)[5, 58] > 245
 
 

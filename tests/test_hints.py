@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from colorgan import Colorizer, Hint
+from colorgan.batch import split_output
 from colorgan.cli import main
 from colorgan.config import load_config
 from colorgan.errors import ColorganError
@@ -153,7 +154,7 @@ def test_hint_spread_colors_around_a_point_and_nothing_beyond_its_reach() -> Non
     assert torch.allclose(out[0, :, 20, 20], point, atol=0.02)  # the point's own pixels
     near = out[0, :, 20, 26]  # 5 px away: moved toward the point's color
     assert (near - point).abs().sum() < 0.7 * (ab[0, :, 0, 0] - point).abs().sum()
-    reach = 64 // 4  # the widest box's half-width: a quarter of the shorter side
+    reach = 64 // 2  # the widest box's half-width: half the shorter side
     far = out[0, :, 21 + reach + 1 :, :]
     assert torch.equal(far, ab[0, :, 21 + reach + 1 :, :])  # beyond it: unchanged
 
@@ -166,6 +167,39 @@ def test_hint_spread_prefers_pixels_as_light_as_the_point() -> None:
         out = HintSpread()(ab, l, hint_map)
     moved = (out - ab).abs().sum(dim=1)[0]
     assert moved[20, 31] > 4 * moved[20, 33]  # same distance from the points, other lightness
+
+
+def test_hint_spread_keeps_points_of_other_lightness_in_the_same_box_apart() -> None:
+    """Dark hair and light skin side by side, a point on each, 8 px apart: a hair pixel 12 px
+    below moves toward the hair point's color, not toward the mean of the two (the
+    lightness-matched box); a skin pixel toward the skin point's."""
+    ab, l, hint_map = _spread_case()  # the hair point: (0.4, -0.3) at rows 20-21, cols 20-21
+    l[:, :, :, 26:] = 0.8  # skin from column 26 on
+    hint_map[:, 0, 20:22, 28:30], hint_map[:, 1, 20:22, 28:30] = -0.4, 0.5
+    hint_map[:, 2, 20:22, 28:30] = 1.0
+    with torch.no_grad():
+        out = HintSpread()(ab, l, hint_map)
+    hair, skin = torch.tensor([0.4, -0.3]), torch.tensor([-0.4, 0.5])
+    generator = ab[0, :, 0, 0]
+    for pixel, own in ((out[0, :, 33, 22], hair), (out[0, :, 33, 28], skin)):
+        moved, toward = pixel - generator, own - generator
+        assert moved.norm() > 0.2 * toward.norm()  # it moved
+        assert torch.dot(moved, toward) > 0.95 * moved.norm() * toward.norm()  # to its point
+
+
+def test_hint_generators_give_their_own_ab_beside_in_training_only() -> None:
+    """In training a model.hints generator also gives its ab before the spread, for
+    g_l1_own; in eval (colorize, evaluate, export) only the spread ab."""
+    generator = Generator(8, 3, hints=True)
+    _, _, hint_map = _spread_case()
+    l = torch.rand(1, 1, 64, 64) * 2 - 1
+    with torch.no_grad():
+        trained = split_output(generator.train()(l, hint_map))
+        used = split_output(generator.eval()(l, hint_map))
+    assert trained.own is not None and used.own is None
+    assert trained.ab.shape == trained.own.shape == used.ab.shape == (1, 2, 64, 64)
+    assert not torch.equal(trained.ab, trained.own)  # the point moved the spread ab only
+    assert torch.equal(trained.own[:, :, 60:], trained.ab[:, :, 60:])  # beyond its reach
 
 
 def test_lite0_hint_branch_leaves_the_imagenet_features_unchanged() -> None:
@@ -272,3 +306,5 @@ def test_training_with_hints_resumes_exactly(tmp_path: Path) -> None:
         tmp_path, "--set", "model.hints=true", "--set", "loss.perceptual_weight=0"
     )
     assert a["config"]["model"]["hints"] is True
+    rows = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").open()]
+    assert all(row["g_l1_own"] > 0 for row in rows)  # the generator's own ab is trained too

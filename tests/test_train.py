@@ -22,7 +22,10 @@ from colorgan.state import build_state
 from tests.conftest import TINY, train_args, write_color_folder
 
 REPO = Path(__file__).resolve().parents[1]
-LOSS_KEYS = {"g_adv", "g_l1", "g_perceptual", "g_nll", "g_total", "d_real", "d_fake", "d_total"}
+LOSS_KEYS = {
+    *("g_adv", "g_l1", "g_l1_own", "g_perceptual", "g_nll", "g_total"),
+    *("d_real", "d_fake", "d_total"),
+}
 ROW_KEYS = {"epoch", "step", "lr", "seconds", "images_per_second"} | LOSS_KEYS
 
 
@@ -74,6 +77,7 @@ def test_metrics_jsonl_has_every_loss_each_epoch(run: Path) -> None:
         assert row.keys() >= ROW_KEYS
         assert {"val_l1", "val_psnr", "val_delta_e", "val_colorfulness"} <= row.keys()
         assert all(isinstance(row[k], float) for k in LOSS_KEYS)
+        assert row["g_l1_own"] == 0.0  # only a model.hints generator has an own ab beside
     assert rows[0]["step"] == 4  # 16 training images (4 held out; the broken file skipped) / 4
     assert rows[-1]["lr"] < rows[0]["lr"]  # cosine schedule
 
