@@ -25,9 +25,11 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
+from colorgan.batch import Batch  # noqa: E402
 from colorgan.checkpoint import save_checkpoint  # noqa: E402
 from colorgan.config import load_config, to_dict  # noqa: E402
 from colorgan.generator import build_generator  # noqa: E402
+from colorgan.hints import eval_points  # noqa: E402
 
 
 def random_checkpoint(path: Path, size: int) -> Path:
@@ -46,6 +48,17 @@ def random_checkpoint(path: Path, size: int) -> Path:
     generator = build_generator(config.model)
     save_checkpoint({"config": to_dict(config), "generator": generator.state_dict()}, path)
     return path
+
+
+def random_batch(batch: int, size: int, device: torch.device, hints: bool = False) -> Batch:
+    """A fixed random training batch: l in [-1, 1], ab in [-0.5, 0.5]; with `hints` (a
+    model.hints config), 7 color points per image (training's mean count; time and memory do
+    not depend on it)."""
+    gen = torch.Generator().manual_seed(0)
+    l = torch.rand(batch, 1, size, size, generator=gen) * 2 - 1
+    ab = torch.rand(batch, 2, size, size, generator=gen) - 0.5
+    maps = torch.stack([eval_points(a, 7, seed) for seed, a in enumerate(ab)]) if hints else None
+    return Batch(l=l.to(device), ab=ab.to(device), hints=None if maps is None else maps.to(device))
 
 
 def pick_device(name: str) -> torch.device:

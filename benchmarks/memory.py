@@ -35,7 +35,6 @@ import harness
 import torch
 from torch import nn
 
-from colorgan.batch import Batch
 from colorgan.config import load_config
 from colorgan.state import State, build_state
 from colorgan.train import train_step
@@ -155,14 +154,6 @@ def seed_state(amp: str, size: int, batch: int, device: torch.device) -> State:
         return build_state(load_config(SEED_CONFIG, sets), device, steps_per_epoch=1000)
 
 
-def random_batch(batch: int, size: int, device: torch.device) -> Batch:
-    """l in [-1, 1], ab in [-0.5, 0.5]."""
-    gen = torch.Generator().manual_seed(0)
-    l = torch.rand(batch, 1, size, size, generator=gen) * 2 - 1
-    ab = torch.rand(batch, 2, size, size, generator=gen) - 0.5
-    return Batch(l=l.to(device), ab=ab.to(device))
-
-
 def networks(state: State) -> dict[str, nn.Module]:
     """The step's networks by name."""
     found = {
@@ -195,7 +186,7 @@ def saved_peak(amp: str, size: int, batch: int, device: torch.device) -> dict[st
         for t in [*m.parameters(), *m.buffers()]
     }
     counter = SavedTensors(exclude)
-    data = random_batch(batch, size, device)
+    data = harness.random_batch(batch, size, device, state.config.model.hints)
     with counter.labelled(networks(state)):
         train_step(state, data)
     return {
@@ -226,7 +217,7 @@ def measured_peak(amp: str, size: int, batch: int, device: torch.device) -> dict
     gc.collect()
     torch.cuda.empty_cache()  # so the reserved peak is this run's own
     state = seed_state(amp, size, batch, device)
-    data = random_batch(batch, size, device)
+    data = harness.random_batch(batch, size, device, state.config.model.hints)
     for _ in range(2):  # the optimizers' states exist after the first step
         train_step(state, data)
     harness.sync(device)

@@ -16,9 +16,9 @@ import json
 import time
 from pathlib import Path
 
+import harness
 import torch
 
-from colorgan.batch import Batch
 from colorgan.config import load_config
 from colorgan.state import build_state
 from colorgan.train import train_step
@@ -39,11 +39,7 @@ def measure(amp: str, steps: int, size: int, batch: int, device: torch.device) -
         ],
     )
     state = build_state(config, device, steps_per_epoch=1000)
-    gen = torch.Generator(device=device).manual_seed(0)
-    batch_data = Batch(
-        l=torch.rand(batch, 1, size, size, device=device, generator=gen) * 2 - 1,
-        ab=torch.rand(batch, 2, size, size, device=device, generator=gen) - 0.5,
-    )
+    batch_data = harness.random_batch(batch, size, device, config.model.hints)
     for _ in range(3):
         train_step(state, batch_data)
     if device.type == "cuda":

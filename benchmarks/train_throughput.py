@@ -213,14 +213,6 @@ def generator_gflops(generator: nn.Module, size: int, device: torch.device) -> f
     return counter.get_total_flops() / 1e9
 
 
-def random_batch(batch: int, size: int, device: torch.device) -> Batch:
-    """A fixed random batch: l in [-1, 1], ab in [-0.5, 0.5]."""
-    gen = torch.Generator().manual_seed(0)
-    l = torch.rand(batch, 1, size, size, generator=gen) * 2 - 1
-    ab = torch.rand(batch, 2, size, size, generator=gen) - 0.5
-    return Batch(l=l.to(device), ab=ab.to(device))
-
-
 def alternate(
     steps: dict[str, Any], warmup: int, count: int, device: torch.device
 ) -> dict[str, list[float]]:
@@ -301,7 +293,7 @@ def measure(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     with fused_adamw(args.fused_adamw):
         state = colorgan_state(args.size, args.batch, device, args.colorgan_set)
     ref = build_reference(args.size, device)
-    batch = random_batch(args.batch, args.size, device)
+    batch = harness.random_batch(args.batch, args.size, device)
     steps = {
         "colorgan": lambda: train_step(state, batch),
         "reference": lambda: reference_step(ref, batch),

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from colorgan.color import rgb_to_l_ab
 from colorgan.errors import ColorganError
@@ -290,7 +291,16 @@ class HintSpread(nn.Module):
 
     def forward(self, ab: torch.Tensor, l: torch.Tensor, hint_map: torch.Tensor) -> torch.Tensor:
         """`ab` (B, 2, H, W), the generator's, moved toward the points of `hint_map`
-        (B, 3, H, W) near each pixel of lightness `l` (B, 1, H, W)."""
+        (B, 3, H, W) near each pixel of lightness `l` (B, 1, H, W). In training it is
+        recomputed in backward instead of keeping its float32 full-resolution tensors (about
+        1 GiB in the seed recipe at 512 px, batch 8; docs/PERFORMANCE.md)."""
+        if self.training and torch.is_grad_enabled():
+            out = checkpoint(self._spread, ab, l, hint_map, use_reentrant=False)
+            assert isinstance(out, torch.Tensor)
+            return out
+        return self._spread(ab, l, hint_map)
+
+    def _spread(self, ab: torch.Tensor, l: torch.Tensor, hint_map: torch.Tensor) -> torch.Tensor:
         with torch.autocast(ab.device.type, enabled=False):
             own, l, hint_map = ab.float(), l.float(), hint_map.float()
             with torch.no_grad():

@@ -187,6 +187,27 @@ def test_hint_spread_keeps_points_of_other_lightness_in_the_same_box_apart() -> 
         assert torch.dot(moved, toward) > 0.95 * moved.norm() * toward.norm()  # to its point
 
 
+def test_hint_spread_recomputed_in_backward_gives_the_same_gradients() -> None:
+    """In training HintSpread keeps no tensors for backward and recomputes them (memory at
+    512 px): its output and every gradient are those of the plain forward."""
+    ab, l, hint_map = _spread_case()
+    spread = HintSpread().train()
+    with torch.no_grad():
+        spread.net[2].weight.normal_(0.0, 0.3)  # a trained-looking MLP, not the zero start
+    results = []
+    for forward in (spread, spread._spread):  # checkpointed in training, then the plain one
+        spread.zero_grad()
+        given = (ab + 0.1).requires_grad_(True)
+        out = forward(given, l, hint_map)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads = [p.grad.clone() for p in spread.parameters() if p.grad is not None]
+        results.append((out.detach(), given.grad, grads))
+    (out_a, ab_a, grads_a), (out_b, ab_b, grads_b) = results
+    assert torch.equal(out_a, out_b) and torch.equal(ab_a, ab_b) and len(grads_a) == 4
+    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b, strict=True))
+    assert grads_a[0].abs().sum() > 0  # the MLP did get a gradient
+
+
 def test_hint_generators_give_their_own_ab_beside_in_training_only() -> None:
     """In training a model.hints generator also gives its ab before the spread, for
     g_l1_own; in eval (colorize, evaluate, export) only the spread ab."""
