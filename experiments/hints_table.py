@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 SETS = [("anime", "val"), ("anime", "unseen"), ("photos", "val")]
+# the hint runs shown, with their label and the plot's style
+HINT_RUNS = [("hints s0", "hint-s0", "o-C0"), ("hints s1", "hint-s1", "^-C4"),
+             ("hints s0, 15 epochs", "hint-s0-e15", "s-C2")]  # fmt: skip
 
 
 def _load(runs: Path, name: str, split: str) -> dict[str, Any] | None:
@@ -41,8 +44,8 @@ def table(runs: Path) -> str:
                 lines.append(f"| no-hint s{seed} | – | {result['delta_e']:.2f} | "
                              f"{result['psnr']:.2f} | {result['ssim']:.3f} | "
                              f"{result['colorfulness']:.1f} | – |")  # fmt: skip
-        longer = _load(runs, f"{domain}-hint-s0-e15", split)
-        for label, result in (("hints s0", hint), ("hints s0, 15 epochs", longer)):
+        for label, run, _ in HINT_RUNS:
+            result = _load(runs, f"{domain}-{run}", split)
             for count, row in (result or {}).get("by_hints", {}).items():
                 fidelity = "–" if row["hint_fidelity"] is None else f"{row['hint_fidelity']:.2f}"
                 cells = f"{row['delta_e']:.2f} | {row['psnr']:.2f} | {row['ssim']:.3f}"
@@ -62,12 +65,12 @@ def plot(runs: Path, out: Path, quoted: dict[str, list[float]]) -> None:
         hint = _load(runs, f"{domain}-hint-s0", split)
         if hint is None:
             continue
-        counts = [int(c) for c in hint["by_hints"]]
-        ax.plot(counts, [r["delta_e"] for r in hint["by_hints"].values()], "o-", label="hints")
-        longer = _load(runs, f"{domain}-hint-s0-e15", split)
-        if longer is not None:
-            values = [r["delta_e"] for r in longer["by_hints"].values()]
-            ax.plot(counts, values, "s-", color="C2", label="hints, 15 epochs")
+        for label, run, style in HINT_RUNS:
+            result = _load(runs, f"{domain}-{run}", split)
+            if result is not None:
+                counts = [int(c) for c in result["by_hints"]]
+                values = [r["delta_e"] for r in result["by_hints"].values()]
+                ax.plot(counts, values, style[:-2], color=style[-2:], label=label)
         ax.axhline(hint["baseline_gray"]["delta_e"], color="gray", ls="--", label="gray image")
         for seed in (0, 1):
             plain = _load(runs, f"{domain}-nohint-s{seed}", split)
