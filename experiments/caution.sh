@@ -23,8 +23,8 @@ CAUTIONS=${CAUTIONS:-0,0.05,0.1,0.25,0.5,0.75,1}
 
 args() {  # VARIANT -> --config and --set overrides
   case $1 in
-    unc) echo --config configs/cpu-small.yaml --set model.uncertainty=true ;;
-    plain) echo --config configs/cpu-small.yaml ;;
+    unc) echo --config configs/cpu-small.yaml --set model.hints=false --set model.uncertainty=true ;;
+    plain) echo --config configs/cpu-small.yaml --set model.hints=false ;;
     l1only) echo --config configs/l1-only.yaml --set model.depth=6 ;;
     pix2pix) echo --config configs/pix2pix-baseline.yaml --set model.depth=6 ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;

@@ -32,7 +32,7 @@ args() {  # VARIANT -> --set overrides
 for name in "$@"; do
   variant=${name%-s*} seed=${name##*-s}
   read -r -a extra <<< "$(args "$variant")"
-  "$BIN/colorgan" train --config configs/cpu-small.yaml "${extra[@]}" \
+  "$BIN/colorgan" train --config configs/cpu-small.yaml --set model.hints=false "${extra[@]}" \
     --set data.image_size=64 --set train.epochs=5 --set train.seed="$seed" \
     --data "$DATA/anime/train" --val-data "$DATA/anime/val" --run-dir "$OUT/$name" --quiet --overwrite
   for set in anime/unseen anime/val photos/val; do

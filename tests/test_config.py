@@ -121,6 +121,12 @@ def test_seed_config_is_the_founding_recipe() -> None:
     assert (config.train.batch_size, config.train.epochs) == (8, 10)
     assert config.optim.lr == 2e-4
     assert config.loss.perceptual_weight > 0 and config.loss.adversarial_weight > 0
+    assert config.model.hints  # color points: docs/RESULTS.md, "Color points"
+
+
+def test_cpu_small_takes_color_points() -> None:
+    config = load_config(REPO / "configs" / "cpu-small.yaml")
+    assert config.model.hints and config.model.encoder == "efficientnet_lite0"
 
 
 def test_parse_set_reads_yaml_scalars() -> None:
