@@ -168,9 +168,8 @@ class Generator(nn.Module):
         ab = self.head(x)
         if self.palette is not None and reference is not None:
             ab = self.palette(tapped, ab, reference)
-        ab, own = _spread(self.spread, ab, l, hint_map if hints is not None else None)
-        out = ab if self.uncertainty is None else _with_uncertainty(self.uncertainty, ab, x, styled)
-        return out if own is None or not self.training else torch.cat([out, own], dim=1)
+        given = hint_map if hints is not None else None
+        return _outputs(self.spread, self.uncertainty, self.training, ab, l, given, x, styled)
 
 
 PALETTE_LEVEL = 2  # Lite0UNet's decoder level (stride 4) whose output the palette head reads
@@ -199,16 +198,26 @@ def _with_uncertainty(
     return torch.cat([ab, (scale + guess).to(ab.dtype)], dim=1)
 
 
-def _spread(
-    spread: HintSpread | None, ab: torch.Tensor, l: torch.Tensor, hint_map: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """`ab` spread toward the points of `hint_map` (None: not given, ab is unchanged, as with
-    no points), and the generator's own ab before that (None without a spread). In training
-    the own ab is a second output (batch.split_output), whose L1 term (train.g_step) keeps it
-    learning where the points take over; with no points it is all the model has."""
-    if spread is None or hint_map is None:
-        return ab, None
-    return spread(ab, l, hint_map), ab
+def _outputs(
+    spread: HintSpread | None,
+    uncertainty: nn.ModuleDict | None,
+    training: bool,
+    ab: torch.Tensor,
+    l: torch.Tensor,
+    hint_map: torch.Tensor | None,
+    last: torch.Tensor,
+    styled: torch.Tensor,
+) -> torch.Tensor:
+    """A generator's output tensor (batch.split_output) from its `ab`: spread toward the points
+    of `hint_map` (None: not given, ab unchanged, as with no points); with model.uncertainty
+    its u (`_with_uncertainty` on `last` and `styled`); with a spread in `training`, the
+    generator's own ab before it as two more channels, whose L1 term (train.g_step) keeps it
+    learning where the points take over (with no points it is all the model has)."""
+    own = None
+    if spread is not None and hint_map is not None:
+        ab, own = spread(ab, l, hint_map), ab
+    out = ab if uncertainty is None else _with_uncertainty(uncertainty, ab, last, styled)
+    return out if own is None or not training else torch.cat([out, own], dim=1)
 
 
 def _hint_map(l: torch.Tensor, hints: torch.Tensor | None) -> torch.Tensor:
@@ -403,9 +412,8 @@ class Lite0UNet(nn.Module):
             ab = self.head(x)
         if self.palette is not None and reference is not None:
             ab = self.palette(outputs[PALETTE_LEVEL], ab, reference)
-        ab, own = _spread(self.spread, ab, l, hint_map if hints is not None else None)
-        out = ab if self.uncertainty is None else _with_uncertainty(self.uncertainty, ab, x, styled)
-        return out if own is None or not self.training else torch.cat([out, own], dim=1)
+        given = hint_map if hints is not None else None
+        return _outputs(self.spread, self.uncertainty, self.training, ab, l, given, x, styled)
 
     def _decode(
         self,
