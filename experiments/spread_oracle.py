@@ -20,30 +20,33 @@ from pathlib import Path
 
 import torch
 
-from colorgan.batch import Batch, model_inputs, to_batch
+from colorgan.batch import to_batch
 from colorgan.checkpoint import load_generator
 from colorgan.color import float_to_uint8, l_ab_to_rgb, uint8_to_float
 from colorgan.data import ColorImages, scan_images
-from colorgan.evaluate import _point_maps, colorize_crops, parse_counts
+from colorgan.evaluate import Crops, _point_maps, colorize_crops, parse_counts
 from colorgan.hints import HintSpread, spread_candidates
 from colorgan.metrics import image_metrics
 
 ROWS = ("model", "start rule", "oracle", "oracle, points only")
 
 
-@torch.no_grad()
-def own_ab(generator: torch.nn.Module, l: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor:
-    """The generator's ab before its HintSpread (`maps` None: a no-hint generator, its ab)."""
+def colorize_with_own(
+    generator: torch.nn.Module, rgb: torch.Tensor, maps: torch.Tensor | None
+) -> tuple[Crops, torch.Tensor]:
+    """evaluate's colorized crops (with `maps`, None for a no-hint generator) and, from the
+    same forward, the generator's ab before its HintSpread (a no-hint generator: its ab)."""
     spread = getattr(generator, "spread", None)
     if spread is None or maps is None:
-        return generator(**model_inputs(Batch(l=l)))[:, :2].float()
+        crops = colorize_crops(generator, rgb, torch.device("cpu"))
+        return crops, crops.ab_fake
     seen: list[torch.Tensor] = []
     handle = spread.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
     try:
-        generator(**model_inputs(Batch(l=l, hints=maps)))
+        crops = colorize_crops(generator, rgb, torch.device("cpu"), maps)
     finally:
         handle.remove()
-    return seen[0].float()
+    return crops, seen[0].float()
 
 
 def oracle(
@@ -86,9 +89,8 @@ def main() -> None:
         for count in args.counts:
             maps = _point_maps(rgb, [p.name for p in chunk], count)
             given = maps if takes_points else None
-            crops = colorize_crops(generator, rgb, cpu, given)
+            crops, own = colorize_with_own(generator, rgb, given)
             l = crops.l
-            own = own_ab(generator, l, given)
             with torch.no_grad():
                 outputs = {
                     "model": crops.ab_fake,
