@@ -21,6 +21,8 @@ log = logging.getLogger("colorgan")
 
 GanMode = Literal["vanilla", "lsgan", "hinge"]
 Norm = Literal["batch", "instance", "none"]
+Decoder = Literal["conv", "separable"]
+Upsample = Literal["bilinear", "guided"]
 Amp = Literal["auto", "off", "bf16", "fp16"]
 
 
@@ -44,6 +46,7 @@ SEED_MAX = 2**32 - 1
 MAX_CONFIG_BYTES = 2**16
 MAX_YAML_DEPTH = 16  # nesting levels in a config file (it needs 2: sections, keys)
 SHOWN_CHARS = 60  # the most of a bad value a config error shows
+KNOWN_CHARS = 180  # the longest list of a section's keys an unknown-key error gives (one line)
 
 
 def largest_disc_layers(image_size: int) -> int:
@@ -88,6 +91,15 @@ class ModelConfig:
     # efficientnet_lite0 only: the stride at which the decoder predicts ab, upsampled bilinearly
     # to the input size (1: full resolution, as before the key existed; 2 or 4: lighter decoder)
     output_stride: int = 1
+    # efficientnet_lite0 only: the decoder levels' layers. conv: two 3x3 conv-norm-ReLU layers on
+    # the upsampled map joined to the skip (as before the key existed); separable: the joined
+    # inputs projected by 1x1 convs (the coarse map's before it is upsampled) and summed, then
+    # two depthwise-separable 3x3 layers around a residual, a fraction of the time at 512 px
+    decoder: Decoder = "conv"
+    # model.output_stride 2 or 4: how the ab predicted at that stride reaches the input's size.
+    # bilinear (as before the key existed), or guided: edge-aware, the fast guided filter with
+    # L as the guide, so color edges follow the lightness edges instead of a bilinear blur
+    upsample: Upsample = "bilinear"
     # the generator also predicts, per pixel, how far off its ab may be (see uncertainty.py)
     uncertainty: bool = False
     # model.uncertainty: colorize's default caution (0: colors as predicted; 1: fade toward gray
@@ -165,7 +177,10 @@ def _unknown_key(section: str, key: object, known: list[str]) -> str:
     close = difflib.get_close_matches(str(key), known, n=1) if isinstance(key, str) else []
     if close:
         return f"unknown key {shown(full, SHOWN_CHARS // 2)} (did you mean {section}.{close[0]}?)"
-    return f"unknown key {shown(full, SHOWN_CHARS // 3)} (known in {section}: {', '.join(known)})"
+    listed = ", ".join(known)
+    if len(listed) > KNOWN_CHARS:  # too many to list on one short line
+        listed = f"{len(known)} keys, in the README's Configuration table"
+    return f"unknown key {shown(full, SHOWN_CHARS // 3)} (known in {section}: {listed})"
 
 
 def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
@@ -516,6 +531,16 @@ def _check_relations(config: Config) -> None:
         raise ConfigError(
             f"model.output_stride={m.output_stride} needs model.encoder=efficientnet_lite0; "
             f"the unet encoder predicts at full resolution (1)"
+        )
+    if m.upsample != "bilinear" and m.output_stride == 1:
+        raise ConfigError(
+            f"model.upsample={m.upsample} needs model.output_stride 2 or 4; at 1 the decoder "
+            f"predicts ab at full resolution, with nothing to upsample"
+        )
+    if m.encoder == "unet" and m.decoder != "conv":
+        raise ConfigError(
+            f"model.decoder={m.decoder} needs model.encoder=efficientnet_lite0; "
+            f"the unet encoder's decoder is pix2pix's transposed convs (conv)"
         )
     if m.encoder == "efficientnet_lite0" and d.image_size == 2**LITE0_DEPTH and t.batch_size < 2:
         raise ConfigError(

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from colorgan.cli import main
-from colorgan.config import from_dict, load_config, parse_set, to_dict
+from colorgan.config import ModelConfig, from_dict, load_config, parse_set, to_dict
 from colorgan.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,3 +135,14 @@ def test_parse_set_reads_yaml_scalars() -> None:
         "a": {"b": 1, "c": "x y"},
         "d": {"e": None},
     }
+
+
+def test_an_unknown_key_lists_a_short_sections_keys_or_points_to_the_readme() -> None:
+    with pytest.raises(ConfigError) as short:
+        load_config(None, ["optim.qqqqqqqqqq=1"])
+    assert "(known in optim: lr, " in str(short.value)
+    with pytest.raises(ConfigError) as long:
+        load_config(None, ["model.qqqqqqqqqq=1"])
+    keys = len(dataclasses.fields(ModelConfig))
+    expected = f"(known in model: {keys} keys, in the README's Configuration table)"
+    assert str(long.value).endswith(expected)
