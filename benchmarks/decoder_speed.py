@@ -6,9 +6,10 @@ Models (eval mode, float32, `torch.inference_mode`, batch --batch, one --size x 
   the denominator of every ratio;
 - colorgan unet 64/8: `model.encoder=unet`, `base_channels=64`, `depth=8` (the same network in
   colorgan's code, a check on the reference);
-- Lite0 stride S, width W (--lite0 S/W ...; default 1/32 2/32 4/32 4/16): the Lite0 U-Net
-  (ImageNet encoder weights) with `model.output_stride=S` and `model.base_channels=W`; 1/32 is
-  today's shipped decoder;
+- Lite0 stride S, width W (--lite0 S/W[/separable] ...; default 1/32 2/32 4/32 4/16
+  4/32/separable): the Lite0 U-Net (ImageNet encoder weights) with `model.output_stride=S`,
+  `model.base_channels=W` and, with /separable, `model.decoder=separable`; 1/32 is the conv
+  decoder at full resolution (the recipes' before the separable one);
 - Lite0 encoder alone: the ImageNet encoder's features of the same input and nothing else, the
   floor under any decoder on it.
 
@@ -16,7 +17,8 @@ The models run in turns, one forward each per round (the order rotated every rou
 machine slows all alike; each figure is the median over --repeats rounds after --warmup untimed
 ones. "paired" is the median over rounds of (reference time / model time) in the same round,
 which one stalled forward cannot move. GFLOPs (2 per multiply-add) from FlopCounterMode.
---channels-last adds a channels-last copy of each model (input channels-last too).
+--channels-last adds a channels-last copy of each model (input channels-last too); --folded a
+copy with BatchNorm folded into the convs (colorgan.speed.fast_model, what colorize runs).
 
     python benchmarks/decoder_speed.py --size 512 --batch 1 --repeats 7 --json decoder.json
 """
@@ -40,9 +42,11 @@ from train_throughput import ReferenceUNet
 from colorgan.config import load_config
 from colorgan.generator import Lite0UNet, build_generator
 from colorgan.lite0 import to_input
+from colorgan.speed import fast_model
 
 REFERENCE = "pix2pix reference"
-LITE0 = ["1/32", "2/32", "4/32", "4/16"]  # output_stride/base_channels; 1/32 is today's
+# output_stride/base_channels[/decoder]; 1/32 is the full-resolution conv decoder
+LITE0 = ["1/32", "2/32", "4/32", "4/16", "4/32/separable"]
 
 
 class EncoderAlone(nn.Module):
@@ -56,8 +60,11 @@ class EncoderAlone(nn.Module):
         return self.encoder.features(to_input((l + 1.0) * 0.5))
 
 
-def models(device: torch.device, lite0: list[str], channels_last: bool) -> dict[str, nn.Module]:
-    """The models compared, seeded, in eval mode on `device`; `lite0` as "STRIDE/WIDTH"."""
+def models(
+    device: torch.device, lite0: list[str], channels_last: bool, folded: bool
+) -> dict[str, nn.Module]:
+    """The models compared, seeded, in eval mode on `device`; `lite0` as
+    "STRIDE/WIDTH[/DECODER]"."""
     torch.manual_seed(0)
     unet = load_config(None, ["model.encoder=unet", "model.base_channels=64", "model.depth=8"])
     built: dict[str, nn.Module] = {
@@ -65,14 +72,16 @@ def models(device: torch.device, lite0: list[str], channels_last: bool) -> dict[
         "colorgan unet 64/8": build_generator(unet.model),
     }
     for spec in lite0:
-        stride, _, width = spec.partition("/")
-        config = load_config(
-            None, [f"model.output_stride={stride}", f"model.base_channels={width}"]
-        )
-        built[f"Lite0 stride {stride}, width {width}"] = build_generator(config.model, True)
+        stride, width, *decoder = spec.split("/")
+        settings = [f"model.output_stride={stride}", f"model.base_channels={width}"]
+        config = load_config(None, [*settings, *(f"model.decoder={d}" for d in decoder)])
+        name = f"Lite0 stride {stride}, width {width}" + "".join(f", {d}" for d in decoder)
+        built[name] = build_generator(config.model, True)
     shipped = build_generator(load_config(None).model, pretrained=True)
     assert isinstance(shipped, Lite0UNet)
     built["Lite0 encoder alone"] = EncoderAlone(shipped)
+    for name in list(built) if folded else []:
+        built[f"{name}, folded"] = fast_model(built[name].eval())
     if channels_last:
         for name in list(built):
             built[f"{name}, channels-last"] = copy.deepcopy(built[name]).to(
@@ -126,7 +135,7 @@ def summary(times: dict[str, list[float]], flops: dict[str, float]) -> dict[str,
 
 def measure(device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
     """Every model's forward on `device`: the summary rows and the load around the runs."""
-    built = models(device, args.lite0, args.channels_last)
+    built = models(device, args.lite0, args.channels_last, args.folded)
     torch.manual_seed(1)
     l = torch.rand(args.batch, 1, args.size, args.size, device=device) * 2 - 1
     l_cl = l.contiguous(memory_format=torch.channels_last)
@@ -162,8 +171,9 @@ def main() -> None:
     default_devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
     parser.add_argument("--devices", nargs="+", default=default_devices)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--lite0", nargs="+", default=LITE0, metavar="STRIDE/WIDTH")
+    parser.add_argument("--lite0", nargs="+", default=LITE0, metavar="STRIDE/WIDTH[/DECODER]")
     parser.add_argument("--channels-last", action="store_true", help="add channels-last copies")
+    parser.add_argument("--folded", action="store_true", help="add BatchNorm-folded copies")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.threads:

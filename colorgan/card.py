@@ -179,6 +179,19 @@ def _usage(facts: Facts) -> list[str]:
     ]
 
 
+def _decoder_row(model: dict[str, Any]) -> list[tuple[str, str]]:
+    """The Lite0 decoder's kind and where it predicts ab (a config from before the keys: the
+    full-resolution conv decoder); none for the from-scratch U-Net."""
+    if model["encoder"] != "efficientnet_lite0":
+        return []
+    stride = int(model.get("output_stride", 1))
+    where = "at full resolution" if stride == 1 else f"at stride {stride}"
+    if stride > 1:
+        where += f", upsampled {model.get('upsample', 'bilinear')}"
+    label = "decoder (`model.decoder`, `model.output_stride`, `model.upsample`)"
+    return [(label, f"{model.get('decoder', 'conv')}; ab {where}")]
+
+
 def _model(facts: Facts) -> list[str]:
     model, data = facts.config["model"], facts.config["data"]
     encoder = {
@@ -188,6 +201,7 @@ def _model(facts: Facts) -> list[str]:
     rows = [
         ("generator", f"{encoder} (`model.encoder={model['encoder']}`)"),
         ("width (`model.base_channels`)", str(model["base_channels"])),
+        *_decoder_row(model),
         (
             "depth (`model.depth`)",
             f"{model['depth']}: sides are multiples of {2 ** model['depth']}",

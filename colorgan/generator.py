@@ -24,6 +24,10 @@ from colorgan.uncertainty import GUESS_ERROR, Novelty, UncertaintyHead
 
 Norm = str  # "batch" | "instance" | "none"
 OUTPUT_STRIDES = (1, 2, 4)  # Lite0UNet's: where it predicts ab (1: at full resolution)
+DECODERS = ("conv", "separable")  # Lite0UNet's decoder levels (SeparableLevel: the lighter)
+UPSAMPLES = ("bilinear", "guided")  # how Lite0UNet's ab at output_stride > 1 reaches full size
+GUIDED_RADIUS = 1  # guided_upsample's window: 3x3 cells at the output stride
+GUIDED_EPS = 0.01  # its regulariser, in squared L units ([-1, 1]): a local L std of 0.1
 
 
 def norm_layer(kind: Norm, channels: int) -> nn.Module:
@@ -280,6 +284,48 @@ def _conv_block(c_in: int, c_out: int, norm: Norm, dropout: float = 0.0) -> nn.S
     )
 
 
+def _separable(channels: int, norm: Norm) -> nn.Sequential:
+    """A depthwise 3x3 conv and a pointwise 1x1, each followed by norm and ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=norm == "none"),
+        norm_layer(norm, channels),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(channels, channels, 1, bias=norm == "none"),
+        norm_layer(norm, channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SeparableLevel(nn.Module):
+    """A decoder level of `model.decoder=separable`: the coarse map (`c_in` channels) and the
+    joined skip inputs (`c_skip`) each projected to `width` by a 1x1 conv and norm, the coarse
+    one before it is upsampled 2x (a 1x1 conv commutes with bilinear upsampling, so that is
+    the join-then-project of a concatenation at a quarter of the cost), summed and ReLU'd; then
+    two depthwise-separable 3x3 layers (the receptive field of the conv decoder's two 3x3
+    convs) added back to their input. Every norm follows its conv, so fast_model folds them
+    (`fold_pairs`: the two outside the nn.Sequential)."""
+
+    fold_pairs = (("top", "top_norm"), ("lateral", "lateral_norm"))
+
+    def __init__(self, c_in: int, c_skip: int, width: int, norm: Norm, dropout: float) -> None:
+        super().__init__()
+        self.top = nn.Conv2d(c_in, width, 1, bias=norm == "none")
+        self.top_norm = norm_layer(norm, width)
+        self.lateral = nn.Conv2d(c_skip, width, 1, bias=norm == "none")
+        self.lateral_norm = norm_layer(norm, width)
+        self.body = nn.Sequential(
+            _separable(width, norm),
+            nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
+            _separable(width, norm),
+        )
+
+    def forward(self, x: torch.Tensor, joined: torch.Tensor) -> torch.Tensor:
+        """x: the coarser level's output (B, c_in, h, w); joined: (B, c_skip, 2h, 2w)."""
+        top = _upsample(self.top_norm(self.top(x)), 2.0)
+        y = F.relu(top + self.lateral_norm(self.lateral(joined)))
+        return y + self.body(y)
+
+
 class Lite0UNet(nn.Module):
     """A U-Net on a pretrained EfficientNet-Lite0 encoder.
 
@@ -289,12 +335,14 @@ class Lite0UNet(nn.Module):
     resolution) and the full-resolution layer. Each decoder level upsamples
     bilinearly, joins the skip and applies two 3x3 conv-norm-ReLU layers; widths are
     8, 4, 2, 1 x `base_channels` from stride 16 to 2, and a last full-resolution layer also sees
-    L itself. Always 5 downsamplings (`depth`), so sides are multiples of 32.
+    L itself. Always 5 downsamplings (`depth`), so sides are multiples of 32. With `decoder`
+    "separable" (`model.decoder`) each level is a `SeparableLevel` instead, same widths.
 
     `output_stride` 2 or 4 (`model.output_stride`) predicts ab at that stride instead, since
     chroma is low-frequency (colorize re-attaches it to the full-resolution L anyway): the
     full-resolution layer goes, and for 4 also the stride-2 level; the last level kept also sees
-    L average-pooled to its resolution, and its ab is upsampled bilinearly to the input size.
+    L average-pooled to its resolution, and its ab is upsampled bilinearly to the input size,
+    or with `upsample` "guided" (`model.upsample`) along L's edges (`guided_upsample`).
     """
 
     depth = 5
@@ -309,10 +357,17 @@ class Lite0UNet(nn.Module):
         output_stride: int = 1,
         uncertainty: bool = False,
         reference: bool = False,
+        decoder: str = "conv",
+        upsample: str = "bilinear",
     ) -> None:
         super().__init__()
         if output_stride not in OUTPUT_STRIDES:
             raise ValueError(f"output_stride must be 1, 2 or 4, got {output_stride}")
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be conv or separable, got {decoder!r}")
+        if upsample not in UPSAMPLES or (upsample == "guided" and output_stride == 1):
+            raise ValueError(f"upsample {upsample!r} at output_stride {output_stride}")
+        self.upsample = upsample
         self.encoder = load_lite0(pretrained=pretrained, head=False)
         self.hints = hints
         self.output_stride = output_stride
@@ -321,12 +376,14 @@ class Lite0UNet(nn.Module):
         widths = [8 * base_channels, 4 * base_channels, 2 * base_channels, base_channels]
         skips = list(reversed(TAP_CHANNELS[:-1]))  # stride 16, 8, 4, 2
         c_in = TAP_CHANNELS[-1]
-        blocks = []
+        blocks: list[nn.Module] = []
         for i, (skip, width) in enumerate(zip(skips[:levels], widths[:levels], strict=True)):
             pooled_l = 1 if output_stride > 1 and i == levels - 1 else 0  # the last level's L
-            blocks.append(
-                _conv_block(c_in + skip + extra + pooled_l, width, norm, dropout if i < 2 else 0.0)
-            )
+            joined, drop = skip + extra + pooled_l, dropout if i < 2 else 0.0
+            if decoder == "separable":
+                blocks.append(SeparableLevel(c_in, joined, width, norm, drop))
+            else:
+                blocks.append(_conv_block(c_in + joined, width, norm, drop))
             c_in = width
         self.decoder = nn.ModuleList(blocks)
         parts: list[nn.Module] = [self.decoder]
@@ -402,7 +459,11 @@ class Lite0UNet(nn.Module):
         outputs = self._decode(feats, l, hint_map, films)
         x = outputs[-1]
         if self.output_stride > 1:  # ab at the output stride, upsampled to the input's size
-            ab = _upsample(self.head(x), float(self.output_stride))
+            coarse = self.head(x)
+            if self.upsample == "guided":
+                ab = guided_upsample(coarse, l, self.output_stride)
+            else:
+                ab = _upsample(coarse, float(self.output_stride))
         else:
             x = _upsample(x, 2.0)
             last = [x, l] if hint_map is None else [x, l, hint_map]
@@ -430,16 +491,51 @@ class Lite0UNet(nn.Module):
         x = feats.pop()
         outputs = []
         for index, block in enumerate(self.decoder):
-            x = _upsample(x, 2.0)
             skip = feats.pop()
-            joined = [x, skip] if hint_map is None else [x, skip, _pooled(hint_map, skip)]
+            joined = [skip] if hint_map is None else [skip, _pooled(hint_map, skip)]
             if self.output_stride > 1 and index == len(self.decoder) - 1:
                 joined.append(F.avg_pool2d(l, self.output_stride))
-            x = block(torch.cat(joined, dim=1))
+            if isinstance(block, SeparableLevel):  # upsamples x itself, after projecting it
+                x = block(x, torch.cat(joined, dim=1))
+            else:
+                x = block(torch.cat([_upsample(x, 2.0), *joined], dim=1))
             if films:
                 x = modulate(x, films[index])
             outputs.append(x)
         return outputs
+
+
+def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """The mean over each (2 radius + 1)^2 window, of the cells inside the image."""
+    size = 2 * radius + 1
+    return F.avg_pool2d(x, size, stride=1, padding=radius, count_include_pad=False)
+
+
+def guided_upsample(
+    ab: torch.Tensor,
+    l: torch.Tensor,
+    stride: int,
+    radius: int = GUIDED_RADIUS,
+    eps: float = GUIDED_EPS,
+) -> torch.Tensor:
+    """`ab` (B, 2, H/stride, W/stride) brought to l's (B, 1, H, W) size along l's edges: the
+    fast guided filter (He & Sun 2015). In each window of coarse cells, ab ~ a * L + b is
+    fitted by least squares against L average-pooled to the stride; a and b, averaged over the
+    windows that hold a cell, are upsampled bilinearly and applied to the full-resolution L, so
+    a color edge falls where the lightness edge is instead of being blurred over `stride`
+    pixels. In float32 (the variances cancel badly in half precision); clamped to [-1, 1].
+    kornia's guided_blur takes both inputs at full size and subsamples them by nearest
+    neighbour; here ab exists only at the stride, and each cell's L is the mean of its pixels.
+    """
+    coarse, guide = ab.float(), F.avg_pool2d(l.float(), stride)
+    mean_l, mean_ab = _box(guide, radius), _box(coarse, radius)
+    covariance = _box(guide * coarse, radius) - mean_l * mean_ab
+    variance = _box(guide * guide, radius) - mean_l * mean_l
+    a = covariance / (variance + eps)
+    b = mean_ab - a * mean_l
+    factor = float(stride)
+    a, b = _upsample(_box(a, radius), factor), _upsample(_box(b, radius), factor)
+    return (a * l.float() + b).clamp(-1.0, 1.0).to(ab.dtype)
 
 
 def _upsample(x: torch.Tensor, factor: float) -> torch.Tensor:
@@ -463,9 +559,13 @@ def build_generator(model: ModelConfig, pretrained: bool = False) -> ColorModel:
             output_stride=model.output_stride,
             uncertainty=model.uncertainty,
             reference=model.reference,
+            decoder=model.decoder,
+            upsample=model.upsample,
         )
     if model.output_stride != 1:
         raise ValueError("model.output_stride other than 1 needs model.encoder=efficientnet_lite0")
+    if model.decoder != "conv":
+        raise ValueError("model.decoder=separable needs model.encoder=efficientnet_lite0")
     return Generator(
         base_channels=model.base_channels,
         depth=model.depth,

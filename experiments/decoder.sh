@@ -7,7 +7,9 @@
 #
 #   experiments/decoder.sh NAME [NAME ...]      e.g. experiments/decoder.sh stride1-s0 stride4-s0
 #
-# NAME is VARIANT-sSEED, VARIANT one of stride1, stride2, stride4, stride4w16. The runs of
+# NAME is VARIANT-sSEED, VARIANT one of stride1, stride2, stride4, stride4w16, stride4sep
+# (stride 4 with model.decoder=separable), stride4g (stride 4, model.upsample=guided) and
+# stride4sepg (both). The runs of
 # docs/RESULTS.md used a copy of the code (so that other edits of the tree could not change a
 # run midway) and one torch thread (two stalled beside another session's tests on 2 cores):
 #   mkdir /tmp/dec-src && cp -r colorgan /tmp/dec-src/
@@ -25,6 +27,10 @@ args() {  # VARIANT -> --set overrides
     stride2) echo --set model.output_stride=2 ;;
     stride4) echo --set model.output_stride=4 ;;
     stride4w16) echo --set model.output_stride=4 --set model.base_channels=16 ;;
+    stride4sep) echo --set model.output_stride=4 --set model.decoder=separable ;;
+    stride4sepg) echo --set model.output_stride=4 --set model.decoder=separable \
+      --set model.upsample=guided ;;
+    stride4g) echo --set model.output_stride=4 --set model.upsample=guided ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac
 }

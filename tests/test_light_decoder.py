@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from colorgan.config import from_dict, load_config, to_dict
 from colorgan.errors import ConfigError
-from colorgan.generator import Lite0UNet, build_generator, bytes_per_pixel
+from colorgan.generator import Lite0UNet, build_generator, bytes_per_pixel, guided_upsample
 
 WIDTH = 8  # small decoder: fast, and every shape below is checked at this width
 
@@ -126,3 +126,60 @@ def test_build_generator_and_memory_estimate_follow_the_key(stride: int) -> None
     generator = build_generator(config.model)
     assert isinstance(generator, Lite0UNet) and generator.output_stride == stride
     assert bytes_per_pixel(generator) > 0
+
+
+def _step(side: int = 32, edge: int = 14) -> tuple[torch.Tensor, torch.Tensor]:
+    """L with a vertical step at column `edge` (not on a 4-pixel cell boundary) and the ab that
+    follows it: -0.4 left of the step, 0.4 right of it, in both channels."""
+    l = torch.full((1, 1, side, side), -0.5)
+    l[..., edge:] = 0.5
+    return l, torch.where(l > 0, 0.4, -0.4).expand(1, 2, side, side)
+
+
+def test_guided_upsampling_puts_the_color_edge_on_the_lightness_edge() -> None:
+    l, truth = _step()
+    coarse = F.avg_pool2d(truth, 4)  # ab at stride 4: the cell across the step is mixed
+    guided = guided_upsample(coarse, l, 4)
+    bilinear = F.interpolate(coarse, scale_factor=4.0, mode="bilinear", align_corners=False)
+    assert guided.shape == truth.shape
+    guided_error = float((guided - truth).abs().mean())
+    assert guided_error < float((bilinear - truth).abs().mean()) / 3
+    assert bool((guided[..., :14] < 0).all()) and bool((guided[..., 14:] > 0).all())
+
+
+def test_guided_upsampling_keeps_a_flat_color_and_the_dtype() -> None:
+    coarse = torch.tensor([0.3, -0.2]).view(1, 2, 1, 1).expand(2, 2, 8, 8)
+    l = torch.rand(2, 1, 32, 32) * 2 - 1  # whatever the lightness, one color stays one color
+    assert torch.allclose(
+        guided_upsample(coarse, l, 4),
+        coarse.repeat_interleave(4, 2).repeat_interleave(4, 3),
+        atol=1e-5,
+    )
+    half = guided_upsample(coarse.bfloat16(), l.bfloat16(), 4)
+    assert half.dtype == torch.bfloat16 and bool(half.isfinite().all())
+
+
+@pytest.mark.parametrize("stride", [2, 4])
+def test_a_guided_generator_outputs_ab_and_trains(stride: int) -> None:
+    torch.manual_seed(0)
+    generator = Lite0UNet(WIDTH, pretrained=False, output_stride=stride, upsample="guided")
+    with torch.inference_mode():
+        ab = generator.eval()(torch.rand(2, 1, 64, 96) * 2 - 1)
+    assert ab.shape == (2, 2, 64, 96) and float(ab.abs().max()) <= 1.0
+    generator.train()(torch.rand(2, 1, 64, 64) * 2 - 1).square().mean().backward()
+    missing = [n for n, p in generator.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not missing
+
+
+def test_guided_upsampling_needs_a_coarse_output() -> None:
+    assert load_config(None).model.upsample == "bilinear"
+    saved = to_dict(load_config(None))
+    del saved["model"]["upsample"]  # a checkpoint from before the key
+    assert from_dict(saved).model.upsample == "bilinear"
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["model.upsample=guided"])  # output_stride 1
+    assert str(err.value).startswith("model.upsample=guided needs model.output_stride 2 or 4")
+    with pytest.raises(ConfigError, match=r"model\.upsample"):
+        load_config(None, ["model.output_stride=4", "model.upsample=nearest"])
+    with pytest.raises(ValueError, match="upsample"):
+        Lite0UNet(WIDTH, pretrained=False, upsample="guided")
