@@ -6,10 +6,10 @@ Models (eval mode, float32, `torch.inference_mode`, batch --batch, one --size x 
   the denominator of every ratio;
 - colorgan unet 64/8: `model.encoder=unet`, `base_channels=64`, `depth=8` (the same network in
   colorgan's code, a check on the reference);
-- Lite0 stride S, width W (--lite0 S/W[/separable] ...; default 1/32 2/32 4/32 4/16
-  4/32/separable): the Lite0 U-Net (ImageNet encoder weights) with `model.output_stride=S`,
-  `model.base_channels=W` and, with /separable, `model.decoder=separable`; 1/32 is the conv
-  decoder at full resolution (the recipes' before the separable one);
+- Lite0 stride S, width W (--lite0 S/W[/KEY=VALUE...] ...; default 1/32 2/32 4/32 4/16
+  4/32/decoder=separable/upsample=guided and the same with hints=true): the Lite0 U-Net
+  (ImageNet encoder weights) with `model.output_stride=S`, `model.base_channels=W` and each
+  `model.KEY=VALUE`; 1/32 is the conv decoder at full resolution;
 - Lite0 encoder alone: the ImageNet encoder's features of the same input and nothing else, the
   floor under any decoder on it.
 
@@ -45,8 +45,9 @@ from colorgan.lite0 import to_input
 from colorgan.speed import fast_model
 
 REFERENCE = "pix2pix reference"
-# output_stride/base_channels[/decoder]; 1/32 is the full-resolution conv decoder
-LITE0 = ["1/32", "2/32", "4/32", "4/16", "4/32/separable"]
+# output_stride/base_channels[/model key=value...]; 1/32 is the full-resolution conv decoder
+LIGHT = "4/32/decoder=separable/upsample=guided"
+LITE0 = ["1/32", "2/32", "4/32", "4/16", LIGHT, f"{LIGHT}/hints=true"]
 
 
 class EncoderAlone(nn.Module):
@@ -64,7 +65,7 @@ def models(
     device: torch.device, lite0: list[str], channels_last: bool, folded: bool
 ) -> dict[str, nn.Module]:
     """The models compared, seeded, in eval mode on `device`; `lite0` as
-    "STRIDE/WIDTH[/DECODER]"."""
+    "STRIDE/WIDTH[/KEY=VALUE...]" (model keys)."""
     torch.manual_seed(0)
     unet = load_config(None, ["model.encoder=unet", "model.base_channels=64", "model.depth=8"])
     built: dict[str, nn.Module] = {
@@ -72,10 +73,10 @@ def models(
         "colorgan unet 64/8": build_generator(unet.model),
     }
     for spec in lite0:
-        stride, width, *decoder = spec.split("/")
+        stride, width, *keys = spec.split("/")
         settings = [f"model.output_stride={stride}", f"model.base_channels={width}"]
-        config = load_config(None, [*settings, *(f"model.decoder={d}" for d in decoder)])
-        name = f"Lite0 stride {stride}, width {width}" + "".join(f", {d}" for d in decoder)
+        config = load_config(None, [*settings, *(f"model.{k}" for k in keys)])
+        name = f"Lite0 stride {stride}, width {width}" + "".join(f", {k}" for k in keys)
         built[name] = build_generator(config.model, True)
     shipped = build_generator(load_config(None).model, pretrained=True)
     assert isinstance(shipped, Lite0UNet)
@@ -171,7 +172,7 @@ def main() -> None:
     default_devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
     parser.add_argument("--devices", nargs="+", default=default_devices)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--lite0", nargs="+", default=LITE0, metavar="STRIDE/WIDTH[/DECODER]")
+    parser.add_argument("--lite0", nargs="+", default=LITE0, metavar="STRIDE/WIDTH[/KEY=VALUE]")
     parser.add_argument("--channels-last", action="store_true", help="add channels-last copies")
     parser.add_argument("--folded", action="store_true", help="add BatchNorm-folded copies")
     parser.add_argument("--json", type=Path)

@@ -25,7 +25,7 @@ from colorgan.uncertainty import GUESS_ERROR, Novelty, UncertaintyHead
 Norm = str  # "batch" | "instance" | "none"
 OUTPUT_STRIDES = (1, 2, 4)  # Lite0UNet's: where it predicts ab (1: at full resolution)
 DECODERS = ("conv", "separable")  # Lite0UNet's decoder levels (SeparableLevel: the lighter)
-UPSAMPLES = ("bilinear", "guided")  # how Lite0UNet's ab at output_stride > 1 reaches full size
+UPSAMPLES = ("bilinear", "guided", "subpixel")  # Lite0UNet's ab at output_stride > 1 to full size
 GUIDED_RADIUS = 1  # guided_upsample's window: 3x3 cells at the output stride
 GUIDED_EPS = 0.01  # its regulariser, in squared L units ([-1, 1]): a local L std of 0.1
 
@@ -326,6 +326,26 @@ class SeparableLevel(nn.Module):
         return y + self.body(y)
 
 
+def _decoder_levels(
+    widths: list[int], extra: int, cell_l: int, norm: Norm, dropout: float, decoder: str
+) -> nn.ModuleList:
+    """Lite0UNet's decoder levels from stride 16 down, one per width: each joins the coarser
+    output, its skip, `extra` hint channels and (the last) `cell_l` channels of L; the first
+    two get `dropout`."""
+    skips = list(reversed(TAP_CHANNELS[:-1]))  # stride 16, 8, 4, 2
+    c_in = TAP_CHANNELS[-1]
+    blocks: list[nn.Module] = []
+    for i, (skip, width) in enumerate(zip(skips, widths, strict=False)):
+        joined = skip + extra + (cell_l if i == len(widths) - 1 else 0)
+        drop = dropout if i < 2 else 0.0
+        if decoder == "separable":
+            blocks.append(SeparableLevel(c_in, joined, width, norm, drop))
+        else:
+            blocks.append(_conv_block(c_in + joined, width, norm, drop))
+        c_in = width
+    return nn.ModuleList(blocks)
+
+
 class Lite0UNet(nn.Module):
     """A U-Net on a pretrained EfficientNet-Lite0 encoder.
 
@@ -342,7 +362,9 @@ class Lite0UNet(nn.Module):
     chroma is low-frequency (colorize re-attaches it to the full-resolution L anyway): the
     full-resolution layer goes, and for 4 also the stride-2 level; the last level kept also sees
     L average-pooled to its resolution, and its ab is upsampled bilinearly to the input size,
-    or with `upsample` "guided" (`model.upsample`) along L's edges (`guided_upsample`).
+    or with `upsample` (`model.upsample`) "guided" along L's edges (`guided_upsample`), or
+    "subpixel": the last level sees each pixel's L of its cell (pixel_unshuffle) in place of
+    their mean, and the head predicts ab for each of them (pixel_shuffle).
     """
 
     depth = 5
@@ -365,7 +387,7 @@ class Lite0UNet(nn.Module):
             raise ValueError(f"output_stride must be 1, 2 or 4, got {output_stride}")
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be conv or separable, got {decoder!r}")
-        if upsample not in UPSAMPLES or (upsample == "guided" and output_stride == 1):
+        if upsample not in UPSAMPLES or (upsample != "bilinear" and output_stride == 1):
             raise ValueError(f"upsample {upsample!r} at output_stride {output_stride}")
         self.upsample = upsample
         self.encoder = load_lite0(pretrained=pretrained, head=False)
@@ -374,18 +396,10 @@ class Lite0UNet(nn.Module):
         extra = HINT_CHANNELS if hints else 0  # every decoder level also sees the hints
         levels = 3 if output_stride == 4 else 4  # stride 4 ends at the stride-4 level
         widths = [8 * base_channels, 4 * base_channels, 2 * base_channels, base_channels]
-        skips = list(reversed(TAP_CHANNELS[:-1]))  # stride 16, 8, 4, 2
-        c_in = TAP_CHANNELS[-1]
-        blocks: list[nn.Module] = []
-        for i, (skip, width) in enumerate(zip(skips[:levels], widths[:levels], strict=True)):
-            pooled_l = 1 if output_stride > 1 and i == levels - 1 else 0  # the last level's L
-            joined, drop = skip + extra + pooled_l, dropout if i < 2 else 0.0
-            if decoder == "separable":
-                blocks.append(SeparableLevel(c_in, joined, width, norm, drop))
-            else:
-                blocks.append(_conv_block(c_in + joined, width, norm, drop))
-            c_in = width
-        self.decoder = nn.ModuleList(blocks)
+        # the last level's L at its stride: each cell's mean, or each pixel (subpixel)
+        cell_l = 0 if output_stride == 1 else output_stride**2 if upsample == "subpixel" else 1
+        self.decoder = _decoder_levels(widths[:levels], extra, cell_l, norm, dropout, decoder)
+        c_in = widths[levels - 1]
         parts: list[nn.Module] = [self.decoder]
         if output_stride == 1:
             self.full = nn.Sequential(
@@ -395,7 +409,8 @@ class Lite0UNet(nn.Module):
             )
             parts.append(self.full)
             c_in = base_channels
-        self.head = nn.Sequential(nn.Conv2d(c_in, 2, 1), nn.Tanh())
+        cells = output_stride**2 if upsample == "subpixel" else 1  # ab per pixel of the cell
+        self.head = nn.Sequential(nn.Conv2d(c_in, 2 * cells, 1), nn.Tanh())
         for part in (*parts, self.head):
             init_weights(part)  # the encoder keeps its ImageNet weights
         if hints:  # into the encoder's stem, zero-initialised: ImageNet features start unchanged
@@ -459,11 +474,7 @@ class Lite0UNet(nn.Module):
         outputs = self._decode(feats, l, hint_map, films)
         x = outputs[-1]
         if self.output_stride > 1:  # ab at the output stride, upsampled to the input's size
-            coarse = self.head(x)
-            if self.upsample == "guided":
-                ab = guided_upsample(coarse, l, self.output_stride)
-            else:
-                ab = _upsample(coarse, float(self.output_stride))
+            ab = self._full_size(self.head(x), l)
         else:
             x = _upsample(x, 2.0)
             last = [x, l] if hint_map is None else [x, l, hint_map]
@@ -494,7 +505,7 @@ class Lite0UNet(nn.Module):
             skip = feats.pop()
             joined = [skip] if hint_map is None else [skip, _pooled(hint_map, skip)]
             if self.output_stride > 1 and index == len(self.decoder) - 1:
-                joined.append(F.avg_pool2d(l, self.output_stride))
+                joined.append(self._cell_l(l))
             if isinstance(block, SeparableLevel):  # upsamples x itself, after projecting it
                 x = block(x, torch.cat(joined, dim=1))
             else:
@@ -503,6 +514,21 @@ class Lite0UNet(nn.Module):
                 x = modulate(x, films[index])
             outputs.append(x)
         return outputs
+
+    def _cell_l(self, l: torch.Tensor) -> torch.Tensor:
+        """L at the output stride, for the last decoder level: each cell's mean, or with
+        upsample "subpixel" each of its pixels (stride**2 channels)."""
+        if self.upsample == "subpixel":
+            return F.pixel_unshuffle(l, self.output_stride)
+        return F.avg_pool2d(l, self.output_stride)
+
+    def _full_size(self, coarse: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+        """The head's output at the output stride brought to l's size as `upsample` says."""
+        if self.upsample == "guided":
+            return guided_upsample(coarse, l, self.output_stride)
+        if self.upsample == "subpixel":
+            return F.pixel_shuffle(coarse, self.output_stride)
+        return _upsample(coarse, float(self.output_stride))
 
 
 def _box(x: torch.Tensor, radius: int) -> torch.Tensor:

@@ -20,6 +20,8 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
 OUT=${OUT:-runs/decoder}
 BIN=${BIN:-.venv/bin}
+SIZE=${SIZE:-64}  # the training (and evaluation) size
+EPOCHS=${EPOCHS:-5}
 
 args() {  # VARIANT -> --set overrides
   case $1 in
@@ -30,6 +32,9 @@ args() {  # VARIANT -> --set overrides
     stride4sep) echo --set model.output_stride=4 --set model.decoder=separable ;;
     stride4sepg) echo --set model.output_stride=4 --set model.decoder=separable \
       --set model.upsample=guided ;;
+    stride2sep) echo --set model.output_stride=2 --set model.decoder=separable ;;
+    stride4seps) echo --set model.output_stride=4 --set model.decoder=separable \
+      --set model.upsample=subpixel ;;
     stride4g) echo --set model.output_stride=4 --set model.upsample=guided ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac
@@ -39,10 +44,10 @@ for name in "$@"; do
   variant=${name%-s*} seed=${name##*-s}
   read -r -a extra <<< "$(args "$variant")"
   "$BIN/colorgan" train --config configs/cpu-small.yaml --set model.hints=false "${extra[@]}" \
-    --set data.image_size=64 --set train.epochs=5 --set train.seed="$seed" \
+    --set data.image_size="$SIZE" --set train.epochs="$EPOCHS" --set train.seed="$seed" \
     --data "$DATA/anime/train" --val-data "$DATA/anime/val" --run-dir "$OUT/$name" --quiet --overwrite
   for set in anime/unseen anime/val photos/val; do
     "$BIN/colorgan" evaluate "$OUT/$name/checkpoints/last.pt" --data "$DATA/$set" \
-      --json "$OUT/$name/eval-${set/\//-}.json" --quiet > /dev/null
+      --size "$SIZE" --json "$OUT/$name/eval-${set/\//-}.json" --quiet > /dev/null
   done
 done
