@@ -22,7 +22,7 @@ log = logging.getLogger("colorgan")
 GanMode = Literal["vanilla", "lsgan", "hinge"]
 Norm = Literal["batch", "instance", "none"]
 Decoder = Literal["conv", "separable"]
-Upsample = Literal["bilinear", "guided", "subpixel"]
+Upsample = Literal["bilinear", "guided"]
 Amp = Literal["auto", "off", "bf16", "fp16"]
 
 
@@ -97,10 +97,8 @@ class ModelConfig:
     # two depthwise-separable 3x3 layers around a residual, a fraction of the time at 512 px
     decoder: Decoder = "conv"
     # model.output_stride 2 or 4: how the ab predicted at that stride reaches the input's size.
-    # bilinear (as before the key existed); guided: edge-aware, the fast guided filter with L
-    # as the guide, so color edges follow the lightness edges instead of a bilinear blur;
-    # subpixel: the last level sees every pixel's L of its cell and the head predicts ab for
-    # each (pixel shuffle)
+    # bilinear (as before the key existed), or guided: edge-aware, the fast guided filter with
+    # L as the guide, so color edges follow the lightness edges instead of a bilinear blur
     upsample: Upsample = "bilinear"
     # the generator also predicts, per pixel, how far off its ab may be (see uncertainty.py)
     uncertainty: bool = False

@@ -25,7 +25,7 @@ from colorgan.uncertainty import GUESS_ERROR, Novelty, UncertaintyHead
 Norm = str  # "batch" | "instance" | "none"
 OUTPUT_STRIDES = (1, 2, 4)  # Lite0UNet's: where it predicts ab (1: at full resolution)
 DECODERS = ("conv", "separable")  # Lite0UNet's decoder levels (SeparableLevel: the lighter)
-UPSAMPLES = ("bilinear", "guided", "subpixel")  # Lite0UNet's ab at output_stride > 1 to full size
+UPSAMPLES = ("bilinear", "guided")  # how Lite0UNet's ab at output_stride > 1 reaches full size
 GUIDED_RADIUS = 1  # guided_upsample's window: 3x3 cells at the output stride
 GUIDED_EPS = 0.01  # its regulariser, in squared L units ([-1, 1]): a local L std of 0.1
 
@@ -327,16 +327,16 @@ class SeparableLevel(nn.Module):
 
 
 def _decoder_levels(
-    widths: list[int], extra: int, cell_l: int, norm: Norm, dropout: float, decoder: str
+    widths: list[int], extra: int, pooled_l: int, norm: Norm, dropout: float, decoder: str
 ) -> nn.ModuleList:
     """Lite0UNet's decoder levels from stride 16 down, one per width: each joins the coarser
-    output, its skip, `extra` hint channels and (the last) `cell_l` channels of L; the first
+    output, its skip, `extra` hint channels and (the last) `pooled_l` channels of L; the first
     two get `dropout`."""
     skips = list(reversed(TAP_CHANNELS[:-1]))  # stride 16, 8, 4, 2
     c_in = TAP_CHANNELS[-1]
     blocks: list[nn.Module] = []
     for i, (skip, width) in enumerate(zip(skips, widths, strict=False)):
-        joined = skip + extra + (cell_l if i == len(widths) - 1 else 0)
+        joined = skip + extra + (pooled_l if i == len(widths) - 1 else 0)
         drop = dropout if i < 2 else 0.0
         if decoder == "separable":
             blocks.append(SeparableLevel(c_in, joined, width, norm, drop))
@@ -362,9 +362,7 @@ class Lite0UNet(nn.Module):
     chroma is low-frequency (colorize re-attaches it to the full-resolution L anyway): the
     full-resolution layer goes, and for 4 also the stride-2 level; the last level kept also sees
     L average-pooled to its resolution, and its ab is upsampled bilinearly to the input size,
-    or with `upsample` (`model.upsample`) "guided" along L's edges (`guided_upsample`), or
-    "subpixel": the last level sees each pixel's L of its cell (pixel_unshuffle) in place of
-    their mean, and the head predicts ab for each of them (pixel_shuffle).
+    or with `upsample` "guided" (`model.upsample`) along L's edges (`guided_upsample`).
     """
 
     depth = 5
@@ -396,9 +394,8 @@ class Lite0UNet(nn.Module):
         extra = HINT_CHANNELS if hints else 0  # every decoder level also sees the hints
         levels = 3 if output_stride == 4 else 4  # stride 4 ends at the stride-4 level
         widths = [8 * base_channels, 4 * base_channels, 2 * base_channels, base_channels]
-        # the last level's L at its stride: each cell's mean, or each pixel (subpixel)
-        cell_l = 0 if output_stride == 1 else output_stride**2 if upsample == "subpixel" else 1
-        self.decoder = _decoder_levels(widths[:levels], extra, cell_l, norm, dropout, decoder)
+        pooled_l = 0 if output_stride == 1 else 1  # the last level's L, pooled to its stride
+        self.decoder = _decoder_levels(widths[:levels], extra, pooled_l, norm, dropout, decoder)
         c_in = widths[levels - 1]
         parts: list[nn.Module] = [self.decoder]
         if output_stride == 1:
@@ -409,8 +406,7 @@ class Lite0UNet(nn.Module):
             )
             parts.append(self.full)
             c_in = base_channels
-        cells = output_stride**2 if upsample == "subpixel" else 1  # ab per pixel of the cell
-        self.head = nn.Sequential(nn.Conv2d(c_in, 2 * cells, 1), nn.Tanh())
+        self.head = nn.Sequential(nn.Conv2d(c_in, 2, 1), nn.Tanh())
         for part in (*parts, self.head):
             init_weights(part)  # the encoder keeps its ImageNet weights
         if hints:  # into the encoder's stem, zero-initialised: ImageNet features start unchanged
@@ -505,7 +501,7 @@ class Lite0UNet(nn.Module):
             skip = feats.pop()
             joined = [skip] if hint_map is None else [skip, _pooled(hint_map, skip)]
             if self.output_stride > 1 and index == len(self.decoder) - 1:
-                joined.append(self._cell_l(l))
+                joined.append(F.avg_pool2d(l, self.output_stride))
             if isinstance(block, SeparableLevel):  # upsamples x itself, after projecting it
                 x = block(x, torch.cat(joined, dim=1))
             else:
@@ -515,19 +511,10 @@ class Lite0UNet(nn.Module):
             outputs.append(x)
         return outputs
 
-    def _cell_l(self, l: torch.Tensor) -> torch.Tensor:
-        """L at the output stride, for the last decoder level: each cell's mean, or with
-        upsample "subpixel" each of its pixels (stride**2 channels)."""
-        if self.upsample == "subpixel":
-            return F.pixel_unshuffle(l, self.output_stride)
-        return F.avg_pool2d(l, self.output_stride)
-
     def _full_size(self, coarse: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
         """The head's output at the output stride brought to l's size as `upsample` says."""
         if self.upsample == "guided":
             return guided_upsample(coarse, l, self.output_stride)
-        if self.upsample == "subpixel":
-            return F.pixel_shuffle(coarse, self.output_stride)
         return _upsample(coarse, float(self.output_stride))
 
 

@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
-# The lighter-decoder experiment of docs/RESULTS.md ("A lighter decoder (output_stride)"):
-# cpu-small at 64 px, 5 epochs, batch 16 (450 steps), with model.output_stride 1 (today's
-# full-resolution decoder), 2 and 4, and 4 with decoder width 16; trained on anime/train
+# The lighter-decoder experiments of docs/RESULTS.md ("A lighter decoder (output_stride)" and
+# "A lighter decoder, second round"): cpu-small at SIZE px (default 64) for EPOCHS epochs
+# (default 5; batch 16, 450 steps), with model.output_stride 1 (the full-resolution decoder),
+# 2 and 4, model.decoder and model.upsample as the variant says; trained on anime/train
 # (validated on anime/val) with the same seed and data order, then `colorgan evaluate` scores
-# its last.pt on anime/unseen, anime/val and photos/val.
+# its last.pt at SIZE on anime/unseen, anime/val and photos/val.
 #
 #   experiments/decoder.sh NAME [NAME ...]      e.g. experiments/decoder.sh stride1-s0 stride4-s0
+#   SIZE=128 EPOCHS=3 OUT=runs/decoder128 experiments/decoder.sh stride1-s0 stride4sep-s0
 #
-# NAME is VARIANT-sSEED, VARIANT one of stride1, stride2, stride4, stride4w16, stride4sep
-# (stride 4 with model.decoder=separable), stride4g (stride 4, model.upsample=guided) and
-# stride4sepg (both). The runs of
-# docs/RESULTS.md used a copy of the code (so that other edits of the tree could not change a
-# run midway) and one torch thread (two stalled beside another session's tests on 2 cores):
+# NAME is VARIANT-sSEED, VARIANT one of stride1, stride2, stride4, stride4w16 (decoder width
+# 16), stride4sep (model.decoder=separable), stride4g (model.upsample=guided), stride4sepg
+# (both) and stride2sep. The runs of docs/RESULTS.md used a copy of the code (so that other
+# edits of the tree could not change a run midway) and one torch thread (two stalled beside
+# another session's tests on 2 cores):
 #   mkdir /tmp/dec-src && cp -r colorgan /tmp/dec-src/
-#   OMP_NUM_THREADS=1 PYTHONPATH=/tmp/dec-src experiments/decoder.sh stride1-s0 stride4w16-s0 \
-#     stride4-s0 stride2-s0
+#   OMP_NUM_THREADS=1 PYTHONPATH=/tmp/dec-src experiments/decoder.sh stride1-s0 stride4sep-s0
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -33,8 +34,6 @@ args() {  # VARIANT -> --set overrides
     stride4sepg) echo --set model.output_stride=4 --set model.decoder=separable \
       --set model.upsample=guided ;;
     stride2sep) echo --set model.output_stride=2 --set model.decoder=separable ;;
-    stride4seps) echo --set model.output_stride=4 --set model.decoder=separable \
-      --set model.upsample=subpixel ;;
     stride4g) echo --set model.output_stride=4 --set model.upsample=guided ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac

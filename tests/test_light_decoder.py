@@ -160,12 +160,9 @@ def test_guided_upsampling_keeps_a_flat_color_and_the_dtype() -> None:
 
 
 @pytest.mark.parametrize("stride", [2, 4])
-@pytest.mark.parametrize("upsample", ["guided", "subpixel"])
-def test_a_coarse_generator_upsampling_either_way_outputs_ab_and_trains(
-    stride: int, upsample: str
-) -> None:
+def test_a_guided_generator_outputs_ab_and_trains(stride: int) -> None:
     torch.manual_seed(0)
-    generator = Lite0UNet(WIDTH, pretrained=False, output_stride=stride, upsample=upsample)
+    generator = Lite0UNet(WIDTH, pretrained=False, output_stride=stride, upsample="guided")
     with torch.inference_mode():
         ab = generator.eval()(torch.rand(2, 1, 64, 96) * 2 - 1)
     assert ab.shape == (2, 2, 64, 96) and float(ab.abs().max()) <= 1.0
@@ -174,7 +171,7 @@ def test_a_coarse_generator_upsampling_either_way_outputs_ab_and_trains(
     assert not missing
 
 
-def test_guided_or_subpixel_upsampling_needs_a_coarse_output() -> None:
+def test_guided_upsampling_needs_a_coarse_output() -> None:
     assert load_config(None).model.upsample == "bilinear"
     saved = to_dict(load_config(None))
     del saved["model"]["upsample"]  # a checkpoint from before the key
@@ -184,23 +181,5 @@ def test_guided_or_subpixel_upsampling_needs_a_coarse_output() -> None:
     assert str(err.value).startswith("model.upsample=guided needs model.output_stride 2 or 4")
     with pytest.raises(ConfigError, match=r"model\.upsample"):
         load_config(None, ["model.output_stride=4", "model.upsample=nearest"])
-    with pytest.raises(ConfigError, match=r"^model\.upsample=subpixel needs model\.output_stride"):
-        load_config(None, ["model.upsample=subpixel"])
     with pytest.raises(ValueError, match="upsample"):
         Lite0UNet(WIDTH, pretrained=False, upsample="guided")
-
-
-def test_a_subpixel_head_predicts_every_pixel_of_its_cells_from_their_lightness() -> None:
-    """model.upsample=subpixel: the last level sees each pixel's L of its cell (unshuffled)
-    and the head gives ab for each of them (shuffled back): the output is no interpolation."""
-    torch.manual_seed(0)
-    generator = Lite0UNet(WIDTH, pretrained=False, output_stride=4, upsample="subpixel").eval()
-    assert generator.decoder[-1][0].in_channels == 4 * WIDTH + 24 + 16  # x, skip, 4x4 L
-    assert generator.head[0].out_channels == 2 * 16
-    coarse: list[torch.Tensor] = []
-    generator.head.register_forward_hook(lambda module, args, out: coarse.append(out))
-    with torch.inference_mode():
-        ab = generator(torch.rand(1, 1, 64, 96) * 2 - 1)
-    assert coarse[0].shape == (1, 32, 16, 24)
-    assert torch.equal(ab, F.pixel_shuffle(coarse[0], 4))
-    assert ab.shape == (1, 2, 64, 96) and float(ab.abs().max()) <= 1.0
