@@ -61,8 +61,10 @@ def test_hints_are_taken_and_move_the_output(stride: int) -> None:
 
 
 @pytest.mark.parametrize("stride", [1, 2, 4])
-def test_gradient_reaches_encoder_and_decoder(stride: int) -> None:
-    generator = _lite0(stride).train()
+@pytest.mark.parametrize("decoder", ["conv", "separable"])
+def test_gradient_reaches_encoder_and_decoder(stride: int, decoder: str) -> None:
+    torch.manual_seed(0)
+    generator = Lite0UNet(WIDTH, pretrained=False, output_stride=stride, decoder=decoder).train()
     generator(torch.rand(2, 1, 64, 64) * 2 - 1).square().mean().backward()
     missing = [n for n, p in generator.named_parameters() if p.grad is None or not p.grad.any()]
     assert not missing
