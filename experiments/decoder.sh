@@ -11,9 +11,9 @@
 #
 # NAME is VARIANT-sSEED, VARIANT one of stride1, stride2, stride4, stride4w16 (decoder width
 # 16), stride4sep (model.decoder=separable), stride4g (model.upsample=guided), stride4sepg
-# (both) and stride2sep. The runs of docs/RESULTS.md used a copy of the code (so that other
-# edits of the tree could not change a run midway) and one torch thread (two stalled beside
-# another session's tests on 2 cores):
+# (both), stride2sep and stride2sepw24 (width 24). The runs of docs/RESULTS.md used a copy of
+# the code (so that other edits of the tree could not change a run midway) and one torch
+# thread (two stalled beside another session's tests on 2 cores):
 #   mkdir /tmp/dec-src && cp -r colorgan /tmp/dec-src/
 #   OMP_NUM_THREADS=1 PYTHONPATH=/tmp/dec-src experiments/decoder.sh stride1-s0 stride4sep-s0
 set -euo pipefail
@@ -34,6 +34,8 @@ args() {  # VARIANT -> --set overrides
     stride4sepg) echo --set model.output_stride=4 --set model.decoder=separable \
       --set model.upsample=guided ;;
     stride2sep) echo --set model.output_stride=2 --set model.decoder=separable ;;
+    stride2sepw24) echo --set model.output_stride=2 --set model.decoder=separable \
+      --set model.base_channels=24 ;;
     stride4g) echo --set model.output_stride=4 --set model.upsample=guided ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac
