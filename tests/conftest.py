@@ -76,6 +76,16 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+def scramble_batchnorm(model: torch.nn.Module) -> None:
+    """BatchNorm statistics and scales far from the identity, so that folding them is tested."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            assert module.running_mean is not None and module.running_var is not None
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+
+
 def make_color_image(seed: int, size: tuple[int, int] = (48, 40)) -> Image.Image:
     """A colorful RGB picture: a colored background with a few colored shapes."""
     rng = np.random.default_rng(seed)

@@ -23,7 +23,7 @@ from colorgan.config import load_config
 from colorgan.generator import build_generator
 from colorgan.pipeline import Decoded, _Batches, colorize_folder, shard
 from colorgan.speed import fast_model, fold_batchnorm
-from tests.conftest import UNET, make_color_image, make_tiny_checkpoint
+from tests.conftest import UNET, make_color_image, make_tiny_checkpoint, scramble_batchnorm
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -184,12 +184,7 @@ def test_folding_batchnorm_keeps_the_outputs(encoder: str) -> None:
     config = load_config(None, [*settings, "model.hints=true", "data.image_size=64"])
     torch.manual_seed(0)
     generator = build_generator(config.model)
-    for module in generator.modules():  # statistics far from the identity
-        if isinstance(module, torch.nn.BatchNorm2d):
-            assert module.running_mean is not None and module.running_var is not None
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
+    scramble_batchnorm(generator)
     generator.eval()
     fast = fast_model(generator)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())

@@ -15,9 +15,10 @@ from colorgan.card import Facts, model_card
 from colorgan.checkpoint import save_checkpoint
 from colorgan.config import from_dict, load_config, to_dict
 from colorgan.errors import ConfigError
-from colorgan.export import check_export, export_onnx
+from colorgan.export import export_onnx
 from colorgan.generator import Lite0UNet, SeparableLevel, build_generator
 from colorgan.speed import fast_model
+from tests.conftest import scramble_batchnorm
 
 WIDTH = 8
 
@@ -25,16 +26,6 @@ WIDTH = 8
 def _lite0(stride: int, **switches: bool) -> Lite0UNet:
     torch.manual_seed(0)
     return Lite0UNet(WIDTH, pretrained=False, output_stride=stride, decoder="separable", **switches)
-
-
-def _scrambled_norms(model: torch.nn.Module) -> None:
-    """BatchNorm statistics and scales far from the identity, so folding them is tested."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            assert module.running_mean is not None and module.running_var is not None
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
 
 
 @pytest.mark.parametrize("stride", [1, 2, 4])
@@ -73,7 +64,7 @@ def test_hints_reference_and_uncertainty_work_with_it() -> None:
 
 def test_fast_model_folds_every_norm_and_keeps_the_outputs() -> None:
     generator = _lite0(4, hints=True)
-    _scrambled_norms(generator)
+    scramble_batchnorm(generator)
     generator.eval()
     fast = fast_model(generator)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
@@ -125,11 +116,11 @@ def test_a_separable_guided_checkpoint_exports_to_onnx_and_matches(tmp_path: Pat
     config = load_config(None, [*settings, "data.image_size=64", f"model.base_channels={WIDTH}"])
     torch.manual_seed(0)
     generator = build_generator(config.model)
-    _scrambled_norms(generator)
+    scramble_batchnorm(generator)
     checkpoint = tmp_path / "separable.pt"
     save_checkpoint({"config": to_dict(config), "generator": generator.state_dict()}, checkpoint)
-    export_onnx(checkpoint, tmp_path / "separable.onnx")  # checks onnxruntime against torch
-    assert check_export(generator.eval(), tmp_path / "separable.onnx", 64) <= 1e-3
+    # export_onnx compares onnxruntime with torch at the working size and returns max |Δab|
+    assert export_onnx(checkpoint, tmp_path / "separable.onnx") <= 1e-3
 
 
 def test_the_model_card_names_the_decoder() -> None:
