@@ -185,9 +185,8 @@ def _decoder_row(model: dict[str, Any]) -> list[tuple[str, str]]:
     if model["encoder"] != "efficientnet_lite0":
         return []
     stride = int(model.get("output_stride", 1))
-    where = "at full resolution" if stride == 1 else f"at stride {stride}"
-    if stride > 1:
-        where += f", upsampled {model.get('upsample', 'bilinear')}"
+    upsample = model.get("upsample", "bilinear")
+    where = "at full resolution" if stride == 1 else f"at stride {stride}, upsampled {upsample}"
     label = "decoder (`model.decoder`, `model.output_stride`, `model.upsample`)"
     return [(label, f"{model.get('decoder', 'conv')}; ab {where}")]
 
