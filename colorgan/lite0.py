@@ -49,11 +49,10 @@ def _bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
 
 
-def _same_pad(kernel: int, stride: int) -> nn.Module:
-    """TensorFlow's SAME padding for an even input side."""
-    if stride == 1:
-        return nn.ZeroPad2d(kernel // 2)
-    total = kernel - stride
+def _same_pad(kernel: int) -> nn.Module:
+    """TensorFlow's SAME padding of a stride-2 convolution for an even input side (stride 1's
+    is symmetric, kernel // 2, and left to the convolution)."""
+    total = kernel - 2
     return nn.ZeroPad2d((total // 2, total - total // 2, total // 2, total - total // 2))
 
 
@@ -67,8 +66,11 @@ class MBConv(nn.Module):
         if self.expand:
             self._expand_conv = nn.Conv2d(c_in, mid, 1, bias=False)
             self._bn0 = _bn(mid)
-        self._pad = _same_pad(kernel, stride)
-        self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride, groups=mid, bias=False)
+        # A stride-1 SAME pad is symmetric: the convolution pads itself, without the copy an
+        # explicit pad makes of the expanded map (the same result, the same parameter names).
+        self._pad = _same_pad(kernel) if stride != 1 else nn.Identity()
+        padding = kernel // 2 if stride == 1 else 0
+        self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride, padding, groups=mid, bias=False)
         self._bn1 = _bn(mid)
         self._project_conv = nn.Conv2d(mid, c_out, 1, bias=False)
         self._bn2 = _bn(c_out)
@@ -90,7 +92,7 @@ class EfficientNetLite0(nn.Module):
     def __init__(self, num_classes: int = 1000, head: bool = True) -> None:
         super().__init__()
         self.has_head = head
-        self._stem_pad = _same_pad(3, 2)
+        self._stem_pad = _same_pad(3)
         self._conv_stem = nn.Conv2d(3, 32, 3, 2, bias=False)
         self._bn0 = _bn(32)
         blocks: list[nn.Module] = []
