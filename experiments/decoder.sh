@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The lighter-decoder experiments of docs/RESULTS.md ("A lighter decoder (output_stride)" and
-# "A lighter decoder, second round"): cpu-small at SIZE px (default 64) for EPOCHS epochs
+# The lighter-decoder experiments of docs/RESULTS.md ("A lighter decoder (output_stride)", its
+# "second round" and "third round"): cpu-small at SIZE px (default 64) for EPOCHS epochs
 # (default 5; batch 16, 450 steps), with model.output_stride 1 (the full-resolution decoder),
 # 2 and 4, model.decoder and model.upsample as the variant says; trained on anime/train
 # (validated on anime/val) with the same seed and data order, then `colorgan evaluate` scores
@@ -8,6 +8,7 @@
 #
 #   experiments/decoder.sh NAME [NAME ...]      e.g. experiments/decoder.sh stride1-s0 stride4-s0
 #   SIZE=128 EPOCHS=3 OUT=runs/decoder128 experiments/decoder.sh stride1-s0 stride4sep-s0
+#   EPOCHS=6 OUT=runs/decoder-time experiments/decoder.sh stride2sepw24-s0   # ~ stride 1's time
 #
 # NAME is VARIANT-sSEED, VARIANT one of stride1, stride2, stride4, stride4w16 (decoder width
 # 16), stride4sep (model.decoder=separable), stride4g (model.upsample=guided), stride4sepg

@@ -1,0 +1,63 @@
+"""What predicting ab at a stride costs by itself, whatever a model learns: the true ab of each
+image average-pooled to the stride and brought back to full size the way `Lite0UNet` does
+(bilinear, or `model.upsample=guided`), scored against the original by CIEDE2000 like
+`colorgan evaluate` (center crops at --sizes, through uint8 RGB). The floor under any
+`model.output_stride` decoder, per training/evaluation size: the 64-px experiments of
+docs/RESULTS.md are harsher on a stride than 512-px use.
+
+    python experiments/stride_oracle.py ../shared/data/anime/unseen --sizes 64,128,256
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from colorgan.batch import to_batch
+from colorgan.color import float_to_uint8, l_ab_to_rgb, uint8_to_float
+from colorgan.config import DataConfig
+from colorgan.data import ColorImages, scan_images
+from colorgan.generator import guided_upsample
+from colorgan.metrics import image_metrics
+
+STRIDES = (2, 4)
+
+
+def reconstructed(ab: torch.Tensor, l: torch.Tensor, stride: int, how: str) -> torch.Tensor:
+    """`ab` pooled to `stride` and brought back to full size, `how` "bilinear" or "guided"."""
+    coarse = F.avg_pool2d(ab, stride)
+    if how == "guided":
+        return guided_upsample(coarse, l, stride)
+    return F.interpolate(coarse, size=ab.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--sizes", default="64,128,256")
+    parser.add_argument("--limit", type=int, default=400)
+    args = parser.parse_args()
+    paths = scan_images(args.data, DataConfig().gray_threshold, args.limit, quiet=True).usable
+    cpu = torch.device("cpu")
+    print(f"{args.data} ({len(paths)} images): mean CIEDE2000 of the true ab at a stride")
+    print(f"{'size':>5} {'stride':>6} {'bilinear':>9} {'guided':>7}")
+    for size in (int(s) for s in args.sizes.split(",")):
+        sums = {(s, how): 0.0 for s in STRIDES for how in ("bilinear", "guided")}
+        for start in range(0, len(paths), 32):
+            rgb = ColorImages(paths[start : start + 32], size, train=False).crops(32)
+            batch = to_batch(rgb, cpu)
+            real = uint8_to_float(rgb)
+            for stride, how in sums:
+                ab = reconstructed(batch.ab_real, batch.l, stride, how)
+                fake = uint8_to_float(float_to_uint8(l_ab_to_rgb(batch.l, ab)))
+                sums[stride, how] += float(image_metrics(fake, real, ("delta_e",))["delta_e"].sum())
+        for stride in STRIDES:
+            row = [sums[stride, how] / len(paths) for how in ("bilinear", "guided")]
+            print(f"{size:>5} {stride:>6} {row[0]:>9.2f} {row[1]:>7.2f}")
+
+
+if __name__ == "__main__":
+    main()
