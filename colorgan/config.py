@@ -22,7 +22,7 @@ log = logging.getLogger("colorgan")
 GanMode = Literal["vanilla", "lsgan", "hinge"]
 Norm = Literal["batch", "instance", "none"]
 Decoder = Literal["conv", "separable"]
-Upsample = Literal["bilinear", "guided"]
+Upsample = Literal["bilinear", "guided", "affine"]
 Amp = Literal["auto", "off", "bf16", "fp16"]
 
 
@@ -98,7 +98,9 @@ class ModelConfig:
     decoder: Decoder = "conv"
     # model.output_stride 2 or 4: how the ab predicted at that stride reaches the input's size.
     # bilinear (as before the key existed), or guided: edge-aware, the fast guided filter with
-    # L as the guide, so color edges follow the lightness edges instead of a bilinear blur
+    # L as the guide, so color edges follow the lightness edges instead of a bilinear blur; or
+    # affine: learned, the decoder predicts per cell a color and how it changes with the
+    # lightness detail inside the cell (ab = b + a * (L - smooth L), a and b upsampled)
     upsample: Upsample = "bilinear"
     # the generator also predicts, per pixel, how far off its ab may be (see uncertainty.py)
     uncertainty: bool = False

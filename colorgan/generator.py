@@ -25,7 +25,7 @@ from colorgan.uncertainty import GUESS_ERROR, Novelty, UncertaintyHead
 Norm = str  # "batch" | "instance" | "none"
 OUTPUT_STRIDES = (1, 2, 4)  # Lite0UNet's: where it predicts ab (1: at full resolution)
 DECODERS = ("conv", "separable")  # Lite0UNet's decoder levels (SeparableLevel: the lighter)
-UPSAMPLES = ("bilinear", "guided")  # how Lite0UNet's ab at output_stride > 1 reaches full size
+UPSAMPLES = ("bilinear", "guided", "affine")  # how Lite0UNet's ab at stride > 1 reaches full size
 GUIDED_RADIUS = 1  # guided_upsample's window: 3x3 cells at the output stride
 GUIDED_EPS = 0.01  # its regulariser, in squared L units ([-1, 1]): a local L std of 0.1
 
@@ -362,7 +362,8 @@ class Lite0UNet(nn.Module):
     chroma is low-frequency (colorize re-attaches it to the full-resolution L anyway): the
     full-resolution layer goes, and for 4 also the stride-2 level; the last level kept also sees
     L average-pooled to its resolution, and its ab is upsampled bilinearly to the input size,
-    or with `upsample` "guided" (`model.upsample`) along L's edges (`guided_upsample`).
+    or with `upsample` "guided" (`model.upsample`) along L's edges (`guided_upsample`), or with
+    "affine" by a color and a slope against L's detail learned per cell (`affine_upsample`).
     """
 
     depth = 5
@@ -406,9 +407,14 @@ class Lite0UNet(nn.Module):
             )
             parts.append(self.full)
             c_in = base_channels
-        self.head = nn.Sequential(nn.Conv2d(c_in, 2, 1), nn.Tanh())
+        if upsample == "affine":  # per cell: b (2) and a (2), see affine_upsample
+            self.head = nn.Sequential(nn.Conv2d(c_in, 4, 1))
+        else:
+            self.head = nn.Sequential(nn.Conv2d(c_in, 2, 1), nn.Tanh())
         for part in (*parts, self.head):
             init_weights(part)  # the encoder keeps its ImageNet weights
+        if upsample == "affine":  # a starts at 0: the cell's color, upsampled bilinearly
+            nn.init.zeros_(self.head[0].weight[2:])
         if hints:  # into the encoder's stem, zero-initialised: ImageNet features start unchanged
             self.hint_stem = nn.Conv2d(HINT_CHANNELS, STEM_CHANNELS, 3, stride=2, padding=1)
             nn.init.zeros_(self.hint_stem.weight)
@@ -515,6 +521,8 @@ class Lite0UNet(nn.Module):
         """The head's output at the output stride brought to l's size as `upsample` says."""
         if self.upsample == "guided":
             return guided_upsample(coarse, l, self.output_stride)
+        if self.upsample == "affine":
+            return affine_upsample(coarse, l, self.output_stride)
         return _upsample(coarse, float(self.output_stride))
 
 
@@ -549,6 +557,40 @@ def guided_upsample(
     factor = float(stride)
     a, b = _upsample(_box(a, radius), factor), _upsample(_box(b, radius), factor)
     return (a * l.float() + b).clamp(-1.0, 1.0).to(ab.dtype)
+
+
+def affine_upsample(coefficients: torch.Tensor, l: torch.Tensor, stride: int) -> torch.Tensor:
+    """ab at l's (B, 1, H, W) size from `coefficients` (B, 4, H/stride, W/stride), a local
+    affine color model learned per cell (as HDRNet's, Gharbi et al. 2017, on L alone): channels
+    0-1 are the cell's ab b and 2-3 its slope a against the lightness detail, both upsampled
+    bilinearly, ab = tanh(b + a * (L - L smoothed)), the smooth L being L average-pooled to the
+    stride and upsampled the same way. With a = 0 that is the cell's color upsampled
+    bilinearly; where a cell holds two regions of different lightness, a line through their
+    (detail, ab) pairs puts each color on its own side of the lightness edge, which a
+    bilinear blur spreads over `stride` pixels. What a and b can reach on the true colors:
+    experiments/stride_oracle.py."""
+    factor = float(stride)
+    detail = l - _upsample(F.avg_pool2d(l, stride), factor)
+    coefficients = _upsample(coefficients, factor)
+    return torch.tanh(coefficients[:, :2] + coefficients[:, 2:] * detail.to(coefficients.dtype))
+
+
+AFFINE_LIMIT = 0.999  # fitted_affine clamps ab inside (-1, 1) before its atanh
+AFFINE_EPS = 1e-3  # and regularises each cell's slope (squared L units)
+
+
+def fitted_affine(ab: torch.Tensor, l: torch.Tensor, stride: int) -> torch.Tensor:
+    """The coefficients (B, 4, H/stride, W/stride) that `affine_upsample` turns back into
+    about `ab` (B, 2, H, W): per cell, the least-squares b and a of atanh(ab) ~ b + a * (L -
+    smooth L). What the head could at best predict (experiments/stride_oracle.py)."""
+    factor = float(stride)
+    detail = l - _upsample(F.avg_pool2d(l, stride), factor)
+    target = torch.atanh(ab.clamp(-AFFINE_LIMIT, AFFINE_LIMIT))
+    mean_d, mean_t = F.avg_pool2d(detail, stride), F.avg_pool2d(target, stride)
+    covariance = F.avg_pool2d(detail * target, stride) - mean_d * mean_t
+    variance = F.avg_pool2d(detail * detail, stride) - mean_d.square()
+    a = covariance / (variance + AFFINE_EPS)
+    return torch.cat([mean_t - a * mean_d, a], dim=1)
 
 
 def _upsample(x: torch.Tensor, factor: float) -> torch.Tensor:

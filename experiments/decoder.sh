@@ -12,7 +12,8 @@
 #
 # NAME is VARIANT-sSEED, VARIANT one of stride1, stride2, stride4, stride4w16 (decoder width
 # 16), stride4sep (model.decoder=separable), stride4g (model.upsample=guided), stride4sepg
-# (both), stride2sep and stride2sepw24 (width 24). The runs of docs/RESULTS.md used a copy of
+# (both), stride2sep and stride2sepw24 (width 24); stride4sepa, stride4w16a and stride2sepw24a
+# are those with model.upsample=affine. The runs of docs/RESULTS.md used a copy of
 # the code (so that other edits of the tree could not change a run midway) and one torch
 # thread (two stalled beside another session's tests on 2 cores):
 #   mkdir /tmp/dec-src && cp -r colorgan /tmp/dec-src/
@@ -38,6 +39,12 @@ args() {  # VARIANT -> --set overrides
     stride2sepw24) echo --set model.output_stride=2 --set model.decoder=separable \
       --set model.base_channels=24 ;;
     stride4g) echo --set model.output_stride=4 --set model.upsample=guided ;;
+    stride4sepa) echo --set model.output_stride=4 --set model.decoder=separable \
+      --set model.upsample=affine ;;
+    stride4w16a) echo --set model.output_stride=4 --set model.base_channels=16 \
+      --set model.upsample=affine ;;
+    stride2sepw24a) echo --set model.output_stride=2 --set model.decoder=separable \
+      --set model.base_channels=24 --set model.upsample=affine ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac
 }

@@ -1,9 +1,10 @@
 """What predicting ab at a stride costs by itself, whatever a model learns: the true ab of each
 image average-pooled to the stride and brought back to full size the way `Lite0UNet` does
-(bilinear, or `model.upsample=guided`), scored against the original by CIEDE2000 like
-`colorgan evaluate` (center crops at --sizes, through uint8 RGB). The floor under any
-`model.output_stride` decoder, per training/evaluation size: the 64-px experiments of
-docs/RESULTS.md are harsher on a stride than 512-px use.
+(bilinear, or `model.upsample=guided`; for `model.upsample=affine`, the per-cell least-squares
+b and a of `generator.fitted_affine`, the best the head could predict), scored against the
+original by CIEDE2000 like `colorgan evaluate` (center crops at --sizes, through uint8 RGB).
+The floor under any `model.output_stride` decoder, per training/evaluation size: the 64-px
+experiments of docs/RESULTS.md are harsher on a stride than 512-px use.
 
     python experiments/stride_oracle.py ../shared/data/anime/unseen --sizes 64,128,256
 """
@@ -20,14 +21,17 @@ from colorgan.batch import to_batch
 from colorgan.color import float_to_uint8, l_ab_to_rgb, uint8_to_float
 from colorgan.config import DataConfig
 from colorgan.data import ColorImages, scan_images
-from colorgan.generator import guided_upsample
+from colorgan.generator import affine_upsample, fitted_affine, guided_upsample
 from colorgan.metrics import image_metrics
 
 STRIDES = (2, 4)
+UPSAMPLES = ("bilinear", "guided", "affine")
 
 
 def reconstructed(ab: torch.Tensor, l: torch.Tensor, stride: int, how: str) -> torch.Tensor:
-    """`ab` pooled to `stride` and brought back to full size, `how` "bilinear" or "guided"."""
+    """`ab` at `stride` brought back to full size, `how` one of UPSAMPLES."""
+    if how == "affine":
+        return affine_upsample(fitted_affine(ab, l, stride), l, stride)
     coarse = F.avg_pool2d(ab, stride)
     if how == "guided":
         return guided_upsample(coarse, l, stride)
@@ -43,9 +47,9 @@ def main() -> None:
     paths = scan_images(args.data, DataConfig().gray_threshold, args.limit, quiet=True).usable
     cpu = torch.device("cpu")
     print(f"{args.data} ({len(paths)} images): mean CIEDE2000 of the true ab at a stride")
-    print(f"{'size':>5} {'stride':>6} {'bilinear':>9} {'guided':>7}")
+    print(f"{'size':>5} {'stride':>6} {'bilinear':>9} {'guided':>7} {'affine':>7}")
     for size in (int(s) for s in args.sizes.split(",")):
-        sums = {(s, how): 0.0 for s in STRIDES for how in ("bilinear", "guided")}
+        sums = {(s, how): 0.0 for s in STRIDES for how in UPSAMPLES}
         for start in range(0, len(paths), 32):
             rgb = ColorImages(paths[start : start + 32], size, train=False).crops(32)
             batch = to_batch(rgb, cpu)
@@ -55,8 +59,8 @@ def main() -> None:
                 fake = uint8_to_float(float_to_uint8(l_ab_to_rgb(batch.l, ab)))
                 sums[stride, how] += float(image_metrics(fake, real, ("delta_e",))["delta_e"].sum())
         for stride in STRIDES:
-            row = [sums[stride, how] / len(paths) for how in ("bilinear", "guided")]
-            print(f"{size:>5} {stride:>6} {row[0]:>9.2f} {row[1]:>7.2f}")
+            row = [sums[stride, how] / len(paths) for how in UPSAMPLES]
+            print(f"{size:>5} {stride:>6} {row[0]:>9.2f} {row[1]:>7.2f} {row[2]:>7.2f}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,14 @@ import torch.nn.functional as F
 
 from colorgan.config import from_dict, load_config, to_dict
 from colorgan.errors import ConfigError
-from colorgan.generator import Lite0UNet, build_generator, bytes_per_pixel, guided_upsample
+from colorgan.generator import (
+    Lite0UNet,
+    affine_upsample,
+    build_generator,
+    bytes_per_pixel,
+    fitted_affine,
+    guided_upsample,
+)
 
 WIDTH = 8  # small decoder: fast, and every shape below is checked at this width
 
@@ -161,10 +168,44 @@ def test_guided_upsampling_keeps_a_flat_color_and_the_dtype() -> None:
     assert half.dtype == torch.bfloat16 and bool(half.isfinite().all())
 
 
-@pytest.mark.parametrize("stride", [2, 4])
-def test_a_guided_generator_outputs_ab_and_trains(stride: int) -> None:
+def test_affine_upsampling_with_no_slope_is_the_cells_color_upsampled() -> None:
+    coarse = torch.cat([torch.rand(2, 2, 8, 12) * 2 - 1, torch.zeros(2, 2, 8, 12)], dim=1)
+    l = torch.rand(2, 1, 32, 48) * 2 - 1  # a = 0: the lightness does not matter
+    bilinear = F.interpolate(coarse[:, :2], scale_factor=4.0, mode="bilinear")
+    assert torch.allclose(affine_upsample(coarse, l, 4), torch.tanh(bilinear), atol=1e-6)
+
+
+def test_affine_upsampling_can_put_the_color_edge_on_the_lightness_edge() -> None:
+    l, truth = _step()
+    coefficients = fitted_affine(truth, l, 4)
+    affine = affine_upsample(coefficients, l, 4)
+    bilinear = F.interpolate(F.avg_pool2d(truth, 4), scale_factor=4.0, mode="bilinear")
+    assert affine.shape == truth.shape
+    affine_error = float((affine - truth).abs().mean())
+    assert affine_error < float((bilinear - truth).abs().mean()) / 3
+    assert bool((affine[..., :14] < 0).all()) and bool((affine[..., 14:] > 0).all())
+    half = affine_upsample(coefficients.bfloat16(), l.bfloat16(), 4)
+    assert half.dtype == torch.bfloat16 and bool(half.isfinite().all())
+
+
+def test_an_affine_generator_starts_as_its_cells_colors_upsampled() -> None:
     torch.manual_seed(0)
-    generator = Lite0UNet(WIDTH, pretrained=False, output_stride=stride, upsample="guided")
+    generator = Lite0UNet(WIDTH, pretrained=False, output_stride=4, upsample="affine").eval()
+    coarse: list[torch.Tensor] = []
+    generator.head.register_forward_hook(lambda module, args, out: coarse.append(out))
+    with torch.inference_mode():
+        ab = generator(torch.rand(1, 1, 64, 96) * 2 - 1)
+    assert coarse[0].shape == (1, 4, 16, 24)  # b and a per cell
+    assert not coarse[0][:, 2:].any()  # the slope starts at 0
+    upsampled = F.interpolate(coarse[0][:, :2], scale_factor=4.0, mode="bilinear")
+    assert torch.allclose(ab, torch.tanh(upsampled), atol=1e-6)
+
+
+@pytest.mark.parametrize("upsample", ["guided", "affine"])
+@pytest.mark.parametrize("stride", [2, 4])
+def test_an_edge_aware_generator_outputs_ab_and_trains(stride: int, upsample: str) -> None:
+    torch.manual_seed(0)
+    generator = Lite0UNet(WIDTH, pretrained=False, output_stride=stride, upsample=upsample)
     with torch.inference_mode():
         ab = generator.eval()(torch.rand(2, 1, 64, 96) * 2 - 1)
     assert ab.shape == (2, 2, 64, 96) and float(ab.abs().max()) <= 1.0
@@ -173,14 +214,16 @@ def test_a_guided_generator_outputs_ab_and_trains(stride: int) -> None:
     assert not missing
 
 
-def test_guided_upsampling_needs_a_coarse_output() -> None:
+def test_edge_aware_upsampling_needs_a_coarse_output() -> None:
     assert load_config(None).model.upsample == "bilinear"
     saved = to_dict(load_config(None))
     del saved["model"]["upsample"]  # a checkpoint from before the key
     assert from_dict(saved).model.upsample == "bilinear"
-    with pytest.raises(ConfigError) as err:
-        load_config(None, ["model.upsample=guided"])  # output_stride 1
-    assert str(err.value).startswith("model.upsample=guided needs model.output_stride 2 or 4")
+    for upsample in ("guided", "affine"):
+        with pytest.raises(ConfigError) as err:
+            load_config(None, [f"model.upsample={upsample}"])  # output_stride 1
+        assert str(err.value).startswith(f"model.upsample={upsample} needs model.output_stride")
+    assert load_config(None, ["model.output_stride=2", "model.upsample=affine"]).model.upsample
     with pytest.raises(ConfigError, match=r"model\.upsample"):
         load_config(None, ["model.output_stride=4", "model.upsample=nearest"])
     with pytest.raises(ValueError, match="upsample"):

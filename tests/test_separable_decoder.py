@@ -110,8 +110,11 @@ def test_the_config_key_defaults_to_conv_and_refuses_the_rest() -> None:
         build_generator(dataclasses.replace(unet, decoder="separable"))
 
 
-def test_a_separable_guided_checkpoint_exports_to_onnx_and_matches(tmp_path: Path) -> None:
-    settings = ["model.output_stride=4", "model.decoder=separable", "model.upsample=guided"]
+@pytest.mark.parametrize("upsample", ["guided", "affine"])
+def test_a_separable_edge_aware_checkpoint_exports_to_onnx_and_matches(
+    tmp_path: Path, upsample: str
+) -> None:
+    settings = ["model.output_stride=4", "model.decoder=separable", f"model.upsample={upsample}"]
     settings.append("model.hints=true")
     config = load_config(None, [*settings, "data.image_size=64", f"model.base_channels={WIDTH}"])
     torch.manual_seed(0)
