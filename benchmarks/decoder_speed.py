@@ -6,8 +6,9 @@ Models (eval mode, float32, `torch.inference_mode`, batch --batch, one --size x 
   the denominator of every ratio;
 - colorgan unet 64/8: `model.encoder=unet`, `base_channels=64`, `depth=8` (the same network in
   colorgan's code, a check on the reference);
-- Lite0 stride S, width W (--lite0 S/W[/KEY=VALUE...] ...; default 1/32 2/32 4/32 4/16
-  4/32/decoder=separable, the same with hints=true and with upsample=guided): the Lite0 U-Net
+- Lite0 stride S, width W (--lite0 S/W[/KEY=VALUE...] ...; default 1/32 with and without
+  hints=true, 4/16, 4/16/upsample=affine with and without hints=true,
+  4/32/decoder=separable with upsample bilinear and affine): the Lite0 U-Net
   (ImageNet encoder weights) with `model.output_stride=S`, `model.base_channels=W` and each
   `model.KEY=VALUE`; 1/32 is the conv decoder at full resolution;
 - Lite0 encoder alone: the ImageNet encoder's features of the same input and nothing else, the
@@ -47,7 +48,9 @@ from colorgan.speed import fast_model
 REFERENCE = "pix2pix reference"
 # output_stride/base_channels[/model key=value...]; 1/32 is the full-resolution conv decoder
 LIGHT = "4/32/decoder=separable"
-LITE0 = ["1/32", "2/32", "4/32", "4/16", LIGHT, f"{LIGHT}/hints=true", f"{LIGHT}/upsample=guided"]
+NARROW = "4/16/upsample=affine"  # stride 4, conv decoder of width 16, affine upsampling
+LITE0 = ["1/32", "1/32/hints=true", "4/16", NARROW, f"{NARROW}/hints=true", LIGHT]
+LITE0.append(f"{LIGHT}/upsample=affine")
 
 
 class EncoderAlone(nn.Module):

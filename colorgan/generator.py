@@ -326,6 +326,14 @@ class SeparableLevel(nn.Module):
         return y + self.body(y)
 
 
+def _ab_head(channels: int, upsample: str) -> nn.Sequential:
+    """Lite0UNet's last layer: a 1x1 conv to ab in [-1, 1] (tanh), or for `upsample` "affine"
+    to the per-cell b (2 channels) and a (2) of `affine_upsample`."""
+    if upsample == "affine":
+        return nn.Sequential(nn.Conv2d(channels, 4, 1))
+    return nn.Sequential(nn.Conv2d(channels, 2, 1), nn.Tanh())
+
+
 def _decoder_levels(
     widths: list[int], extra: int, pooled_l: int, norm: Norm, dropout: float, decoder: str
 ) -> nn.ModuleList:
@@ -407,13 +415,10 @@ class Lite0UNet(nn.Module):
             )
             parts.append(self.full)
             c_in = base_channels
-        if upsample == "affine":  # per cell: b (2) and a (2), see affine_upsample
-            self.head = nn.Sequential(nn.Conv2d(c_in, 4, 1))
-        else:
-            self.head = nn.Sequential(nn.Conv2d(c_in, 2, 1), nn.Tanh())
+        self.head = _ab_head(c_in, upsample)
         for part in (*parts, self.head):
             init_weights(part)  # the encoder keeps its ImageNet weights
-        if upsample == "affine":  # a starts at 0: the cell's color, upsampled bilinearly
+        if upsample == "affine":  # the slope a starts at 0: the cell's color, upsampled
             nn.init.zeros_(self.head[0].weight[2:])
         if hints:  # into the encoder's stem, zero-initialised: ImageNet features start unchanged
             self.hint_stem = nn.Conv2d(HINT_CHANNELS, STEM_CHANNELS, 3, stride=2, padding=1)

@@ -23,9 +23,16 @@ from tests.conftest import scramble_batchnorm
 WIDTH = 8
 
 
-def _lite0(stride: int, **switches: bool) -> Lite0UNet:
+def _lite0(stride: int, upsample: str = "bilinear", **switches: bool) -> Lite0UNet:
     torch.manual_seed(0)
-    return Lite0UNet(WIDTH, pretrained=False, output_stride=stride, decoder="separable", **switches)
+    return Lite0UNet(
+        WIDTH,
+        pretrained=False,
+        output_stride=stride,
+        decoder="separable",
+        upsample=upsample,
+        **switches,
+    )
 
 
 @pytest.mark.parametrize("stride", [1, 2, 4])
@@ -50,8 +57,9 @@ def test_projecting_before_upsampling_is_projecting_the_upsampled_map() -> None:
     assert torch.allclose(before, level.top(up), atol=1e-5)
 
 
-def test_hints_reference_and_uncertainty_work_with_it() -> None:
-    generator = _lite0(4, hints=True, reference=True, uncertainty=True).eval()
+@pytest.mark.parametrize("upsample", ["bilinear", "affine"])
+def test_hints_reference_and_uncertainty_work_with_it(upsample: str) -> None:
+    generator = _lite0(4, upsample, hints=True, reference=True, uncertainty=True).eval()
     l = torch.rand(1, 1, 64, 64) * 2 - 1
     hint_map = torch.zeros(1, 3, 64, 64)
     hint_map[:, 0, 20:24, 30:34] = 0.6
@@ -62,8 +70,9 @@ def test_hints_reference_and_uncertainty_work_with_it() -> None:
     assert not torch.equal(without[:, :2], with_point[:, :2])
 
 
-def test_fast_model_folds_every_norm_and_keeps_the_outputs() -> None:
-    generator = _lite0(4, hints=True)
+@pytest.mark.parametrize("upsample", ["bilinear", "affine"])
+def test_fast_model_folds_every_norm_and_keeps_the_outputs(upsample: str) -> None:
+    generator = _lite0(4, upsample, hints=True)
     scramble_batchnorm(generator)
     generator.eval()
     fast = fast_model(generator)
