@@ -415,11 +415,11 @@ class Lite0UNet(nn.Module):
             )
             parts.append(self.full)
             c_in = base_channels
-        self.head = _ab_head(c_in, upsample)
-        for part in (*parts, self.head):
+        self.head = head = _ab_head(c_in, upsample)
+        for part in (*parts, head):
             init_weights(part)  # the encoder keeps its ImageNet weights
-        if upsample == "affine":  # the slope a starts at 0: the cell's color, upsampled
-            nn.init.zeros_(self.head[0].weight[2:])
+        if upsample == "affine" and isinstance(conv := head[0], nn.Conv2d):
+            nn.init.zeros_(conv.weight[2:])  # the slope a starts at 0: the cell's color upsampled
         if hints:  # into the encoder's stem, zero-initialised: ImageNet features start unchanged
             self.hint_stem = nn.Conv2d(HINT_CHANNELS, STEM_CHANNELS, 3, stride=2, padding=1)
             nn.init.zeros_(self.hint_stem.weight)
