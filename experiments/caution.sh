@@ -20,11 +20,13 @@ DATA=${DATA:-../shared/data}
 OUT=${OUT:-runs/caution}
 BIN=${BIN:-.venv/bin}
 CAUTIONS=${CAUTIONS:-0,0.05,0.1,0.25,0.5,0.75,1}
+source experiments/stride1.sh  # cpu-small's decoder as these runs had it
 
 args() {  # VARIANT -> --config and --set overrides
   case $1 in
-    unc) echo --config configs/cpu-small.yaml --set model.hints=false --set model.uncertainty=true ;;
-    plain) echo --config configs/cpu-small.yaml --set model.hints=false ;;
+    unc) echo --config configs/cpu-small.yaml "${STRIDE1[@]}" --set model.hints=false \
+      --set model.uncertainty=true ;;
+    plain) echo --config configs/cpu-small.yaml "${STRIDE1[@]}" --set model.hints=false ;;
     l1only) echo --config configs/l1-only.yaml --set model.depth=6 ;;
     pix2pix) echo --config configs/pix2pix-baseline.yaml --set model.depth=6 ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;

@@ -26,6 +26,8 @@ BIN=${BIN:-.venv/bin}
 SIZE=${SIZE:-64}  # the training (and evaluation) size
 EPOCHS=${EPOCHS:-5}
 
+source experiments/stride1.sh  # cpu-small's former decoder; each variant overrides it
+
 args() {  # VARIANT -> --set overrides
   case $1 in
     stride1) echo --set model.output_stride=1 ;;
@@ -52,7 +54,8 @@ args() {  # VARIANT -> --set overrides
 for name in "$@"; do
   variant=${name%-s*} seed=${name##*-s}
   read -r -a extra <<< "$(args "$variant")"
-  "$BIN/colorgan" train --config configs/cpu-small.yaml --set model.hints=false "${extra[@]}" \
+  "$BIN/colorgan" train --config configs/cpu-small.yaml --set model.hints=false "${STRIDE1[@]}" \
+    "${extra[@]}" \
     --set data.image_size="$SIZE" --set train.epochs="$EPOCHS" --set train.seed="$seed" \
     --data "$DATA/anime/train" --val-data "$DATA/anime/val" --run-dir "$OUT/$name" --quiet --overwrite
   for set in anime/unseen anime/val photos/val; do

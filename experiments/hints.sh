@@ -13,12 +13,16 @@ OUT=${OUT:-runs/hints}
 BIN=${BIN:-.venv/bin}
 COUNTS=0,1,2,5,10,20
 EPOCHS=${EPOCHS:-5}  # the budget; names of longer runs end in -eEPOCHS
+source experiments/stride1.sh
+# DECODER=stride1 (default): cpu-small's decoder as the runs before 2026-12-05 had it;
+# DECODER=recipe: the one cpu-small ships now (docs/RESULTS.md, "A lighter decoder, third round")
+decoder=("${STRIDE1[@]}"); [[ ${DECODER:-stride1} == recipe ]] && decoder=()
 
 for name in "$@"; do
   IFS=- read -r domain variant seed <<< "$name"
   seed=${seed#s}; seed=${seed%-e*}
   hints=false; [[ $variant == hint ]] && hints=true
-  "$BIN/colorgan" train --config configs/cpu-small.yaml --set model.hints=$hints \
+  "$BIN/colorgan" train --config configs/cpu-small.yaml "${decoder[@]}" --set model.hints=$hints \
     --set data.image_size=64 --set train.epochs="$EPOCHS" --set train.seed="$seed" \
     --data "$DATA/$domain/train" --val-data "$DATA/$domain/val" --run-dir "$OUT/$name" --quiet --overwrite
   sets=(val); [[ $domain == anime ]] && sets=(val unseen)

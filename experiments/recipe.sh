@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
 OUT=${OUT:-runs/recipe}
 BIN=${BIN:-.venv/bin}
+source experiments/stride1.sh  # cpu-small's decoder as these runs had it
 
 args() {  # VARIANT -> config file and --set overrides
   local unet=(--set model.encoder=unet --set model.depth=6) lite0=(--set model.encoder=efficientnet_lite0 --set model.depth=5)
@@ -35,7 +36,7 @@ args() {  # VARIANT -> config file and --set overrides
     lite0enc) echo "${base[@]}" "${lite0[@]}" ;;
     lite0both) echo "${base[@]}" "${lite0[@]}" --set loss.perceptual_network=efficientnet_lite0 \
       --set loss.perceptual_weight=1.0 ;;
-    cpu-small) echo configs/cpu-small.yaml --set model.hints=false ;;   # the adopted recipe, as then
+    cpu-small) echo configs/cpu-small.yaml "${STRIDE1[@]}" --set model.hints=false ;;  # as then
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac
 }

@@ -18,12 +18,14 @@ DATA=${DATA:-../shared/data}
 OUT=${OUT:-runs/reference}
 BIN=${BIN:-.venv/bin}
 EPOCHS=${EPOCHS:-5}
+source experiments/stride1.sh  # cpu-small's decoder as these runs had it
 
 for name in "$@"; do
   IFS=- read -r domain variant seed <<< "$name"
   seed=${seed#s}
   reference=false; [[ $variant == ref ]] && reference=true
-  "$BIN/colorgan" train --config configs/cpu-small.yaml --set model.hints=false --set model.reference=$reference \
+  "$BIN/colorgan" train --config configs/cpu-small.yaml "${STRIDE1[@]}" --set model.hints=false \
+    --set model.reference=$reference \
     --set data.image_size=64 --set train.epochs="$EPOCHS" --set train.seed="$seed" \
     --data "$DATA/$domain/train" --val-data "$DATA/$domain/val" --run-dir "$OUT/$name" --quiet --overwrite
   sets=("$DATA/photos/val"); [[ $domain == anime ]] && sets=("$DATA/anime/unseen" "$DATA/anime/val")

@@ -130,6 +130,15 @@ def test_cpu_small_takes_color_points() -> None:
     assert config.model.hints and config.model.encoder == "efficientnet_lite0"
 
 
+@pytest.mark.parametrize("name", ["cpu-small.yaml", "seed-anime512.yaml"])
+def test_the_recipes_use_the_lighter_generator(name: str) -> None:
+    """docs/RESULTS.md, "A lighter decoder, third round": ab at stride 4 from a width-16 conv
+    decoder, upsampled by the learned affine model of L."""
+    model = load_config(REPO / "configs" / name).model
+    assert (model.output_stride, model.decoder, model.upsample) == (4, "conv", "affine")
+    assert model.base_channels == 16
+
+
 def test_parse_set_reads_yaml_scalars() -> None:
     assert parse_set(["a.b=1", "a.c=x y", "d.e=null"]) == {
         "a": {"b": 1, "c": "x y"},
