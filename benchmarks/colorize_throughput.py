@@ -5,9 +5,11 @@ encoding threads, BatchNorm folded), and the model alone on the same batches (th
     python benchmarks/colorize_throughput.py --n 48 --size 512 --json FILE
 
 Inputs are generated color scenes of --size x --size pixels saved as PNG (no data needed); the
-model is the default generator (Lite0 U-Net, width 32) with its ImageNet encoder, working at its
-training size (256). The three are measured in turns (--repeats rounds), so a noisy machine hits
-all alike; the JSON holds each round and the medians.
+model is the default generator (Lite0 U-Net, width 32) with its ImageNet encoder, or the one
+`--set model.KEY=VALUE ...` describes (the recipes': --set model.output_stride=4 --set
+model.base_channels=16 --set model.upsample=affine), working at its training size (256). The
+three are measured in turns (--repeats rounds), so a noisy machine hits all alike; the JSON
+holds each round and the medians.
 """
 
 from __future__ import annotations
@@ -44,12 +46,12 @@ from colorgan.pipeline import DEFAULT_WORKERS, colorize_folder
 from tests.conftest import make_color_image
 
 
-def _setup(root: Path, n: int, size: int) -> tuple[Path, Path]:
+def _setup(root: Path, n: int, size: int, settings: list[str]) -> tuple[Path, Path]:
     inputs = root / "in"
     inputs.mkdir()
     for i in range(n):
         make_color_image(i, (size, size)).save(inputs / f"img{i:04d}.png")
-    config = load_config(None, [])
+    config = load_config(None, settings)
     torch.manual_seed(0)
     generator = build_generator(config.model, pretrained=True)
     model = root / "model.pt"
@@ -112,6 +114,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides of the model"
+    )
+    parser.add_argument(
         "--onnx", action="store_true", help="also the pipeline and the model on onnxruntime"
     )
     args = parser.parse_args()
@@ -119,7 +124,7 @@ def main() -> None:
     rounds: dict[str, list[float]] = {"sequential": [], "pipeline": [], "model_only": []}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        inputs, model = _setup(root, args.n, args.size)
+        inputs, model = _setup(root, args.n, args.size, args.set)
         plain, fast = _colorizers(model, device, args.batch_size)
         onnx = None
         if args.onnx:
