@@ -574,10 +574,14 @@ def affine_upsample(coefficients: torch.Tensor, l: torch.Tensor, stride: int) ->
     (detail, ab) pairs puts each color on its own side of the lightness edge, which a
     bilinear blur spreads over `stride` pixels. What a and b can reach on the true colors:
     experiments/stride_oracle.py."""
-    factor = float(stride)
-    detail = l - _upsample(F.avg_pool2d(l, stride), factor)
-    coefficients = _upsample(coefficients, factor)
-    return torch.tanh(coefficients[:, :2] + coefficients[:, 2:] * detail.to(coefficients.dtype))
+    detail = _lightness_detail(l, stride).to(coefficients.dtype)
+    coefficients = _upsample(coefficients, float(stride))
+    return torch.tanh(coefficients[:, :2] + coefficients[:, 2:] * detail)
+
+
+def _lightness_detail(l: torch.Tensor, stride: int) -> torch.Tensor:
+    """L less its smooth version: L average-pooled to `stride` and upsampled bilinearly."""
+    return l - _upsample(F.avg_pool2d(l, stride), float(stride))
 
 
 AFFINE_LIMIT = 0.999  # fitted_affine clamps ab inside (-1, 1) before its atanh
@@ -588,8 +592,7 @@ def fitted_affine(ab: torch.Tensor, l: torch.Tensor, stride: int) -> torch.Tenso
     """The coefficients (B, 4, H/stride, W/stride) that `affine_upsample` turns back into
     about `ab` (B, 2, H, W): per cell, the least-squares b and a of atanh(ab) ~ b + a * (L -
     smooth L). What the head could at best predict (experiments/stride_oracle.py)."""
-    factor = float(stride)
-    detail = l - _upsample(F.avg_pool2d(l, stride), factor)
+    detail = _lightness_detail(l, stride)
     target = torch.atanh(ab.clamp(-AFFINE_LIMIT, AFFINE_LIMIT))
     mean_d, mean_t = F.avg_pool2d(detail, stride), F.avg_pool2d(target, stride)
     covariance = F.avg_pool2d(detail * target, stride) - mean_d * mean_t
