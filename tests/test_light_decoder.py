@@ -223,7 +223,8 @@ def test_edge_aware_upsampling_needs_a_coarse_output() -> None:
         with pytest.raises(ConfigError) as err:
             load_config(None, [f"model.upsample={upsample}"])  # output_stride 1
         assert str(err.value).startswith(f"model.upsample={upsample} needs model.output_stride")
-    assert load_config(None, ["model.output_stride=2", "model.upsample=affine"]).model.upsample
+    affine = load_config(None, ["model.output_stride=2", "model.upsample=affine"])
+    assert affine.model.upsample == "affine"
     with pytest.raises(ConfigError, match=r"model\.upsample"):
         load_config(None, ["model.output_stride=4", "model.upsample=nearest"])
     with pytest.raises(ValueError, match="upsample"):
