@@ -2,8 +2,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from kornia.color import lab_to_rgb, rgb_to_lab
 
-from colorgan.color import l_ab_to_rgb, rgb_to_gray_rgb, rgb_to_l_ab
+from colorgan.color import (
+    _outside,
+    _shrink_into_gamut,
+    l_ab_to_rgb,
+    rgb_to_gray_rgb,
+    rgb_to_l_ab,
+    uint8_to_l,
+)
 
 # (sRGB, CIELAB under D65) reference values, as published e.g. by Bruce Lindbloom's calculator.
 KNOWN = [
@@ -52,3 +60,39 @@ def test_gray_keeps_lightness_and_drops_chroma() -> None:
     assert torch.allclose(l_gray, l, atol=1e-3)
     assert ab_gray.abs().max() < 1e-3
     assert torch.allclose(gray[:, 0], gray[:, 1], atol=1e-4)
+
+
+def test_lightness_of_8_bit_colors_is_exactly_kornias() -> None:
+    generator = torch.Generator().manual_seed(0)
+    rgb = torch.randint(0, 256, (2, 3, 64, 96), dtype=torch.uint8, generator=generator)
+    rgb[0, :, 0, :4] = torch.tensor([[0, 255, 1, 254]] * 3, dtype=torch.uint8)  # grays, ends
+    assert torch.equal(uint8_to_l(rgb), rgb_to_l_ab(rgb.float() / 255.0)[0])
+    with pytest.raises(TypeError, match="uint8"):
+        uint8_to_l(rgb.float())
+
+
+def _srgb(lab: torch.Tensor) -> torch.Tensor:
+    """Lab (3, N) -> unclipped sRGB (3, N), kornia's conversion."""
+    return lab_to_rgb(lab[:, None], clip=False)[:, 0]
+
+
+def _lab(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB (3, N) in [0, 1] -> Lab (3, N)."""
+    return rgb_to_lab(rgb[:, None])[:, 0]
+
+
+def test_a_color_is_shrunk_into_the_gamut_as_little_as_it_needs() -> None:
+    generator = torch.Generator().manual_seed(1)
+    lab = torch.rand(3, 2000, generator=generator) * torch.tensor([[100.0], [260.0], [260.0]])
+    lab[1:] -= 130.0
+    lab = lab[:, _outside(_srgb(lab)[:, :, None])[:, 0]]  # the ones outside sRGB
+    assert lab.shape[1] > 500
+    fitted = _shrink_into_gamut(lab)
+    assert not _outside(fitted[:, :, None]).any()  # inside now
+    back = _lab(fitted.clamp(0.0, 1.0))
+    assert torch.allclose(back[0], lab[0], atol=0.05)  # the same L
+    scale = back[1:].norm(dim=0) / lab[1:].norm(dim=0)  # how much chroma it kept
+    assert torch.allclose(back[1:], lab[1:] * scale, atol=0.1)  # the same hue
+    # and only just: 1 % of the chroma more would be outside again
+    more = torch.cat([lab[:1], lab[1:] * (scale + 0.01)])
+    assert _outside(_srgb(more)[:, :, None]).all()
