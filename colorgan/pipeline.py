@@ -14,11 +14,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import multiprocessing
 import os
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import (
+    BrokenExecutor,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -237,24 +244,47 @@ class Summary:
 
 def _finish(job: Job, picture: Picture, prediction: Prediction, fmt: str, key: str) -> None:
     """Full-resolution colors (the picture's own L + the model's ab) and the outputs."""
-    rgb = join(lightness(picture.rgb, torch.device("cpu")), prediction.ab.cpu())
-    uncertainty = prediction.uncertainty
-    save_results(job, picture, rgb, fmt, key, None if uncertainty is None else uncertainty.cpu())
+    rgb = join(lightness(picture.rgb, torch.device("cpu")), prediction.ab)
+    save_results(job, picture, rgb, fmt, key, prediction.uncertainty)
+
+
+def _finisher_started() -> None:
+    """In each encoding process: one torch thread (the processes are the parallelism, and
+    threads of their own would fight the model's for the cores), and Ctrl-C left to the main
+    process, which waits for the outputs in progress (each whole) before it stops."""
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _finishers(workers: int) -> Executor:
+    """Where outputs are finished: `workers` processes (forked where the platform can, so they
+    start in milliseconds), or one thread of this process for --workers 0."""
+    if workers == 0:
+        return ThreadPoolExecutor(1, thread_name_prefix="colorgan-write")
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_finisher_started)
 
 
 class _Writer:
-    """Encodes and writes outputs in a thread pool, at most `limit` pending at once."""
+    """Finishes and writes outputs in encoding processes (see _finishers), at most `limit`
+    pending at once."""
 
-    def __init__(self, workers: int, fail: Callable[[Path, str], None], done: Callable[[], None]):
-        self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="colorgan-write")
+    def __init__(
+        self, workers: int, batch: int, fail: Callable[[Path, str], None], done: Callable[[], None]
+    ) -> None:
+        self.pool = _finishers(workers)
         self.pending: list[tuple[Job, Future[None]]] = []
-        self.limit, self.fail, self.done = 2 * max(1, workers), fail, done
+        # a whole batch and then some: the model goes on while the last batch is written
+        self.limit, self.fail, self.done = batch + 2 * max(1, workers), fail, done
         self.written = 0
 
     def submit(
         self, job: Job, picture: Picture, prediction: Prediction, fmt: str, key: str
     ) -> None:
-        self.pending.append((job, self.pool.submit(_finish, job, picture, prediction, fmt, key)))
+        uncertainty = prediction.uncertainty  # CPU copies: the encoding process gets their memory
+        cpu = Prediction(prediction.ab.cpu(), None if uncertainty is None else uncertainty.cpu())
+        self.pending.append((job, self.pool.submit(_finish, job, picture, cpu, fmt, key)))
         while len(self.pending) > self.limit:
             self._collect(*self.pending.pop(0))
 
@@ -262,6 +292,11 @@ class _Writer:
         try:
             future.result()
             self.written += 1
+        except BrokenExecutor:
+            raise ColorganError(
+                f"an encoding process stopped while writing {job.target} (out of memory?); "
+                f"run the command again: complete outputs are skipped"
+            ) from None
         except OSError as err:
             self.fail(job.source, f"cannot write {job.target} ({err.strerror or err})")
         self.done()
@@ -341,7 +376,7 @@ def colorize_folder(
     }
     todo = _plan(jobs, keys, overwrite, summary, fail)
     bar = tqdm(total=len(todo), desc="colorizing", unit="img", disable=None if progress else True)
-    writer = _Writer(workers, fail, lambda: _advance(bar))
+    writer = _Writer(workers, colorizer.batch_size, fail, lambda: _advance(bar))
     try:
         for group in _decoded_groups(todo, colorizer, size, max_pixels, hints, workers, fail, bar):
             l_small = torch.cat([item.l_small for item in group])  # type: ignore[misc]

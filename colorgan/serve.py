@@ -41,7 +41,7 @@ from PIL import Image
 
 from colorgan.batch import Prediction
 from colorgan.color import float_to_uint8
-from colorgan.colorize import Colorizer, join, parse_caution, uncertainty_image
+from colorgan.colorize import PNG_LEVEL, Colorizer, join, parse_caution, uncertainty_image
 from colorgan.errors import (
     ColorganError,
     DoesNotFit,
@@ -289,7 +289,7 @@ def palette_json(colorizer: Colorizer, data: bytes, max_pixels: int) -> dict[str
 
 def _png(image: Any) -> bytes:
     out = io.BytesIO()
-    image.save(out, format="PNG")
+    image.save(out, format="PNG", compress_level=PNG_LEVEL)
     return out.getvalue()
 
 

@@ -17,9 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
+from colorgan import pipeline
 from colorgan.cli import main
-from colorgan.colorize import Colorizer, colorize_files, plan_jobs
+from colorgan.colorize import Colorizer, Job, colorize_files, plan_jobs
 from colorgan.config import load_config
+from colorgan.errors import ColorganError
 from colorgan.generator import build_generator
 from colorgan.pipeline import Decoded, _Batches, colorize_folder, shard
 from colorgan.speed import fast_model, fold_batchnorm
@@ -222,3 +224,25 @@ def test_the_onnx_runtime_exports_once_and_matches_torch(
     assert np.array_equal(
         _pixels(tmp_path / "auto" / "img0.png"), _pixels(tmp_path / "onnx" / "img0.png")
     )
+
+
+def test_an_encoding_process_that_dies_stops_the_run_with_one_line_and_a_re_run_finishes(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inputs = _inputs(tmp_path / "in", 4)
+    real = pipeline.save_results
+
+    def dies_on_img2(job: Job, *args: object) -> None:  # runs in the forked encoding process
+        if job.source.name == "img2.png":
+            os._exit(1)  # as the kernel's OOM killer would stop it
+        real(job, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "save_results", dies_on_img2)
+    colorizer = Colorizer.from_checkpoint(checkpoint, device="cpu", batch_size=2)
+    jobs, _ = plan_jobs([inputs], tmp_path / "out")
+    with pytest.raises(ColorganError, match=r"encoding process stopped .* run the command again"):
+        colorize_folder(colorizer, jobs, workers=1)
+    monkeypatch.undo()
+    again = colorize_folder(colorizer, jobs, workers=1)
+    assert again.written + again.skipped == 4 and again.written >= 1 and not again.failures
+    assert not list((tmp_path / "out").glob(".*")), "a temporary was left behind"
