@@ -1,15 +1,18 @@
 """Images per second of `colorgan colorize` on a folder: today's sequential path (decode, run,
 encode one batch after another, unfolded model), the pipeline (decoding workers, full batches,
-encoding threads, BatchNorm folded), and the model alone on the same batches (the bound).
+encoding processes, BatchNorm folded), and the model alone on the same batches (the bound).
 
     python benchmarks/colorize_throughput.py --n 48 --size 512 --json FILE
 
-Inputs are generated color scenes of --size x --size pixels saved as PNG (no data needed); the
-model is the default generator (Lite0 U-Net, width 32) with its ImageNet encoder, or the one
-`--set model.KEY=VALUE ...` describes (the recipes': --set model.output_stride=4 --set
-model.base_channels=16 --set model.upsample=affine), working at its training size (256). The
-three are measured in turns (--repeats rounds), so a noisy machine hits all alike; the JSON
-holds each round and the medians.
+Inputs are generated color scenes of --size x --size pixels saved as PNG (no data needed), or
+with --inputs FOLDER that folder's first --n images scaled to --size wide; the model is the
+default generator (Lite0 U-Net, width 32) with its ImageNet encoder and a random decoder, or
+the one `--set model.KEY=VALUE ...` describes (the recipes': --set model.output_stride=4
+model.base_channels=16 model.upsample=affine), or a trained --model CHECKPOINT, working at
+its training size (256; --working-size sets another). A trained model's colors on real images
+cost more to finish (gamut fit, PNG) than a random decoder's on generated scenes
+(benchmarks/colorize_stages.py). The three are measured in turns (--repeats rounds), so a
+noisy machine hits all alike; the JSON holds each round and the medians.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -40,17 +44,33 @@ from colorgan.colorize import (
 from colorgan.config import load_config, to_dict
 from colorgan.device import resolve_device
 from colorgan.export import export_onnx
-from colorgan.files import load_picture
+from colorgan.files import find_images, load_picture
 from colorgan.generator import build_generator, bytes_per_pixel
 from colorgan.pipeline import DEFAULT_WORKERS, colorize_folder
 from tests.conftest import make_color_image
 
 
-def _setup(root: Path, n: int, size: int, settings: list[str]) -> tuple[Path, Path]:
+def _setup(
+    root: Path, n: int, size: int, settings: list[str], folder: Path | None, model: Path | None
+) -> tuple[Path, Path]:
+    """The inputs (generated scenes, or the folder's first n images scaled to `size` wide, as
+    PNG) and the model (`model`, or a new one with `settings`: pretrained encoder, random
+    decoder)."""
     inputs = root / "in"
     inputs.mkdir()
+    sources = find_images(folder)[:n] if folder else []
+    if folder and len(sources) < n:
+        raise SystemExit(f"{folder}: {len(sources)} images, fewer than --n {n}")
     for i in range(n):
-        make_color_image(i, (size, size)).save(inputs / f"img{i:04d}.png")
+        if folder:
+            with Image.open(sources[i]) as opened:
+                image = opened.convert("RGB")
+            image = image.resize((size, max(1, round(size * image.height / image.width))))
+        else:
+            image = make_color_image(i, (size, size))
+        image.save(inputs / f"img{i:04d}.png")
+    if model is not None:
+        return inputs, model
     config = load_config(None, settings)
     torch.manual_seed(0)
     generator = build_generator(config.model, pretrained=True)
@@ -71,28 +91,28 @@ def _colorizers(model: Path, device: torch.device, batch: int) -> tuple[Colorize
     return plain, fast
 
 
-def _sequential(plain: Colorizer, inputs: Path, out: Path) -> float:
+def _sequential(plain: Colorizer, inputs: Path, out: Path, size: int | None) -> float:
     """Today's path: colorize_files, one batch after another."""
     jobs, _ = plan_jobs([inputs], out)
     start = time.perf_counter()
-    failures = colorize_files(plain, jobs)
+    failures = colorize_files(plain, jobs, size=size)
     return (len(jobs) - len(failures)) / (time.perf_counter() - start)
 
 
-def _pipeline(fast: Colorizer, inputs: Path, out: Path, workers: int) -> float:
+def _pipeline(fast: Colorizer, inputs: Path, out: Path, workers: int, size: int | None) -> float:
     jobs, _ = plan_jobs([inputs], out)
     start = time.perf_counter()
-    written = colorize_folder(fast, jobs, workers=workers).written
+    written = colorize_folder(fast, jobs, size=size, workers=workers).written
     return written / (time.perf_counter() - start)
 
 
-def _model_only(fast: Colorizer, inputs: Path, device: torch.device) -> float:
+def _model_only(fast: Colorizer, inputs: Path, device: torch.device, size: int | None) -> float:
     """The folded model alone on the same working-size batches (decoded beforehand)."""
     files = sorted(inputs.glob("*.png"))
     smalls = []
     for path in files:
         picture = load_picture(path)
-        shape = fast.working_shape(picture)
+        shape = fast.working_shape(picture, size)
         smalls.append(resize_l(lightness(picture.rgb, torch.device("cpu")), shape))
     step = fast.batch_size
     batches = [torch.cat(smalls[i : i + step]).to(device) for i in range(0, len(smalls), step)]
@@ -119,12 +139,17 @@ def main() -> None:
     parser.add_argument(
         "--onnx", action="store_true", help="also the pipeline and the model on onnxruntime"
     )
+    parser.add_argument("--inputs", type=Path, help="a folder of images (default: generated)")
+    parser.add_argument("--model", type=Path, help="a checkpoint (default: a new model)")
+    parser.add_argument(
+        "--working-size", type=int, help="colorize's --size (default: the model's training size)"
+    )
     args = parser.parse_args()
     device = resolve_device(args.device)
     rounds: dict[str, list[float]] = {"sequential": [], "pipeline": [], "model_only": []}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        inputs, model = _setup(root, args.n, args.size, args.set)
+        inputs, model = _setup(root, args.n, args.size, args.set, args.inputs, args.model)
         plain, fast = _colorizers(model, device, args.batch_size)
         onnx = None
         if args.onnx:
@@ -132,13 +157,15 @@ def main() -> None:
             onnx = Colorizer.from_onnx(root / "model.onnx", str(device), args.batch_size)
             rounds |= {"pipeline_onnx": [], "model_only_onnx": []}
         for r in range(args.repeats):
-            rounds["sequential"].append(_sequential(plain, inputs, root / f"seq{r}"))
-            rounds["pipeline"].append(_pipeline(fast, inputs, root / f"pipe{r}", args.workers))
-            rounds["model_only"].append(_model_only(fast, inputs, device))
+            size = args.working_size
+            rounds["sequential"].append(_sequential(plain, inputs, root / f"seq{r}", size))
+            pipe = _pipeline(fast, inputs, root / f"pipe{r}", args.workers, size)
+            rounds["pipeline"].append(pipe)
+            rounds["model_only"].append(_model_only(fast, inputs, device, size))
             if onnx is not None:
                 out = root / f"onnx{r}"
-                rounds["pipeline_onnx"].append(_pipeline(onnx, inputs, out, args.workers))
-                rounds["model_only_onnx"].append(_model_only(onnx, inputs, device))
+                rounds["pipeline_onnx"].append(_pipeline(onnx, inputs, out, args.workers, size))
+                rounds["model_only_onnx"].append(_model_only(onnx, inputs, device, size))
             print({k: round(v[-1], 2) for k, v in rounds.items()}, flush=True)
     result: dict[str, Any] = {
         name: {"images_per_second": statistics.median(values), "rounds": values}
@@ -154,6 +181,8 @@ def main() -> None:
     result["setup"] = {
         "n": args.n, "size": args.size, "batch_size": args.batch_size, "workers": args.workers,
         "device": str(device), "threads": torch.get_num_threads(), "repeats": args.repeats,
+        "inputs": str(args.inputs or "generated"), "model": str(args.model or args.set),
+        "working_size": args.working_size,
     }  # fmt: skip
     print(json.dumps(result, indent=2))
     if args.json:
