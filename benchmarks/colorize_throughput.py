@@ -109,13 +109,18 @@ def _pipeline(fast: Colorizer, inputs: Path, out: Path, workers: int, size: int 
 def _model_only(fast: Colorizer, inputs: Path, device: torch.device, size: int | None) -> float:
     """The folded model alone on the same working-size batches (decoded beforehand)."""
     files = sorted(inputs.glob("*.png"))
-    smalls = []
+    shapes: dict[tuple[int, int], list[torch.Tensor]] = {}  # batches of one shape, as the pipeline
     for path in files:
         picture = load_picture(path)
         shape = fast.working_shape(picture, size)
-        smalls.append(resize_l(lightness(picture.rgb, torch.device("cpu")), shape))
+        l_small = resize_l(lightness(picture.rgb, torch.device("cpu")), shape)
+        shapes.setdefault(shape, []).append(l_small)
     step = fast.batch_size
-    batches = [torch.cat(smalls[i : i + step]).to(device) for i in range(0, len(smalls), step)]
+    batches = [
+        torch.cat(smalls[i : i + step]).to(device)
+        for smalls in shapes.values()
+        for i in range(0, len(smalls), step)
+    ]
     start = time.perf_counter()
     for l_small in batches:
         fast.predict(Batch(l=l_small))

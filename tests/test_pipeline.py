@@ -246,3 +246,20 @@ def test_an_encoding_process_that_dies_stops_the_run_with_one_line_and_a_re_run_
     again = colorize_folder(colorizer, jobs, workers=1)
     assert again.written + again.skipped == 4 and again.written >= 1 and not again.failures
     assert not list((tmp_path / "out").glob(".*")), "a temporary was left behind"
+
+
+def test_a_large_cpu_run_without_onnxruntime_says_how_to_get_it(
+    checkpoint: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    inputs = _inputs(tmp_path / "in", 2)
+    monkeypatch.setattr(pipeline, "_onnx_available", lambda: False)
+    monkeypatch.setattr(pipeline, "ONNX_MIN_IMAGES", 2)
+    base = ["colorize", str(checkpoint), str(inputs), "--device", "cpu", "--workers", "0"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert pipeline.ONNX_TIP in capsys.readouterr().out
+    for other in (["--quiet"], ["--runtime", "torch"]):  # asked for quiet, or for torch
+        assert main([*base, "--out", str(tmp_path / other[-1]), *other]) == 0
+        assert pipeline.ONNX_TIP not in capsys.readouterr().out
