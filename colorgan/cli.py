@@ -255,8 +255,8 @@ def _pipeline_options(p: argparse.ArgumentParser) -> None:
         type=int,
         default=pipeline.DEFAULT_WORKERS,
         metavar="N",
-        help="processes decoding the inputs while the model runs, and threads encoding the "
-        f"outputs (default {pipeline.DEFAULT_WORKERS}; 0: decode in this process)",
+        help="processes decoding the inputs while the model runs, and as many encoding the "
+        f"outputs (default {pipeline.DEFAULT_WORKERS}; 0: all in this process)",
     )
     p.add_argument(
         "--compile",

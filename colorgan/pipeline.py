@@ -2,9 +2,10 @@
 
 Decoding (file -> upright picture -> its L at full resolution and at the working size) runs in
 DataLoader worker processes; the main process groups the pictures by working shape into full
-batches for the model; the full-resolution color math and the encoding run in a thread pool,
-each output written (atomically) as it finishes. What is in flight is bounded (the loader's
-prefetch, one batch per working shape, a few outputs), never the folder. A re-run skips the
+batches for the model; the full-resolution color math and the encoding run in as many other
+processes (one torch thread each), each output written (atomically) as it finishes. What is in
+flight is bounded (the loader's prefetch, one batch per working shape, a batch and a few
+outputs being written), never the folder. A re-run skips the
 outputs that are complete for the same model and settings; under torchrun each rank takes its
 own share of the files.
 """
@@ -355,10 +356,11 @@ def colorize_folder(
     reference: torch.Tensor | None = None,
 ) -> Summary:
     """Colorize `jobs` through the pipeline (see the module's docstring): `workers` decoding
-    processes (0: decode in this process) and as many encoding threads, with `caution` (see
-    Colorizer.resolve_caution) and one `reference` summary (1, 257) for all (read_reference).
-    Outputs complete for the same model (`model_id`), size, format, points, caution and
-    reference are skipped; failures go to `on_failure` and into the summary; the rest go on."""
+    processes (0: decode in this process) and as many encoding ones (0: one thread), with
+    `caution` (see Colorizer.resolve_caution) and one `reference` summary (1, 257) for all
+    (read_reference). Outputs complete for the same model (`model_id`), size, format, points,
+    caution and reference are skipped; failures go to `on_failure` and into the summary; the
+    rest go on."""
     summary, hints = Summary(), hints or {}
 
     def fail(path: Path, reason: str) -> None:
