@@ -4,10 +4,10 @@ the PNG (at the level colorize writes, and at Pillow's default 6), in ms of one 
 
     python benchmarks/colorize_stages.py --size 512 [--model CHECKPOINT] [--inputs FOLDER]
 
-Without --inputs the images are generated color scenes (no data needed); with it, the folder's
-images scaled to --size wide. Without --model the ab is the model's-to-be of
-colorize_throughput.py (the default generator, random decoder); with it, a trained one's, whose
-more saturated colors leave more pixels for the gamut fit.
+Inputs and model are colorize_throughput.py's: generated color scenes (no data needed), or with
+--inputs the folder's images scaled to --size wide; the default generator with a random
+decoder, or with --model a trained one, whose more saturated colors leave more pixels for the
+gamut fit.
 """
 
 from __future__ import annotations
@@ -22,45 +22,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from colorgan.checkpoint import save_checkpoint
+from colorize_throughput import _setup  # the same inputs and model
+
 from colorgan.color import AB_SCALE, _outside, lab_to_rgb
 from colorgan.colorize import PNG_LEVEL, Colorizer, join, lightness, resize_l
-from colorgan.config import load_config, to_dict
-from colorgan.files import find_images, load_picture, to_image
-from colorgan.generator import build_generator
-from tests.conftest import make_color_image
+from colorgan.files import load_picture, to_image
 
 CPU = torch.device("cpu")
-
-
-def _images(folder: Path | None, size: int, count: int, root: Path) -> list[Path]:
-    """`count` PNG files of `size` px wide: generated scenes, or the folder's images scaled."""
-    paths = []
-    sources = find_images(folder)[:count] if folder else [None] * count
-    for i, source in enumerate(sources):
-        if source is None:
-            image = make_color_image(i, (size, size))
-        else:
-            with Image.open(source) as opened:
-                image = opened.convert("RGB")
-            image = image.resize((size, max(1, round(size * image.height / image.width))))
-        paths.append(root / f"img{i:03d}.png")
-        image.save(paths[-1])
-    return paths
-
-
-def _colorizer(model: Path | None, root: Path) -> Colorizer:
-    if model is None:
-        config = load_config(None, [])
-        torch.manual_seed(0)
-        generator = build_generator(config.model, pretrained=True)
-        model = root / "model.pt"
-        save_checkpoint({"config": to_dict(config), "generator": generator.state_dict()}, model)
-    return Colorizer.from_checkpoint(model, CPU, 1)
 
 
 def _median_ms(step: Callable[[int], object], count: int) -> float:
@@ -84,8 +56,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        paths = _images(args.inputs, args.size, args.n, root)
-        colorizer = _colorizer(args.model, root)
+        inputs, model = _setup(root, args.n, args.size, [], args.inputs, args.model)
+        paths = sorted(inputs.glob("*.png"))
+        colorizer = Colorizer.from_checkpoint(model, CPU, 1)
         pictures = [load_picture(path) for path in paths]
         ls = [lightness(p.rgb, CPU) for p in pictures]
         smalls = [
