@@ -254,6 +254,12 @@ def _finisher_started() -> None:
     threads of their own would fight the model's for the cores), and Ctrl-C left to the main
     process, which waits for the outputs in progress (each whole) before it stops."""
     torch.set_num_threads(1)
+    _no_ctrl_c()
+
+
+def _no_ctrl_c(_worker: int = 0) -> None:
+    """In a worker process: Ctrl-C (which a terminal sends to the whole process group) is left
+    to the main process, which stops the workers in order, instead of a traceback from each."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
@@ -431,7 +437,7 @@ def _decoded_groups(
     dataset = _DecodeFiles(todo, _Shapes(colorizer, size), max_pixels, hints)
     loader = DataLoader(
         dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity,  # type: ignore[arg-type]
-        prefetch_factor=2 if workers else None,
+        prefetch_factor=2 if workers else None, worker_init_fn=_no_ctrl_c,
     )  # fmt: skip
     batches = _Batches(colorizer.batch_size, 2 * colorizer.batch_size)
     for item in loader:

@@ -101,9 +101,12 @@ def test_stale_temporaries_of_a_killed_run_are_removed(checkpoint: Path, tmp_pat
     assert not (out / ".img0.png.k3j_x8a1.tmp").exists() and (out / "notes.tmp").exists()
 
 
+@pytest.mark.parametrize("ctrl_c", [False, True], ids=["sigterm", "ctrl-c"])
 def test_sigterm_leaves_no_half_written_file_and_a_re_run_finishes(
-    checkpoint: Path, tmp_path: Path
+    checkpoint: Path, tmp_path: Path, ctrl_c: bool
 ) -> None:
+    """SIGTERM to the main process (a job scheduler), or SIGINT to the whole process group,
+    workers too (Ctrl-C in a terminal): one line, whole outputs, no temporaries."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     for i in range(24):
@@ -122,13 +125,17 @@ def test_sigterm_leaves_no_half_written_file_and_a_re_run_finishes(
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen([sys.executable, "-c", slow], cwd=REPO, env=env, text=True,
-                            stderr=subprocess.PIPE)  # fmt: skip
+                            stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list(out.glob("*.png"))) < 3:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    sent = signal.SIGINT if ctrl_c else signal.SIGTERM
+    if ctrl_c:
+        os.killpg(proc.pid, sent)
+    else:
+        proc.send_signal(sent)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert proc.returncode == 128 + sent, err
     assert "Traceback" not in err and "every output written is whole" in err
     written = sorted(out.glob("*.png"))
     assert 3 <= len(written) < 24
