@@ -161,15 +161,14 @@ def main() -> None:
             export_onnx(model, root / "model.onnx")
             onnx = Colorizer.from_onnx(root / "model.onnx", str(device), args.batch_size)
             rounds |= {"pipeline_onnx": [], "model_only_onnx": []}
+        size, workers = args.working_size, args.workers
         for r in range(args.repeats):
-            size = args.working_size
             rounds["sequential"].append(_sequential(plain, inputs, root / f"seq{r}", size))
-            pipe = _pipeline(fast, inputs, root / f"pipe{r}", args.workers, size)
-            rounds["pipeline"].append(pipe)
+            rounds["pipeline"].append(_pipeline(fast, inputs, root / f"pipe{r}", workers, size))
             rounds["model_only"].append(_model_only(fast, inputs, device, size))
             if onnx is not None:
                 out = root / f"onnx{r}"
-                rounds["pipeline_onnx"].append(_pipeline(onnx, inputs, out, args.workers, size))
+                rounds["pipeline_onnx"].append(_pipeline(onnx, inputs, out, workers, size))
                 rounds["model_only_onnx"].append(_model_only(onnx, inputs, device, size))
             print({k: round(v[-1], 2) for k, v in rounds.items()}, flush=True)
     result: dict[str, Any] = {

@@ -49,8 +49,10 @@ REFERENCE = "pix2pix reference"
 # output_stride/base_channels[/model key=value...]; 1/32 is the full-resolution conv decoder
 LIGHT = "4/32/decoder=separable"
 NARROW = "4/16/upsample=affine"  # stride 4, conv decoder of width 16, affine upsampling
-LITE0 = ["1/32", "1/32/hints=true", "4/16", NARROW, f"{NARROW}/hints=true", LIGHT]
-LITE0.append(f"{LIGHT}/upsample=affine")
+LITE0 = [
+    "1/32", "1/32/hints=true", "4/16", NARROW, f"{NARROW}/hints=true", LIGHT,
+    f"{LIGHT}/upsample=affine",
+]  # fmt: skip
 
 
 class EncoderAlone(nn.Module):
