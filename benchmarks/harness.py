@@ -27,9 +27,9 @@ import torch  # noqa: E402
 
 from colorgan.batch import Batch  # noqa: E402
 from colorgan.checkpoint import save_checkpoint  # noqa: E402
-from colorgan.config import load_config, to_dict  # noqa: E402
+from colorgan.config import DataConfig, load_config, to_dict  # noqa: E402
 from colorgan.generator import build_generator  # noqa: E402
-from colorgan.hints import eval_points  # noqa: E402
+from colorgan.hints import simulate  # noqa: E402
 
 
 def random_checkpoint(path: Path, size: int) -> Path:
@@ -52,12 +52,13 @@ def random_checkpoint(path: Path, size: int) -> Path:
 
 def random_batch(batch: int, size: int, device: torch.device, hints: bool = False) -> Batch:
     """A fixed random training batch: l in [-1, 1], ab in [-0.5, 0.5]; with `hints` (a
-    model.hints config), 7 color points per image (training's mean count; time and memory do
-    not depend on it)."""
+    model.hints config), color points drawn by the data's simulated user (hints.simulate at
+    data.hint_p and data.hint_max_patch's defaults: mean 7 points, none in 1 of 8)."""
     gen = torch.Generator().manual_seed(0)
     l = torch.rand(batch, 1, size, size, generator=gen) * 2 - 1
     ab = torch.rand(batch, 2, size, size, generator=gen) - 0.5
-    maps = torch.stack([eval_points(a, 7, seed) for seed, a in enumerate(ab)]) if hints else None
+    user = (DataConfig.hint_p, DataConfig.hint_max_patch)
+    maps = torch.stack([simulate(a, *user, gen) for a in ab]) if hints else None
     return Batch(l=l.to(device), ab=ab.to(device), hints=None if maps is None else maps.to(device))
 
 

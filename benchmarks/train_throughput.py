@@ -10,12 +10,16 @@ time) in one process, so a busy machine slows both alike. Random batches; L in, 
 
     python benchmarks/train_throughput.py --size 128 --batch 8 --steps 10 --json tt.json
     python benchmarks/train_throughput.py ... --colorgan-set train.channels_last=true
+
+With --colorgan-set model.hints=true the batches carry the data's simulated color points, and
+the same colorgan config without model.hints runs beside it (its steps without points).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import math
 import statistics
@@ -293,12 +297,20 @@ def measure(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     with fused_adamw(args.fused_adamw):
         state = colorgan_state(args.size, args.batch, device, args.colorgan_set)
     ref = build_reference(args.size, device)
-    batch = harness.random_batch(args.batch, args.size, device)
+    points = state.config.model.hints  # with the data's simulated points, and without them
+    batch = harness.random_batch(args.batch, args.size, device, hints=points)
     steps = {
         "colorgan": lambda: train_step(state, batch),
         "reference": lambda: reference_step(ref, batch),
     }
     generators = {"colorgan": state.generator, "reference": ref.generator}
+    if points:
+        plain = colorgan_state(
+            args.size, args.batch, device, [*args.colorgan_set, "model.hints=false"]
+        )
+        bare = dataclasses.replace(batch, hints=None)
+        steps["colorgan without points"] = lambda: train_step(plain, bare)
+        generators["colorgan without points"] = plain.generator
     seconds = alternate(steps, args.warmup, args.steps, device)
     results: dict[str, Any] = {}
     for name, times in seconds.items():
@@ -358,6 +370,11 @@ def main() -> None:
         f"colorgan / reference: {ratio:.2f}x over all steps, {paired:.2f}x median of "
         f"back-to-back pairs  (losses: {meta['losses']})"
     )
+    if "colorgan without points" in results:
+        plain = results["colorgan without points"]["median_seconds_per_step"]
+        cost = results["colorgan"]["median_seconds_per_step"] / plain
+        meta["points_over_no_points"] = cost
+        print(f"colorgan with the data's points / without them: {cost:.2f}x per step")
     harness.write_json(args.json, results)
 
 

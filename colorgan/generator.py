@@ -433,7 +433,8 @@ class Lite0UNet(nn.Module):
         self.reference = ReferenceFilm(modulated) if reference else None
         # and picks colors on the stride-4 level's output (decoder level 2)
         self.palette = PaletteHead(widths[PALETTE_LEVEL], PALETTE_STRIDE) if reference else None
-        self.spread = HintSpread() if hints else None  # spreads the points over the output
+        # spreads the points over the output, its boxes summed where the colors are made
+        self.spread = HintSpread(output_stride) if hints else None
         self.frozen_groups: tuple[int, ...] = ()
 
     @property

@@ -267,10 +267,16 @@ class HintSpread(nn.Module):
     candidate offers: how much of its box is hinted, its lightness difference, its distance
     to the generator's ab. A candidate with no point in reach is never picked, so with no
     points the output is the generator's ab exactly. Computed in float32 (under autocast
-    too); the candidates are no function of any weight, so they hold no autograd graph."""
+    too); the candidates are no function of any weight, so they hold no autograd graph.
 
-    def __init__(self) -> None:
+    `stride` (the generator's output stride, where its colors are made): the whole choice is
+    made on a grid of stride x stride cells, each holding its pixels' sums, and what it changed
+    is brought back to full size bilinearly; the generator's own detail inside a cell stays.
+    About 1/stride^2 of the full-resolution cost, and no recompute in backward."""
+
+    def __init__(self, stride: int = 1) -> None:
         super().__init__()
+        self.stride = stride
         count = 1 + 2 * len(SPREAD_BOXES)  # the point itself, then all / alike per box
         with torch.random.fork_rng(devices=[]):  # its own random stream: other parts unchanged
             torch.manual_seed(torch.initial_seed() + 4)
@@ -291,9 +297,13 @@ class HintSpread(nn.Module):
 
     def forward(self, ab: torch.Tensor, l: torch.Tensor, hint_map: torch.Tensor) -> torch.Tensor:
         """`ab` (B, 2, H, W), the generator's, moved toward the points of `hint_map`
-        (B, 3, H, W) near each pixel of lightness `l` (B, 1, H, W). In training it is
-        recomputed in backward instead of keeping its float32 full-resolution tensors (about
-        1 GiB in the seed recipe at 512 px, batch 8; docs/PERFORMANCE.md)."""
+        (B, 3, H, W) near each pixel of lightness `l` (B, 1, H, W). At stride 1 in training it
+        is recomputed in backward instead of keeping its float32 full-resolution tensors (about
+        1 GiB at 512 px, batch 8; docs/PERFORMANCE.md)."""
+        if self.stride > 1:
+            own = F.avg_pool2d(ab, self.stride)
+            moved = self._spread(own, l, hint_map) - own  # (B, 2, H / stride, W / stride)
+            return ab + F.interpolate(moved, ab.shape[-2:], mode="bilinear", align_corners=False)
         if self.training and torch.is_grad_enabled():
             out = checkpoint(self._spread, ab, l, hint_map, use_reentrant=False)
             assert isinstance(out, torch.Tensor)
@@ -301,10 +311,13 @@ class HintSpread(nn.Module):
         return self._spread(ab, l, hint_map)
 
     def _spread(self, ab: torch.Tensor, l: torch.Tensor, hint_map: torch.Tensor) -> torch.Tensor:
+        """`ab` at the grid of cells (B, 2, h, w) moved; `l` and `hint_map` at full size."""
         with torch.autocast(ab.device.type, enabled=False):
             own, l, hint_map = ab.float(), l.float(), hint_map.float()
-            with torch.no_grad():
-                colors, cover, lightness = spread_candidates(hint_map, l)  # (B, K, 2|1|1, H, W)
+            with torch.no_grad():  # (B, K, 2|1|1, h, w)
+                colors, cover, lightness = spread_candidates(hint_map, l, self.stride)
+            if self.stride > 1:
+                l = F.avg_pool2d(l, self.stride)  # each cell's mean lightness
             differ = l[:, None] - lightness
             distance = (colors - own[:, None]).abs().sum(dim=2, keepdim=True)
             offered = torch.cat([cover.clamp_min(1e-4).log() / 4.0, differ, distance], dim=2)
@@ -314,35 +327,42 @@ class HintSpread(nn.Module):
             start = self.start
             assert isinstance(start, torch.Tensor)
             logits = self.net(features) + start + F.pad(present, (0, 0, 0, 0, 1, 0))
-            weights = logits.softmax(dim=1)  # (B, 1 + K, H, W)
+            weights = logits.softmax(dim=1)  # (B, 1 + K, h, w)
             picked = (weights[:, 1:, None] * colors).sum(dim=1)
             out = weights[:, :1] * own + picked
         return out.to(ab.dtype)
 
 
 def spread_candidates(
-    hint_map: torch.Tensor, l: torch.Tensor
+    hint_map: torch.Tensor, l: torch.Tensor, stride: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """HintSpread's candidates for each pixel: the point at the pixel, then for each n of
-    SPREAD_BOXES the points in the box of half-width (shorter side) / (2n) around it, then
-    for each n those of them weighted by how close their lightness is to the pixel's (box
-    sums from cumulative sums: any image size, in ONNX too). Returns their mean ab
-    (B, K, 2, H, W), the (weighted) share of hinted pixels in the box (B, K, 1, H, W; 0: none
-    in reach) and the points' mean lightness (B, K, 1, H, W)."""
+    """HintSpread's candidates for each cell of a grid at `stride` (1: each pixel; H and W its
+    multiples) from `hint_map` and `l` (B, 3|1, H, W): the points in the cell itself, then
+    for each n of SPREAD_BOXES the points in the box of half-width (shorter side) / (2n)
+    around it (in whole cells), then for each n those of them weighted by how close their
+    lightness is to the cell's mean (a bilateral grid; a cell's points count at their mean
+    lightness). Box sums from cumulative sums: any image size, in ONNX too. Returns their mean
+    ab (B, K, 2, h, w), the (weighted) share of hinted pixels in the box (B, K, 1, h, w; 0:
+    none in reach) and the points' mean lightness (B, K, 1, h, w)."""
     mask = hint_map[:, 2:]
     stacked = torch.cat([hint_map[:, :2] * mask, l * mask, mask], dim=1)  # (B, 4, H, W)
-    bins = lightness_bins(l)  # (B, SPREAD_LEVELS, H, W)
-    binned = (bins[:, :, None] * stacked[:, None]).flatten(1, 2)  # (B, 4 * LEVELS, H, W)
-    height, width = hint_map.shape[-2:]
-    side = torch.sym_min(height, width)
-    plain, alike, areas = [stacked], [], [1.0]
-    for n in SPREAD_BOXES:
-        half = torch.sym_max(side // (2 * n), 1)
-        areas.append(float((2 * half + 1) ** 2))
-        plain.append(_box_sum(_box_sum(stacked, half, 2), half, 3))
-        summed = _box_sum(_box_sum(binned, half, 2), half, 3).unflatten(1, (SPREAD_LEVELS, 4))
-        alike.append((summed * bins[:, :, None]).sum(dim=1))  # read at the pixel's L
-    sums = torch.stack(plain + alike, dim=1)  # (B, K, 4, H, W)
+    if stride > 1:  # each cell's sums of its pixels, and its mean lightness
+        stacked = F.avg_pool2d(stacked, stride) * float(stride * stride)
+        l = F.avg_pool2d(l, stride)
+    points_l = stacked[:, 2:3] / stacked[:, 3:].clamp_min(SPREAD_HELD)  # at stride 1: l
+    binned = (lightness_bins(points_l)[:, :, None] * stacked[:, None]).flatten(1, 2)
+    bins = lightness_bins(l)  # (B, SPREAD_LEVELS, h, w)
+    side = torch.sym_min(*stacked.shape[-2:])
+    lowest = 1 if stride == 1 else 0  # a box of half-width 0 cells is the cell itself
+    halves = [torch.sym_max(side // (2 * n), lowest) for n in SPREAD_BOXES]  # ascending
+    boxed = _box_sums(torch.cat([stacked, binned], dim=1), halves)
+    plain, alike = [stacked], []
+    for summed in boxed:
+        plain.append(summed[:, :4])
+        levels = summed[:, 4:].unflatten(1, (SPREAD_LEVELS, 4))
+        alike.append((levels * bins[:, :, None]).sum(dim=1))  # read at the cell's L
+    areas = [float(stride * stride)] + [float((2 * h + 1) ** 2 * stride * stride) for h in halves]
+    sums = torch.stack(plain + alike, dim=1)  # (B, K, 4, h, w)
     # a box sum is a difference of cumulative sums: where no point is in reach it is zero only
     # up to float rounding, so a candidate needs SPREAD_HELD hinted pixels' weight to count
     held = sums[:, :, 3:]
@@ -360,13 +380,26 @@ def lightness_bins(l: torch.Tensor) -> torch.Tensor:
     return (1.0 - (l.clamp(-1.0, 1.0) - levels).abs() / step).clamp_min(0.0)
 
 
-def _box_sum(x: torch.Tensor, half: int, dim: int) -> torch.Tensor:
-    """x summed along `dim` over [i - half, i + half], clipped to the image."""
-    size = x.shape[dim]
-    shape = list(x.shape)
-    shape[dim] = 1
-    totals = torch.cat([x.new_zeros(shape), x.cumsum(dim)], dim=dim)  # totals[i] = sum of x[:i]
-    index = torch.arange(size, device=x.device)
-    high = (index + half + 1).clamp(max=size)
-    low = (index - half).clamp(min=0)
-    return totals.index_select(dim, high) - totals.index_select(dim, low)
+def _box_sums(x: torch.Tensor, halves: Sequence[int]) -> list[torch.Tensor]:
+    """x (B, C, H, W) summed over the box [i - h, i + h] x [j - h, j + h] around each pixel,
+    clipped to the image, for each h of `halves` (ascending): differences of slices of
+    cumulative sums (slices, not a gather: an index_select along a spatial dim cost 25x as
+    much on CPU), the one along H shared by every box."""
+    rows = _prefix(x, 2, halves[-1])
+    return [_window(_prefix(_window(rows, 2, h, halves[-1]), 3, h), 3, h, h) for h in halves]
+
+
+def _prefix(x: torch.Tensor, dim: int, most: int) -> torch.Tensor:
+    """x's cumulative sum along `dim`, padded for windows of half-width up to `most`: `most` + 1
+    zeros before it, `most` copies of its total after."""
+    totals = x.cumsum(dim)
+    before, after = list(x.shape), list(x.shape)
+    before[dim], after[dim] = most + 1, most
+    last = totals.narrow(dim, x.shape[dim] - 1, 1).expand(after)
+    return torch.cat([x.new_zeros(before), totals, last], dim=dim)
+
+
+def _window(prefix: torch.Tensor, dim: int, half: int, most: int) -> torch.Tensor:
+    """The sums over [i - half, i + half] along `dim` from `_prefix(x, dim, most)`."""
+    size = prefix.shape[dim] - 2 * most - 1
+    return prefix.narrow(dim, most + half + 1, size) - prefix.narrow(dim, most - half, size)
