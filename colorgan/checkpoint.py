@@ -11,13 +11,14 @@ import math
 import os
 import random
 import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from colorgan.config import Config, from_dict, to_dict
+from colorgan.config import Config, ModelConfig, from_dict, to_dict
 from colorgan.errors import CheckpointError, ColorganError, ConfigError, WriteFailed
 from colorgan.files import atomic_write, write_error
 from colorgan.generator import ColorModel, build_generator
@@ -330,12 +331,42 @@ def resolve_resume(
     return None, run_dir
 
 
+def check_shapes(
+    model: ModelConfig,
+    shapes: Mapping[str, Sequence[int]],
+    source: str,
+    advice: str = "Resume with the checkpoint's own model settings",
+) -> None:
+    """CheckpointError (load_weights' line) unless the generator `model` describes holds
+    exactly these tensor names and shapes. It is built on the meta device, so a config that
+    describes a network far larger than its weights allocates nothing."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build_generator(model).state_dict().items()}
+    given = {k: tuple(v) for k, v in shapes.items()}
+    if given == expected:
+        return
+    missing, unexpected = sorted(expected.keys() - given.keys()), sorted(given.keys() - expected)
+    if missing or unexpected:
+        detail = f"missing key {missing[0]!r}" if missing else f"unexpected key {unexpected[0]!r}"
+    else:
+        name = next(k for k in expected if expected[k] != given[k])
+        detail = f"{name}: weights of shape {list(given[name])}, the model {list(expected[name])}"
+    raise CheckpointError(
+        f"{source}: its generator weights do not fit the model its config describes "
+        f"({detail}); was it made by another colorgan version, or were model.* keys "
+        f"changed? {advice}"
+    )
+
+
 def generator_from(state: dict[str, Any], source: str) -> tuple[ColorModel, Config]:
     """The generator of a loaded checkpoint dict (EMA weights when it has them), on the CPU, in
     eval mode, with the config it was trained with; `source` names it in errors."""
     config = from_dict(state["config"])
-    generator = build_generator(config.model)
     weights = state.get("generator_ema") or state["generator"]
+    if isinstance(weights, Mapping):  # checked before anything as large as the config says
+        shapes = {k: v.shape for k, v in weights.items() if isinstance(v, torch.Tensor)}
+        check_shapes(config.model, shapes, source)
+    generator = build_generator(config.model)
     load_weights(generator, weights, source, "generator weights")
     generator.eval()
     return generator, config

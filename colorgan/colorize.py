@@ -15,6 +15,7 @@ pixels keep its color), and `colorize_with_uncertainty` gives the map of where i
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections import Counter
@@ -71,6 +72,9 @@ _OPTIONS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 _COLOR_BYTES_PER_PIXEL = 64  # per working pixel besides the model: l, hint map, ab, resizing
 UNCERTAINTY_SUFFIX = ".uncertainty.png"  # <name>.uncertainty.png: the map beside <name>.<format>
+
+
+log = logging.getLogger("colorgan")
 
 
 def no_uncertainty(what: str) -> ColorganError:
@@ -454,15 +458,19 @@ class Colorizer:
             return [None] * len(l_full)
         if len(hints) != len(l_full):
             raise ColorganError(f"{len(hints)} hint lists for {len(l_full)} images")
-        if not self.hints:
-            raise HintError(
-                "this model was trained without color points (model.hints=false); "
-                "train one with --set model.hints=true"
-            )
+        self.check_points()
         return [
             render(h, (l.shape[2], l.shape[3]), shape)[None].to(self.device) if h else None
             for h, l, shape in zip(hints, l_full, shapes, strict=True)
         ]
+
+    def check_points(self, what: str = "color points") -> None:
+        """HintError (one line, naming `what`) unless the model takes color points."""
+        if not self.hints:
+            raise HintError(
+                f"{what}: this model was trained without color points (model.hints=false); "
+                "drop them, or train one with --set model.hints=true"
+            )
 
     def predict_maps(
         self,
@@ -477,6 +485,7 @@ class Colorizer:
         its color, and there the uncertainty (1, 1, h, w) is 0 (the user's color is no guess)."""
         hint_maps = None
         if any(m is not None for m in maps):
+            self.check_points()  # an ONNX model without them would only paste the points
             zeros = no_points(l_small[:1])
             hint_maps = torch.cat([m if m is not None else zeros for m in maps])
         if reference is not None:
@@ -672,23 +681,36 @@ def foreign_output(job: Job) -> Path | None:
     return None
 
 
-def hints_for_jobs(jobs: Sequence[Job], hints: Path | None) -> dict[Path, list[Hint]]:
-    """Each job's color points from `--hints`: a JSON file for every input, or a folder with
-    one JSON per image at the same relative path (a/b.png -> a/b.json; images without one get
-    none). A bad file is a HintError naming it and the entry."""
+def hints_for_jobs(
+    jobs: Sequence[Job], hints: Path | None
+) -> tuple[dict[Path, list[Hint]], list[Failure]]:
+    """Each job's color points from `--hints`: a JSON file for every input (a bad one is a
+    HintError naming it and the entry), or a folder with one JSON per image at the same
+    relative path (a/b.png -> a/b.json; images without one get none; a bad one fails its image
+    alone, returned as a Failure; files that match no image are named in a warning)."""
     if hints is None:
-        return {}
+        return {}, []
     if hints.is_file():
         points = load_hints(hints)
-        return {job.source: points for job in jobs}
+        return {job.source: points for job in jobs}, []
     if not hints.is_dir():
         raise HintError(f"--hints {hints}: no such file or folder")
-    found = {}
+    found, failures, used = {}, [], set()
     for job in jobs:
         path = hints / job.relative.with_suffix(".json")
         if path.is_file():
-            found[job.source] = load_hints(path)
-    return found
+            used.add(path)
+            try:
+                found[job.source] = load_hints(path)
+            except HintError as err:
+                failures.append(Failure(job.source, str(err)))
+    unmatched = sorted(set(hints.rglob("*.json")) - used)
+    if unmatched:
+        log.warning(
+            "--hints %s: %d file(s) match no input image (e.g. %s); they were not used",
+            hints, len(unmatched), unmatched[0],
+        )  # fmt: skip
+    return found, failures
 
 
 def check_reference(colorizer: Colorizer, reference: object, what: str = "--reference") -> None:

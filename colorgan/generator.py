@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from colorgan.config import ModelConfig
-from colorgan.hints import HINT_CHANNELS, HintSpread, no_points
+from colorgan.hints import HINT_CHANNELS, HintSpread, no_points, spread_bytes_per_pixel
 from colorgan.lite0 import STEM_CHANNELS, TAP_CHANNELS, load_lite0, to_input
 from colorgan.reference import PALETTE_STRIDE, PaletteHead, ReferenceFilm, modulate
 from colorgan.uncertainty import GUESS_ERROR, Novelty, UncertaintyHead
@@ -650,8 +650,9 @@ DEFAULT_BYTES_PER_PIXEL = 512.0  # the default Lite0 U-Net (width 32): 4 x 128 b
 @torch.inference_mode()
 def bytes_per_pixel(model: ColorModel) -> float:
     """A rough estimate of inference memory per working pixel of one image (float32): the
-    largest activation of one forward at a small size, times PEAK_ACTIVATIONS. Good for
-    refusing sizes that cannot fit; a size that passes may still be tight."""
+    largest activation of one forward at a small size, times PEAK_ACTIVATIONS, or what the
+    points' spread holds after it, if more. Good for refusing sizes that cannot fit; a size that
+    passes may still be tight."""
     largest = 0
 
     def hook(module: nn.Module, args: object, output: object) -> None:
@@ -671,4 +672,6 @@ def bytes_per_pixel(model: ColorModel) -> float:
         for handle in handles:
             handle.remove()
         model.train(training)
-    return PEAK_ACTIVATIONS * largest / side**2
+    spread = model.spread  # its tensors are no module's output; it runs after the network
+    extra = 0.0 if spread is None else spread_bytes_per_pixel(spread.stride)
+    return max(PEAK_ACTIVATIONS * largest / side**2, extra)

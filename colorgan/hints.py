@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+import string
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,9 @@ from colorgan.errors import ColorganError
 HINT_CHANNELS = 3  # a, b, mask
 REFERENCE_SIDE = 256  # patch sizes are given at this working size and scaled with it
 EVAL_PATCH = 6  # evaluate's test points: 6x6 patches at 256 px (scaled)
-MAX_HINT_FILE_BYTES = 1_000_000
+MAX_HINT_FILE_BYTES = 1_000_000  # a hints file or serve's hints field, at most
+MAX_POINTS = 10_000  # points in one request: each is a loop step when rendering
+MAX_PIXELS_AWAY = 1e7  # x, y and radius, in pixels, at most: no picture is as large
 
 
 class HintError(ColorganError):
@@ -34,6 +37,7 @@ class HintError(ColorganError):
 
 
 Color = str | tuple[int, int, int] | list[int]
+HEX_DIGITS = frozenset(string.hexdigits)
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,14 @@ class Hint:
     y: float
     color: Color
     radius: float | None = None
+
+    def __post_init__(self) -> None:
+        """HintError (one line) for a coordinate, radius or color that is none."""
+        _pixels(self.x, "x")
+        _pixels(self.y, "y")
+        if self.radius is not None and _pixels(self.radius, "radius") < 0:
+            raise HintError(f"radius must be >= 0, got {self.radius:g}")
+        parse_color(self.color)
 
     def ab(self) -> tuple[float, float]:
         """The color's Lab ab, scaled like `batch.ab` (in about [-1, 1])."""
@@ -66,13 +78,9 @@ def parse_color(color: object) -> tuple[int, int, int]:
         text = color.strip().removeprefix("#")
         if len(text) == 3:
             text = "".join(c * 2 for c in text)
-        if len(text) == 6:
-            try:
-                value = int(text, 16)
-            except ValueError:
-                pass
-            else:
-                return (value >> 16) & 255, (value >> 8) & 255, value & 255
+        if len(text) == 6 and all(c in HEX_DIGITS for c in text):  # int() takes 0x.., +.., _
+            value = int(text, 16)
+            return (value >> 16) & 255, (value >> 8) & 255, value & 255
     elif isinstance(color, (tuple, list)) and len(color) == 3 and all(_channel(c) for c in color):
         return int(color[0]), int(color[1]), int(color[2])
     shown = repr(color)[:40]
@@ -83,11 +91,18 @@ def _channel(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 255
 
 
-def _number(entry: dict[str, Any], key: str, where: str) -> float:
-    value = entry.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise HintError(f"{where}: {key!r} must be a number of pixels, got {repr(value)[:40]}")
-    return float(value)
+def _pixels(value: object, key: str) -> float:
+    """`value` as a number of pixels: a finite int or float of at most MAX_PIXELS_AWAY in size
+    (a 400-digit integer, 1e308 or NaN is no picture's); HintError naming `key` otherwise."""
+    number = math.inf
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value) if abs(value) <= MAX_PIXELS_AWAY else math.inf
+    if not abs(number) <= MAX_PIXELS_AWAY:
+        shown = repr(value)[:40]
+        raise HintError(
+            f"{key!r} must be a number of pixels up to {MAX_PIXELS_AWAY:g}, got {shown}"
+        )
+    return number
 
 
 def hints_from_json(data: object, where: str) -> list[Hint]:
@@ -95,6 +110,8 @@ def hints_from_json(data: object, where: str) -> list[Hint]:
     entry otherwise."""
     if not isinstance(data, list):
         raise HintError(f'{where}: expected a JSON list of points like {{"x", "y", "color"}}')
+    if len(data) > MAX_POINTS:
+        raise HintError(f"{where}: {len(data):,} points; at most {MAX_POINTS:,} are taken")
     hints = []
     for index, entry in enumerate(data):
         at = f"{where}: point {index}"
@@ -103,23 +120,27 @@ def hints_from_json(data: object, where: str) -> list[Hint]:
         unknown = set(entry) - {"x", "y", "color", "radius"}
         if unknown:
             raise HintError(f"{at}: unknown key {sorted(unknown)[0]!r} (x, y, color, radius)")
-        radius = None if entry.get("radius") is None else _number(entry, "radius", at)
-        if radius is not None and radius < 0:
-            raise HintError(f"{at}: radius must be >= 0, got {radius:g}")
         try:
-            color = parse_color(entry["color"])
+            radius = None if entry.get("radius") is None else _pixels(entry["radius"], "radius")
+            x, y = _pixels(entry["x"], "x"), _pixels(entry["y"], "y")
+            hints.append(Hint(x, y, parse_color(entry["color"]), radius))  # checks the radius
         except HintError as err:
             raise HintError(f"{at}: {err}") from None
-        hints.append(Hint(_number(entry, "x", at), _number(entry, "y", at), color, radius))
     return hints
 
 
 def hints_from_text(text: str, where: str) -> list[Hint]:
-    """The points of a hints file's text; HintError naming `where` (and the entry) otherwise."""
+    """The points of a hints file's text (at most MAX_HINT_FILE_BYTES); HintError naming
+    `where` (and the entry) otherwise."""
+    if len(text) > MAX_HINT_FILE_BYTES:  # characters: at least as many bytes
+        raise HintError(f"{where}: over {MAX_HINT_FILE_BYTES:,} bytes; not a hints file")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise HintError(f"{where}: not valid JSON ({str(err).splitlines()[0][:80]})") from None
+    except (RecursionError, ValueError) as err:  # nested too deep; an integer of 4300+ digits
+        reason = "nested too deep" if isinstance(err, RecursionError) else str(err)[:80]
+        raise HintError(f"{where}: not a hints file ({reason})") from None
     return hints_from_json(data, where)
 
 
@@ -252,6 +273,11 @@ SPREAD_ALIKE = 1.0  # its start: a box's points of the pixel's lightness against
 SPREAD_HIDDEN = 16
 SPREAD_ABSENT = -1e4  # a candidate without any point in reach: never picked
 SPREAD_HELD = 1e-3  # a candidate's points must weigh this many hinted pixels to be in reach
+# the most bytes HintSpread holds at once in inference, per cell of its grid (its 13 candidates
+# and the box sums behind them, float32) and per pixel (its input and output ab, the change
+# upsampled): measured 2214 and 16 (tests/test_spread.py keeps them above what it measures)
+SPREAD_BYTES_PER_CELL = 2400
+SPREAD_BYTES_PER_PIXEL = 32
 
 
 class HintSpread(nn.Module):
@@ -333,6 +359,11 @@ class HintSpread(nn.Module):
         return out.to(ab.dtype)
 
 
+def spread_bytes_per_pixel(stride: int) -> float:
+    """What HintSpread at `stride` holds at once in inference, per working pixel (float32)."""
+    return SPREAD_BYTES_PER_CELL / stride**2 + (SPREAD_BYTES_PER_PIXEL if stride > 1 else 0)
+
+
 def spread_candidates(
     hint_map: torch.Tensor, l: torch.Tensor, stride: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -358,7 +389,7 @@ def spread_candidates(
     boxed = _box_sums(torch.cat([stacked, binned], dim=1), halves)
     plain, alike = [stacked], []
     for summed in boxed:
-        plain.append(summed[:, :4])
+        plain.append(summed[:, :4].clone())  # not a view: the box's other sums go
         levels = summed[:, 4:].unflatten(1, (SPREAD_LEVELS, 4))
         alike.append((levels * bins[:, :, None]).sum(dim=1))  # read at the cell's L
     areas = [float(stride * stride)] + [float((2 * h + 1) ** 2 * stride * stride) for h in halves]
@@ -380,13 +411,15 @@ def lightness_bins(l: torch.Tensor) -> torch.Tensor:
     return (1.0 - (l.clamp(-1.0, 1.0) - levels).abs() / step).clamp_min(0.0)
 
 
-def _box_sums(x: torch.Tensor, halves: Sequence[int]) -> list[torch.Tensor]:
+def _box_sums(x: torch.Tensor, halves: Sequence[int]) -> Iterator[torch.Tensor]:
     """x (B, C, H, W) summed over the box [i - h, i + h] x [j - h, j + h] around each pixel,
-    clipped to the image, for each h of `halves` (ascending): differences of slices of
-    cumulative sums (slices, not a gather: an index_select along a spatial dim cost 25x as
-    much on CPU), the one along H shared by every box."""
+    clipped to the image, for each h of `halves` (ascending), one at a time (a box's sums can
+    be dropped before the next is made): differences of slices of cumulative sums (slices, not
+    a gather: an index_select along a spatial dim cost 25x as much on CPU), the one along H
+    shared by every box."""
     rows = _prefix(x, 2, halves[-1])
-    return [_window(_prefix(_window(rows, 2, h, halves[-1]), 3, h), 3, h, h) for h in halves]
+    for h in halves:
+        yield _window(_prefix(_window(rows, 2, h, halves[-1]), 3, h), 3, h, h)
 
 
 def _prefix(x: torch.Tensor, dim: int, most: int) -> torch.Tensor:

@@ -25,13 +25,20 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
+import safetensors
 import safetensors.torch
 
 from colorgan import hub
 from colorgan.card import LIBRARY, Facts, load_evaluation, model_card
-from colorgan.checkpoint import generator_from, load_checkpoint, load_generator, load_weights
+from colorgan.checkpoint import (
+    check_shapes,
+    generator_from,
+    load_checkpoint,
+    load_generator,
+    load_weights,
+)
 from colorgan.config import Config, from_dict, shown, to_dict
-from colorgan.errors import ConfigError, ModelFolderError
+from colorgan.errors import CheckpointError, ConfigError, ModelFolderError
 from colorgan.files import write_error
 from colorgan.generator import ColorModel, build_generator
 
@@ -119,14 +126,19 @@ def load_folder(folder: Path, label: str | None = None) -> tuple[ColorModel, Con
     safetensors only, never code or pickles."""
     label = label or str(folder)
     config, _ = read_model_dir(folder, label)
-    try:
+    redo = f"Export the folder again from its checkpoint (its {CONFIG_FILE} must be the export's)"
+    try:  # the shapes from the file's header first: a config may describe any network
+        with safetensors.safe_open(folder / WEIGHTS_FILE, framework="pt") as header:
+            shapes = {key: header.get_slice(key).get_shape() for key in header.keys()}  # noqa: SIM118
+        check_shapes(config.model, shapes, f"{label}/{WEIGHTS_FILE}", redo)
         weights = safetensors.torch.load_file(folder / WEIGHTS_FILE, device="cpu")
+    except CheckpointError:
+        raise
     except Exception as err:  # safetensors' own errors for truncated or foreign files
         raise ModelFolderError(
             f"{label}: cannot read {WEIGHTS_FILE} ({type(err).__name__}: {str(err)[:120]})"
         ) from None
     generator = build_generator(config.model)
-    redo = f"Export the folder again from its checkpoint (its {CONFIG_FILE} must be the export's)"
     load_weights(generator, weights, f"{label}/{WEIGHTS_FILE}", "generator weights", redo)
     generator.eval()
     return generator, config

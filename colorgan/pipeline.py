@@ -575,9 +575,13 @@ def run_colorize(run: FolderRun, report: Callable[[Failure], None]) -> tuple[int
             jobs, failures = plan_jobs(
                 run.inputs, run.out, run.fmt, run.side_by_side, run.uncertainty_map
             )
-            hints = hints_for_jobs(jobs, run.hints)
+            hints, unusable = hints_for_jobs(jobs, run.hints)  # a bad file fails its image
+            failures += unusable
+            jobs = [job for job in jobs if job.source not in {f.path for f in unusable}]
             colorizer = _load(run, device, len(jobs), run.quiet or not info.is_main)
             colorizer.resolve_caution(run.caution, "--caution")  # usage errors come first
+            if run.hints is not None:
+                colorizer.check_points(f"--hints {run.hints}")
             check_uncertainty_maps(colorizer, jobs)
             reference = read_reference(colorizer, run.reference, run.max_pixels)  # each rank
             if info.is_main:

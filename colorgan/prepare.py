@@ -35,6 +35,9 @@ from colorgan.files import (
 
 OUTPUT_FORMATS = ("keep", "jpg", "png")
 MANIFEST = ".colorgan-prepare.json"  # the settings that made DST (hidden: not an image)
+# the outputs prepare wrote in DST (or was about to): its own to replace; any other file at an
+# output's path is left as it is, as colorize leaves files it did not write
+LEDGER = ".colorgan-prepare-files.json"
 # Formats written by --format keep; a GIF becomes PNG (GIF holds 256 colors only).
 _KEPT = {
     ".jpg": "JPEG",
@@ -71,7 +74,7 @@ class Summary:
     resized: int = 0
     kept: int = 0  # short side already <= N: written at their own size
     up_to_date: int = 0  # outputs newer than their inputs, made with the same settings
-    failed: list[tuple[Path, str]] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)  # foreign outputs too
 
     @property
     def total(self) -> int:
@@ -176,6 +179,29 @@ def _prepare_many(
         yield from pool.map(prepare_one, jobs, [settings] * len(jobs), chunksize=chunk)
 
 
+def claim(jobs: Sequence[Job], dst: Path) -> tuple[list[Job], list[tuple[Path, str]]]:
+    """(the jobs whose output path is free or prepare's own, (source, why) for the others).
+    The free ones are written into DST/LEDGER first, so an interrupted run still owns them.
+    A DST prepared before the ledger existed (a manifest, no ledger) owns what it holds."""
+    try:
+        owned = set(json.loads((dst / LEDGER).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        owned = set()
+    legacy = not (dst / LEDGER).exists() and (dst / MANIFEST).exists()
+    mine, foreign = [], []
+    for job in jobs:
+        name = job.target.relative_to(dst).as_posix()
+        if legacy or name in owned or not (job.target.exists() or job.target.is_symlink()):
+            owned.add(name)
+            mine.append(job)
+        else:
+            why = f"{job.target} exists and colorgan did not write it: skipped (move it away)"
+            foreign.append((job.source, why))
+    text = json.dumps(sorted(owned)) + "\n"
+    atomic_write(dst / LEDGER, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return mine, foreign
+
+
 def _read_manifest(dst: Path) -> dict[str, object] | None:
     """The settings a previous run left in DST, if any."""
     try:
@@ -201,17 +227,21 @@ def prepare(
     jobs = plan(src, dst, settings.fmt)
     wanted = {"colorgan_prepare": 1, **asdict(settings)}
     summary = Summary()
-    same_settings = _read_manifest(dst) == wanted
-    if same_settings:
-        stale = [job for job in jobs if not is_up_to_date(job)]
-        summary.up_to_date = len(jobs) - len(stale)
-        jobs = stale
     try:
         dst.mkdir(parents=True, exist_ok=True)
+        jobs, summary.failed = claim(jobs, dst)
+        same_settings = _read_manifest(dst) == wanted
         if not same_settings:  # an interrupted run must not leave these outputs looking current
             (dst / MANIFEST).unlink(missing_ok=True)
     except OSError as err:
         raise PrepareError(f"cannot write to {dst}: {err.strerror or err}") from None
+    for source, reason in summary.failed:
+        if on_failure is not None:
+            on_failure(source, reason)
+    if same_settings:
+        stale = [job for job in jobs if not is_up_to_date(job)]
+        summary.up_to_date = len(jobs) - len(stale)
+        jobs = stale
     bar = tqdm(
         total=len(jobs) + summary.up_to_date,
         initial=summary.up_to_date,

@@ -142,3 +142,27 @@ def test_bad_arguments_are_one_line_errors(
     (tmp_path / "file").write_text("not a folder")
     code, _, err = run_cli(["prepare", str(src), str(tmp_path / "file"), "--size", "8"], capsys)
     assert code == 2 and len(err) == 1 and "cannot write to" in err[0]
+
+
+def test_files_prepare_did_not_write_are_never_replaced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """DST already holds a user's own a.png (older or newer than the source): it is left byte
+    for byte, named on stderr and counted as failed; prepare's own outputs are still replaced
+    by a run with other settings."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, name in enumerate(("a.png", "b.png", "c.png")):
+        make_color_image(i, (64, 48)).save(src / name)
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    make_color_image(7, (40, 30)).save(dst / "a.png")
+    theirs = (dst / "a.png").read_bytes()
+    os.utime(dst / "a.png", (1, 1))  # older than its source
+    code, out, err = run_cli(["prepare", str(src), str(dst), "--size", "24"], capsys)
+    assert code == 1 and (dst / "a.png").read_bytes() == theirs
+    assert len(err) == 1 and "a.png exists and colorgan did not write it" in err[0]
+    assert "2 of 3 image(s)" in out and "2 resized" in out and "1 failed" in out
+    code, out, err = run_cli(["prepare", str(src), str(dst), "--size", "16"], capsys)
+    assert code == 1 and (dst / "a.png").read_bytes() == theirs
+    assert Image.open(dst / "b.png").size == (21, 16)  # its own output, replaced

@@ -36,7 +36,7 @@ def test_box_sums_match_a_convolution_including_boxes_wider_than_the_image() -> 
     for half, summed in zip(halves, _box_sums(x, halves), strict=True):
         assert summed.shape == x.shape
         torch.testing.assert_close(summed, _box_sum_by_conv(x, half), rtol=1e-5, atol=1e-4)
-    assert torch.allclose(_box_sums(x, [25])[0], x.sum(dim=(2, 3), keepdim=True).expand_as(x))
+    assert torch.allclose(next(_box_sums(x, [25])), x.sum(dim=(2, 3), keepdim=True).expand_as(x))
 
 
 def test_box_sums_are_the_former_gathered_ones_bit_for_bit() -> None:

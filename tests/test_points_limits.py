@@ -1,0 +1,240 @@
+"""Color points and model files under a careless or hostile user: one bounded parser for every
+hints input (serve's field, the CLI's files, the Python API), points refused in one line by a
+model trained without them whatever runs it, a bad file in --hints DIR failing its image
+alone, a tampered model folder refused before it allocates, and a memory estimate that counts
+the points' spread."""
+
+from __future__ import annotations
+
+import json
+import logging
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from PIL import Image
+from starlette.testclient import TestClient
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map_only
+
+from colorgan import Colorizer, Hint
+from colorgan.batch import Batch
+from colorgan.cli import main
+from colorgan.errors import CheckpointError
+from colorgan.hints import (
+    MAX_POINTS,
+    HintError,
+    HintSpread,
+    hints_from_text,
+    parse_color,
+    spread_bytes_per_pixel,
+)
+from colorgan.modeldir import load_folder
+from colorgan.serve import create_app
+from tests.conftest import make_hint_checkpoint, make_tiny_checkpoint, write_color_folder
+
+BLUE = "#0000ff"
+
+
+def _png(size: tuple[int, int] = (64, 48)) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("L", size, 128).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+HOSTILE = [
+    ("[" * 100_000 + "]" * 100_000, "nested too deep"),
+    ('[{"x": ' + "9" * 400 + ', "y": 1, "color": "#00f"}]', "'x' must be a number of pixels"),
+    ('[{"x": ' + "9" * 5001 + ', "y": 1, "color": "#00f"}]', "not a hints file"),
+    ('[{"x": 1, "y": 1, "color": "#00f", "radius": 1e308}]', "'radius' must be a number"),
+    ('[{"x": 1, "y": 1e999, "color": "#00f"}]', "'y' must be a number of pixels"),
+    (json.dumps([{"x": 1, "y": 1, "color": BLUE}] * (MAX_POINTS + 1)), "points; at most"),
+    ('[{"x": 1, "y": 1, "color": "0x1234"}]', "color '0x1234' is not"),
+]
+
+
+@pytest.mark.parametrize(("text", "reason"), HOSTILE)
+def test_the_one_parser_refuses_unbounded_json_in_one_line(text: str, reason: str) -> None:
+    with pytest.raises(HintError, match=reason) as caught:
+        hints_from_text(text, "hints")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def hint_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_hint_checkpoint(tmp_path_factory.mktemp("hint") / "h.pt")
+
+
+@pytest.mark.parametrize(("text", "reason"), HOSTILE)
+def test_serve_answers_hostile_points_with_a_400_line(
+    hint_model: Path, text: str, reason: str
+) -> None:
+    client = TestClient(create_app(Colorizer.from_checkpoint(hint_model, "cpu")))
+    response = client.post(
+        "/api/colorize", files={"image": ("a.png", _png())}, data={"hints": text}
+    )
+    assert response.status_code == 400
+    assert reason in response.json()["error"]
+
+
+def test_a_huge_radius_in_a_points_file_is_one_line_and_exit_2(
+    hint_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = tmp_path / "a.png"
+    Image.new("L", (64, 48), 128).save(image)
+    points = tmp_path / "a.json"
+    points.write_text('[{"x": 1, "y": 1, "color": "#00f", "radius": 1e308}]')
+    code = main(["colorize", str(hint_model), str(image), "--hints", str(points), "--out",
+                 str(tmp_path / "out"), "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "'radius' must be a number" in err[0]
+
+
+def test_a_bad_file_in_a_hints_folder_fails_its_image_alone(
+    hint_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    images = tmp_path / "in"
+    images.mkdir()
+    for name in ("a", "b", "c"):
+        Image.new("L", (64, 48), 100).save(images / f"{name}.png")
+    points = tmp_path / "points"
+    points.mkdir()
+    (points / "a.json").write_text(json.dumps([{"x": 3, "y": 4, "color": BLUE}]))
+    (points / "b.json").write_text('[{"x": 1, "y": 1, "color": "#00f", "radius": 1e308}]')
+    (points / "z.json").write_text("[]")  # matches no image
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING, logger="colorgan"):
+        code = main(["colorize", str(hint_model), str(images), "--hints", str(points), "--out",
+                     str(out), "--quiet", "--workers", "0"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png"]
+    assert "b.json" in err and "'radius' must be a number" in err
+    assert any("z.json" in r.getMessage() and "match no input" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+
+
+def test_points_for_a_model_without_them_are_one_line_from_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = make_tiny_checkpoint(tmp_path / "t.pt")
+    images = write_color_folder(tmp_path / "in", 2, size=(32, 32))
+    points = tmp_path / "p.json"
+    points.write_text(json.dumps([{"x": 1, "y": 1, "color": BLUE}]))
+    code = main(["colorize", str(model), str(images), "--hints", str(points), "--out",
+                 str(tmp_path / "out"), "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "trained without color points" in err[0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_runtime_without_points_refuses_them_instead_of_pasting_them() -> None:
+    """A Colorizer over any runtime (an .onnx file's metadata says hints=False) refuses a
+    hint map in predict_maps, the path the folder pipeline takes, rather than pasting it."""
+
+    def predict(batch: Batch) -> torch.Tensor:
+        return torch.zeros(batch.l.shape[0], 2, *batch.l.shape[2:])
+
+    colorizer = Colorizer(predict, 32, 32, torch.device("cpu"), hints=False)
+    hint_map = torch.zeros(1, 3, 32, 32)
+    hint_map[:, :, 4, 4] = 1.0
+    with pytest.raises(HintError, match="trained without color points"):
+        colorizer.predict_maps(torch.zeros(1, 1, 32, 32), [hint_map])
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        ((complex(1, 2), 0.0, BLUE), "'x' must be a number"),
+        ((1.0, float("nan"), BLUE), "'y' must be a number"),
+        ((1.0, 2.0, BLUE, -1.0), "radius must be >= 0"),
+        ((1.0, 2.0, "0x1234"), "is not"),
+        ((True, 2.0, BLUE), "'x' must be a number"),
+    ],
+)
+def test_the_python_api_checks_a_hint_where_it_is_made(args: tuple[Any, ...], reason: str) -> None:
+    with pytest.raises(HintError, match=reason):
+        Hint(*args)
+
+
+@pytest.mark.parametrize("bad", ["0x1234", "+12345", "12_345", "#0x12", " 12 34"])
+def test_int_parsing_quirks_are_no_colors(bad: str) -> None:
+    with pytest.raises(HintError, match="is not"):
+        parse_color(bad)
+
+
+class _LiveBytes(TorchDispatchMode):
+    """The peak bytes of tensor storages alive at once among those made while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+        self.seen: set[int] = set()
+
+    def __torch_dispatch__(
+        self, func: Callable[..., Any], types: Any, args: Any = (), kwargs: Any = None
+    ) -> Any:
+        out = func(*args, **(kwargs or {}))
+        tree_map_only(torch.Tensor, self._track, out)
+        return out
+
+    def _track(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        key, size = storage.data_ptr(), storage.nbytes()
+        if size and key not in self.seen:
+            self.seen.add(key)
+            self.live += size
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(storage, self._free, key, size)
+        return tensor
+
+    def _free(self, key: int, size: int) -> None:
+        self.live -= size
+        self.seen.discard(key)
+
+
+def test_live_bytes_counts_what_is_held() -> None:
+    with _LiveBytes() as live:
+        a = torch.ones(1000)  # 4000 bytes
+        b = a + 1
+        c = b * 2  # a, b and c held: 12000
+        del b
+        torch.ones(10)  # made and dropped
+    assert live.peak == 12000 and live.live == 8000 and c.sum() > 0
+
+
+@pytest.mark.parametrize(("stride", "side"), [(1, 96), (4, 192)])
+def test_the_memory_estimate_covers_the_points_spread(stride: int, side: int) -> None:
+    """What HintSpread holds at once in inference, measured, is within the estimate the
+    memory pre-check adds for it (bytes_per_pixel), and not far below it."""
+    ab, l = torch.rand(1, 2, side, side) - 0.5, torch.rand(1, 1, side, side) * 2 - 1
+    hint_map = torch.zeros(1, 3, side, side)
+    hint_map[:, :, 40:44, 40:44] = 0.5
+    spread = HintSpread(stride).eval()
+    with torch.inference_mode(), _LiveBytes() as live:
+        spread(ab, l, hint_map)
+    measured = live.peak / side**2
+    assert 0.6 * spread_bytes_per_pixel(stride) < measured <= spread_bytes_per_pixel(stride)
+
+
+def test_a_tampered_model_folder_is_refused_before_it_allocates(tmp_path: Path) -> None:
+    """config.json rewritten to describe a 4096-px U-Net of width 1024 and depth 12: one line
+    from the weights' own header, and nothing near that size made on the way."""
+    checkpoint = make_tiny_checkpoint(tmp_path / "tiny.pt")
+    folder = tmp_path / "tiny"
+    assert main(["export", str(checkpoint), "--model-dir", str(folder)]) == 0
+    config_file = folder / "config.json"
+    raw = json.loads(config_file.read_text())
+    raw["config"]["model"] |= {"base_channels": 1024, "depth": 12}
+    raw["config"]["data"]["image_size"] = 4096
+    config_file.write_text(json.dumps(raw))
+    with _LiveBytes() as live, pytest.raises(CheckpointError, match="do not fit") as caught:
+        load_folder(folder)
+    assert "\n" not in str(caught.value) and str(folder) in str(caught.value)
+    assert live.peak < 50_000_000  # the described network would need some 100 GB
