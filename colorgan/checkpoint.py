@@ -20,7 +20,7 @@ from torch import nn
 
 from colorgan.config import Config, ModelConfig, from_dict, to_dict
 from colorgan.errors import CheckpointError, ColorganError, ConfigError, WriteFailed
-from colorgan.files import atomic_write, write_error
+from colorgan.files import atomic_write, temporary_prefix, write_error
 from colorgan.generator import ColorModel, build_generator
 from colorgan.state import State
 
@@ -78,7 +78,7 @@ def load_weights(
 
 def link_checkpoint(source: Path, target: Path) -> None:
     """Make `target` the same checkpoint as `source` (a hard link where possible), atomically."""
-    tmp = target.with_name(f".{target.name}.link.tmp")
+    tmp = target.with_name(f"{temporary_prefix(target.name)}linktemp.tmp")
     tmp.unlink(missing_ok=True)
     try:
         os.link(source, tmp)

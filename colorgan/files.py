@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -188,7 +189,9 @@ def atomic_write(path: Path, write: Callable[[Path], object], durable: bool = Fa
     a crash leaves the old file or the new one, whole, never half of one. `durable` also
     fsyncs before the rename (checkpoints, models). The file gets the usual 0666 & ~umask."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=temporary_prefix(path.name), suffix=".tmp", dir=path.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -258,10 +261,23 @@ def written_by_colorgan(path: Path) -> bool:
     return output_key(path) is not None
 
 
-def is_stale_temporary(path: Path) -> bool:
-    """Whether `path` looks like a temporary atomic_write left behind (a killed process)."""
-    parts = path.name.split(".")
-    return path.name.startswith(".") and len(parts) >= 4 and parts[-1] == "tmp"
+# every temporary colorgan makes is named ".NAME.colorgan-XXXXXXXX.tmp" (NAME: what it becomes;
+# X: tempfile's random letters): only such names are ever cleaned up, never a user's own files
+TEMPORARY_MARK = "colorgan-"
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.colorgan-[a-z0-9_]{8}\.tmp")
+
+
+def temporary_prefix(name: str) -> str:
+    """The prefix of colorgan's temporaries for a file or folder named `name` (tempfile adds
+    the random part and the ".tmp" suffix)."""
+    return f".{name}.{TEMPORARY_MARK}"
+
+
+def stale_temporary_of(path: Path) -> str | None:
+    """The name of what `path` would have become, if it is one of colorgan's temporaries (one a
+    killed process left behind); None for any other file."""
+    match = _TEMPORARY.fullmatch(path.name)
+    return None if match is None else match["name"]
 
 
 def save_image(image: Image.Image, path: Path, kind: str, **options: Any) -> None:

@@ -39,7 +39,7 @@ from colorgan.checkpoint import (
 )
 from colorgan.config import Config, from_dict, shown, to_dict
 from colorgan.errors import CheckpointError, ConfigError, ModelFolderError
-from colorgan.files import write_error
+from colorgan.files import stale_temporary_of, temporary_prefix, write_error
 from colorgan.generator import ColorModel, build_generator
 
 CONFIG_FILE = "config.json"
@@ -200,8 +200,9 @@ def _replaceable(out: Path) -> None:
 
 def _remove_stale(out: Path) -> None:
     """Temporaries an interrupted export left beside `out`."""
-    for stale in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in out.parent.glob(f"{glob.escape(temporary_prefix(out.name))}*.tmp"):
+        if stale_temporary_of(stale) == out.name and stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _sync(folder: Path) -> None:
@@ -219,7 +220,9 @@ def write_model_dir(out: Path, write: Callable[[Path], None]) -> None:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(out)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        tmp = Path(
+            tempfile.mkdtemp(prefix=temporary_prefix(out.name), suffix=".tmp", dir=out.parent)
+        )
     except OSError as err:
         raise ModelFolderError(f"--model-dir {out}: {write_error(err)}") from None
     try:
@@ -242,7 +245,7 @@ def _swap(tmp: Path, out: Path) -> None:
     if not out.exists():
         os.rename(tmp, out)
         return
-    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    aside = Path(tempfile.mkdtemp(prefix=temporary_prefix(out.name), suffix=".tmp", dir=out.parent))
     os.rename(out, aside / out.name)
     try:
         os.rename(tmp, out)

@@ -58,9 +58,9 @@ from colorgan.errors import ColorganError, DoesNotFit, Interrupted, UnreadableIm
 from colorgan.files import (
     DEFAULT_MAX_PIXELS,
     Picture,
-    is_stale_temporary,
     load_picture,
     output_key,
+    stale_temporary_of,
 )
 from colorgan.hints import Hint, HintError, check_inside, render
 from colorgan.modeldir import resolve_model
@@ -319,11 +319,12 @@ class _Writer:
 
 def clean_temporaries(jobs: Sequence[Job]) -> int:
     """Delete the hidden temporaries a killed run left in the output folders; how many."""
-    folders = {path.parent for job in jobs for path in job.outputs}
+    outputs = {path for job in jobs for path in job.outputs}
     removed = 0
-    for folder in folders:
+    for folder in {path.parent for path in outputs}:
         for path in folder.glob(".*.tmp") if folder.is_dir() else ():
-            if is_stale_temporary(path) and path.is_file():
+            name = stale_temporary_of(path)  # only those of this run's own outputs
+            if name is not None and folder / name in outputs and path.is_file():
                 path.unlink(missing_ok=True)
                 removed += 1
     return removed

@@ -22,6 +22,7 @@ from colorgan.config import Config, save_config
 from colorgan.data import Loaders, ab_counts, make_loaders, training_split
 from colorgan.ddp import Dist
 from colorgan.errors import ConfigError, Interrupted
+from colorgan.files import stale_temporary_of
 from colorgan.losses import rebalance_weights
 from colorgan.runlog import EpochReport
 from colorgan.state import State, build_state
@@ -93,7 +94,7 @@ def clean_temporaries(run_dir: Path) -> None:
         path
         for folder in (run_dir, run_dir / "checkpoints", run_dir / "samples")
         for path in folder.glob(".*.tmp")
-        if path.is_file()
+        if stale_temporary_of(path) is not None and path.is_file()
     ]
     if stale:
         size = sum(path.stat().st_size for path in stale)

@@ -583,3 +583,18 @@ def test_a_folder_that_is_not_a_model_is_refused_as_model(
         Colorizer.from_checkpoint(run, "cpu")
     with pytest.raises(ColorganError, match=r"an \.onnx model runs in onnxruntime only"):
         evaluate.evaluate_checkpoint(tmp_path / "m.onnx", tmp_path, quiet=True)
+
+
+def test_export_removes_only_its_own_stale_temporaries(tmp_path: Path) -> None:
+    """A sibling folder named like `.D.anything.tmp` is a user's: kept; what an interrupted
+    export of D left (`.D.colorgan-XXXXXXXX.tmp`) is removed."""
+    checkpoint = make_tiny_checkpoint(tmp_path / "tiny.pt")
+    theirs = tmp_path / ".tiny.backup.tmp"
+    (theirs / "deep").mkdir(parents=True)
+    (theirs / "deep" / "keep.txt").write_text("mine")
+    stale = tmp_path / ".tiny.colorgan-ab12_x9z.tmp"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
+    assert main(["export", str(checkpoint), "--model-dir", str(tmp_path / "tiny")]) == 0
+    assert (theirs / "deep" / "keep.txt").read_text() == "mine"
+    assert not stale.exists()

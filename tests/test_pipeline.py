@@ -94,11 +94,14 @@ def test_stale_temporaries_of_a_killed_run_are_removed(checkpoint: Path, tmp_pat
     inputs = _inputs(tmp_path / "in", 2)
     out = tmp_path / "out"
     out.mkdir()
-    (out / ".img0.png.k3j_x8a1.tmp").write_bytes(b"half a png")
-    (out / "notes.tmp").write_text("not ours")
+    (out / ".img0.png.colorgan-k3j_x8a1.tmp").write_bytes(b"half a png")
+    theirs = [".notes.backup.tmp", ".img0.png.k3j_x8a1.tmp", ".other.png.colorgan-k3j_x8a1.tmp"]
+    for name in ["notes.tmp", *theirs]:  # a user's, or no output of this run's
+        (out / name).write_text("not ours")
     jobs, _ = plan_jobs([inputs], out)
     colorize_folder(Colorizer.from_checkpoint(checkpoint, device="cpu"), jobs, workers=0)
-    assert not (out / ".img0.png.k3j_x8a1.tmp").exists() and (out / "notes.tmp").exists()
+    assert not (out / ".img0.png.colorgan-k3j_x8a1.tmp").exists()
+    assert all((out / name).read_text() == "not ours" for name in ["notes.tmp", *theirs])
 
 
 @pytest.mark.parametrize("ctrl_c", [False, True], ids=["sigterm", "ctrl-c"])

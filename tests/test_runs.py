@@ -219,8 +219,10 @@ def test_sigkill_while_writing_a_checkpoint_then_resume(
     assert len(left) == 1 and left[0].stat().st_size > 0  # what a real kill leaves
     assert _state(run_dir / "checkpoints" / "last.pt")["epoch"] == 1
     assert _epochs(run_dir) == [1]
+    users = run_dir / "checkpoints" / ".my.notes.tmp"  # a user's own hidden file: not ours
+    users.write_text("mine")
     assert _resume(run_dir) == 0
-    assert not list((run_dir / "checkpoints").glob(".*.tmp"))
+    assert list((run_dir / "checkpoints").glob(".*.tmp")) == [users]
     assert _epochs(run_dir) == [1, 2, 3]
     _same_weights(run_dir / "checkpoints" / "last.pt", straight / "checkpoints" / "last.pt")
     _same_rows(run_dir, straight)
