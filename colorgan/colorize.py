@@ -61,6 +61,7 @@ from colorgan.uncertainty import fade, uncertainty_map
 Predict = Callable[[Batch], torch.Tensor]
 
 DEFAULT_BATCH_SIZE = 8  # files read and run through the model together
+MAX_BATCH_SIZE = 1024
 MAX_ASPECT = 4  # the working image's long side is at most this many times the working size
 _STRIP_PIXELS = 4_000_000  # full-resolution color math runs on row strips of about this size
 # PNG at zlib level 3, not Pillow's 6: 3x faster to encode 512-px colorized photos and anime
@@ -199,8 +200,10 @@ class Colorizer:
         caution: float = 0.0,
         reference: bool = False,
     ) -> None:
-        if batch_size < 1:
-            raise ColorganError(f"batch size must be at least 1, got {batch_size}")
+        if not 1 <= batch_size <= MAX_BATCH_SIZE:  # a batch's files are held at once
+            raise ColorganError(
+                f"--batch-size must be from 1 to {MAX_BATCH_SIZE} files, got {batch_size}"
+            )
         self.predict = predict
         self.image_size = image_size  # default working size: the training size
         self.multiple = multiple  # working sides are multiples of this (2**depth)
@@ -551,6 +554,11 @@ def find_inputs(inputs: Sequence[Path], out: Path) -> tuple[list[tuple[Path, Pat
     seen: set[Path] = set()
     for given in inputs:
         if given.is_dir():
+            if given.resolve() == out.resolve():  # a second run would colorize the first's
+                raise ColorganError(
+                    f"--out {out} is the input folder {given}: its outputs would be inputs of "
+                    "the next run; give another --out (a sub-folder works)"
+                )
             # an output folder inside the input folder holds earlier results, not inputs
             skipped = out.resolve() if given.resolve() in out.resolve().parents else None
 

@@ -81,6 +81,7 @@ def check_size(size: int, generator: ColorModel) -> int:
 
 
 DEFAULT_BATCH_SIZE = 16  # crops per model batch
+MAX_BATCH_SIZE = 4096
 # per pixel of a crop besides the model: the crop, its gray and output in 8 and 32 bits, Lab
 # of both, the feature network's input
 _METRIC_BYTES_PER_PIXEL = 128
@@ -456,8 +457,8 @@ def evaluate_checkpoint(
     `reference` (model.reference: "self" for each image's own colors, or an image file for
     all), colorized with that reference, recorded as `reference`. The top-level metrics are at
     the model's default caution (model.caution; 0 without uncertainty)."""
-    if batch_size <= 0 or limit < 0:
-        raise EvaluateError("--batch-size must be positive and --limit >= 0")
+    if not 0 < batch_size <= MAX_BATCH_SIZE or limit < 0:
+        raise EvaluateError(f"--batch-size must be from 1 to {MAX_BATCH_SIZE} and --limit >= 0")
     source = checkpoint if isinstance(checkpoint, ModelSource) else resolve_model(checkpoint)
     generator, config = load_model(source)
     _check_asks(config.model, source.name, bool(hints), bool(cautions))

@@ -66,6 +66,7 @@ from colorgan.hints import Hint, HintError, check_inside, render
 from colorgan.modeldir import resolve_model
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)  # decoding processes (and as many encoding ones)
+MAX_WORKERS = 64  # and never more than there are files
 RUNTIMES = ("auto", "torch", "onnx")
 # --runtime auto exports to ONNX (once, about a minute; cached) for a CPU run of this many
 # images: onnxruntime ran the default model 3.3x faster than folded PyTorch on 2 CPU cores
@@ -376,6 +377,7 @@ def colorize_folder(
             on_failure(summary.failures[-1])
 
     caution = _check_options(colorizer, jobs, size, max_pixels, workers, caution)
+    workers = min(workers, len(jobs))  # 2 files need no 128 processes
     check_reference(colorizer, reference)
     clean_temporaries(jobs)
     ref = reference_key(reference)
@@ -412,8 +414,8 @@ def _check_options(
         raise ColorganError(f"--max-pixels must be positive, got {max_pixels}")
     if size is not None and size < 1:
         raise ColorganError(f"--size must be a positive number of pixels, got {size}")
-    if workers < 0:
-        raise ColorganError(f"--workers must be 0 or more, got {workers}")
+    if not 0 <= workers <= MAX_WORKERS:
+        raise ColorganError(f"--workers must be from 0 to {MAX_WORKERS}, got {workers}")
     resolved = colorizer.resolve_caution(caution, "--caution")
     check_uncertainty_maps(colorizer, jobs)
     if size is not None:

@@ -238,3 +238,56 @@ def test_a_tampered_model_folder_is_refused_before_it_allocates(tmp_path: Path) 
         load_folder(folder)
     assert "\n" not in str(caught.value) and str(folder) in str(caught.value)
     assert live.peak < 50_000_000  # the described network would need some 100 GB
+
+
+def test_an_out_folder_that_is_the_input_folder_is_refused_up_front(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = make_tiny_checkpoint(tmp_path / "t.pt")
+    images = write_color_folder(tmp_path / "in", 2, size=(32, 32))
+    before = sorted(p.name for p in images.rglob("*"))
+    code = main(["colorize", str(model), str(images), "--out", str(images), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "is the input folder" in err[0]
+    assert sorted(p.name for p in images.rglob("*")) == before
+    assert main(["colorize", str(model), str(images), "--out", str(images / "out"), "--quiet"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "reason"),
+    [
+        ("--workers", str(10**30), "--workers must be from 0 to 64"),
+        ("--workers", "65", "--workers must be from 0 to 64"),
+        ("--batch-size", str(10**12), "--batch-size must be from 1 to 1024"),
+    ],
+)
+def test_worker_and_batch_counts_are_bounded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, reason: str
+) -> None:
+    model = make_tiny_checkpoint(tmp_path / "t.pt")
+    images = write_color_folder(tmp_path / "in", 2, size=(32, 32))
+    code = main(["colorize", str(model), str(images), "--out", str(tmp_path / "out"), option,
+                 value, "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and reason in err[0]
+
+
+def test_more_workers_than_files_start_no_more_processes_than_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from colorgan import pipeline
+
+    started: list[int] = []
+    real = pipeline._finishers
+
+    def counted(workers: int) -> Any:
+        started.append(workers)
+        return real(workers)
+
+    monkeypatch.setattr(pipeline, "_finishers", counted)
+    model = make_tiny_checkpoint(tmp_path / "t.pt")
+    images = write_color_folder(tmp_path / "in", 2, size=(32, 32))
+    out = tmp_path / "out"
+    assert main(["colorize", str(model), str(images), "--out", str(out), "--workers", "64",
+                 "--quiet"]) == 0  # fmt: skip
+    assert started == [2] and len(list(out.rglob("*.png"))) == 2
