@@ -35,12 +35,24 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write `state` to `path` atomically: a crash leaves the old file or the new one, whole."""
     payload = {"format_version": FORMAT_VERSION, **state}
     try:
-        atomic_write(path, lambda tmp: torch.save(payload, tmp), durable=True)
+        atomic_write(path, lambda tmp: _torch_save(payload, tmp), durable=True)
     except OSError as err:
         full = err.errno in (errno.ENOSPC, errno.EDQUOT)
         kept = f"; the checkpoint that was at {path.name} is kept" if path.exists() else ""
         needed = _tensor_bytes(payload) if full else None
         raise WriteFailed(write_error(err, needed) + kept) from None
+
+
+def _torch_save(payload: dict[str, Any], tmp: Path) -> None:
+    """torch.save, its failed writes as the OSError they are: its zip writer reports a full
+    disk as a RuntimeError ("unexpected pos", "iostream error")."""
+    try:
+        torch.save(payload, tmp)
+    except RuntimeError as err:
+        full = shutil.disk_usage(tmp.parent).free < _tensor_bytes(payload)
+        reason = str(err).strip().splitlines()[-1][:120] if str(err).strip() else "write failed"
+        code = errno.ENOSPC if full else errno.EIO
+        raise OSError(code, os.strerror(code) if full else reason, str(tmp)) from None
 
 
 def _tensor_bytes(value: Any) -> int:

@@ -85,6 +85,17 @@ def _import_hub() -> Any:
     return huggingface_hub
 
 
+def _network_errors() -> tuple[type[Exception], ...]:
+    """What the Hub client raises when the Hub cannot be reached or answers: OSError and
+    ValueError (requests' errors, the Hub's HTTP errors, bad names) and httpx's errors (newer
+    huggingface_hub talks through httpx, whose ConnectError is no OSError)."""
+    try:
+        import httpx
+    except ImportError:
+        return (OSError, ValueError)
+    return (OSError, ValueError, httpx.HTTPError)
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0][:_SHOWN] if text else type(err).__name__
@@ -133,7 +144,7 @@ def download(name: HubName, files: list[str]) -> Snapshot:
                 library_name="colorgan",
             )
         )
-    except (OSError, ValueError) as err:  # the Hub's errors: HTTP, not cached, bad names
+    except _network_errors() as err:  # the Hub's errors: HTTP, not cached, bad names
         raise HubError(_download_problem(name, err)) from None
     commit = folder.name if _COMMIT.fullmatch(folder.name) else ""
     if not commit:  # huggingface_hub names a snapshot by its commit; anything else is not one
@@ -164,9 +175,13 @@ def push(folder: Path, repo_id: str, files: list[str], access: str, message: str
             allow_patterns=files,
             commit_message=message,
         )
-    except (OSError, ValueError) as err:
+    except _network_errors() as err:
         status = getattr(getattr(err, "response", None), "status_code", None)
-        why = f"the Hub answered {status}" if status else type(err).__name__
+        why = (
+            f"the Hub answered {status}"
+            if status
+            else f"cannot reach the Hub: {type(err).__name__}"
+        )
         hint = f"; check the token's write access ({LOGIN_HINT})" if status in (401, 403) else ""
         raise HubError(f"cannot push to {repo_id}: {why} ({_first_line(err)}){hint}") from None
     return str(getattr(commit, "commit_url", "") or f"https://huggingface.co/{repo_id}")

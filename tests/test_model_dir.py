@@ -570,6 +570,29 @@ def test_push_uploads_the_model_folder(
     assert front_matter(card)["library_name"] == "colorgan"
 
 
+def test_push_without_a_network_is_one_line(
+    exported: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No network: huggingface_hub's httpx raises ConnectError, which is no OSError."""
+    import httpx
+
+    no_token(tmp_path, monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+
+    def unreachable(self: Any, repo_id: str, **kwargs: Any) -> str:
+        raise httpx.ConnectError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", unreachable)
+    out = tmp_path / "mine"
+    assert main(["export", str(exported[0]), "--model-dir", str(out), "--push", REPO]) == 2
+    line = one_error_line(capsys)
+    assert f"cannot push to {REPO}: cannot reach the Hub: ConnectError" in line
+    assert (out / "model.safetensors").is_file()  # the folder written before the push is kept
+
+
 def test_a_folder_that_is_not_a_model_is_refused_as_model(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
