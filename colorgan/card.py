@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from colorgan.errors import ColorganError
+from colorgan.files import read_bounded
 
 LIBRARY = "colorgan"
 TASK = "image-to-image"  # the Hub's pipeline tag for image in, image out
@@ -56,11 +57,12 @@ class Facts:
 def load_evaluation(path: Path) -> dict[str, Any]:
     """`colorgan evaluate --json`'s result from `path`; one line naming the file otherwise."""
     try:
-        if path.stat().st_size > MAX_EVAL_BYTES:
+        data = read_bounded(path, MAX_EVAL_BYTES)
+        if len(data) > MAX_EVAL_BYTES:
             raise ColorganError(
                 f"--eval {path}: over {MAX_EVAL_BYTES // 1024} KiB; not an evaluate JSON"
             )
-        result = json.loads(path.read_text(encoding="utf-8"))
+        result = json.loads(data.decode("utf-8"))
     except OSError as err:
         raise ColorganError(f"--eval {path}: cannot read ({err.strerror or err})") from None
     except (ValueError, RecursionError) as err:

@@ -698,11 +698,11 @@ def hints_for_jobs(
     alone, returned as a Failure; files that match no image are named in a warning)."""
     if hints is None:
         return {}, []
-    if hints.is_file():
+    if not hints.exists():
+        raise HintError(f"--hints {hints}: no such file or folder")
+    if not hints.is_dir():  # a file: read bounded, regular files only
         points = load_hints(hints)
         return {job.source: points for job in jobs}, []
-    if not hints.is_dir():
-        raise HintError(f"--hints {hints}: no such file or folder")
     found, failures, used = {}, [], set()
     for job in jobs:
         path = hints / job.relative.with_suffix(".json")

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from colorgan.errors import ConfigError
+from colorgan.files import read_bounded
 
 log = logging.getLogger("colorgan")
 
@@ -465,8 +466,7 @@ def parse_set(assignments: list[str]) -> dict[str, dict[str, Any]]:
 def _read_yaml(path: Path) -> Any:
     """The YAML file at `path`: at most MAX_CONFIG_BYTES of UTF-8, parsed by _parse_yaml."""
     try:
-        with path.open("rb") as file:
-            data = file.read(MAX_CONFIG_BYTES + 1)
+        data = read_bounded(path, MAX_CONFIG_BYTES)
     except OSError as err:
         raise ConfigError(f"cannot read config {path}: {err.strerror or err}") from None
     if len(data) > MAX_CONFIG_BYTES:

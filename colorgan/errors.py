@@ -84,8 +84,10 @@ class UploadRefused(ColorganError):
         self.status = status
 
 
-class Interrupted(Exception):
-    """Ctrl-C or SIGTERM arrived; a resumable checkpoint has been written."""
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM arrived; a resumable checkpoint has been written. A BaseException,
+    as KeyboardInterrupt is: code that catches Exception (the ONNX exporter does) must not
+    swallow it."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import struct
 import tempfile
 import warnings
@@ -165,10 +166,22 @@ def to_image(rgb: torch.Tensor, alpha: Image.Image | None) -> Image.Image:
     return image
 
 
+def read_bounded(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file `path`, at most `limit` + 1 of them (more than `limit`:
+    the caller's "too large"). OSError for what cannot be read, and for anything but a regular
+    file: a FIFO would block, a device such as /dev/zero never end."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    with open(path, "rb") as file:
+        return file.read(limit + 1)
+
+
 def load_picture(path: Path | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
     """Decode an image file (or open binary file object); more than `max_pixels` pixels are
     refused before decoding. Raises UnreadableImage with a one-line reason."""
     try:
+        if isinstance(path, (str, os.PathLike)) and not stat.S_ISREG(os.stat(path).st_mode):
+            raise UnreadableImage("not a regular file (a FIFO or device is never read)")
         with warnings.catch_warnings():  # Pillow's plugin warnings would break the one-line
             warnings.simplefilter("ignore")  # report; the size limit below replaces its bomb one
             with Image.open(path) as image:

@@ -23,6 +23,7 @@ from torch.utils.checkpoint import checkpoint
 
 from colorgan.color import rgb_to_l_ab
 from colorgan.errors import ColorganError
+from colorgan.files import read_bounded
 
 HINT_CHANNELS = 3  # a, b, mask
 REFERENCE_SIDE = 256  # patch sizes are given at this working size and scaled with it
@@ -147,9 +148,10 @@ def hints_from_text(text: str, where: str) -> list[Hint]:
 def load_hints(path: Path) -> list[Hint]:
     """The points of a hints file; HintError with the file and the entry otherwise."""
     try:
-        if path.stat().st_size > MAX_HINT_FILE_BYTES:
+        data = read_bounded(path, MAX_HINT_FILE_BYTES)
+        if len(data) > MAX_HINT_FILE_BYTES:
             raise HintError(f"{path}: over {MAX_HINT_FILE_BYTES:,} bytes; not a hints file")
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except OSError as err:
         raise HintError(f"{path}: cannot read hints ({err.strerror or err})") from None
     except UnicodeDecodeError as err:

@@ -11,8 +11,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "colorgan"
 # docs/ARCHITECTURE.md's layers, bottom first: a module imports only from lower layers.
 LAYERS = [
-    {"errors", "color", "metrics", "ema"},
-    {"config", "device", "files", "lite0", "hints", "hub", "card", "uncertainty", "reference"},
+    {"errors"},
+    {"color", "metrics", "ema", "files"},
+    {"config", "device", "lite0", "hints", "hub", "card", "uncertainty", "reference"},
     {"generator", "losses", "set_distance", "batch", "ddp", "figures", "speed"},
     {"discriminator", "data", "runlog"},
     {"state"},

@@ -291,3 +291,60 @@ def test_more_workers_than_files_start_no_more_processes_than_files(
     assert main(["colorize", str(model), str(images), "--out", str(out), "--workers", "64",
                  "--quiet"]) == 0  # fmt: skip
     assert started == [2] and len(list(out.rglob("*.png"))) == 2
+
+
+@pytest.mark.parametrize("signum", [2, 15])  # SIGINT, SIGTERM
+def test_a_signal_during_the_onnx_export_stops_the_run_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    signum: int,
+) -> None:  # fmt: skip
+    """The exporter catches Exception around its work; the signal arrives inside it. The run
+    stops (exit 128 + signal) with one line instead of finishing or chaining tracebacks."""
+    import os
+
+    def exporter(*args: Any, **kwargs: Any) -> Any:
+        try:
+            os.kill(os.getpid(), signum)  # the handler raises here
+            raise AssertionError("the signal handler did not run")
+        except Exception:  # what torch.onnx's exporter does with errors inside it
+            return None
+
+    monkeypatch.setattr(torch.onnx, "export", exporter)
+    model = make_tiny_checkpoint(tmp_path / "t.pt")
+    images = write_color_folder(tmp_path / "in", 2, size=(32, 32))
+    code = main(["colorize", str(model), str(images), "--out", str(tmp_path / "out"),
+                 "--runtime", "onnx", "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 128 + signum and len(err) == 1 and "stopped" in err[0]
+    assert not list(tmp_path.glob("out/**/*.png"))  # stopped before any picture
+
+
+def test_special_files_are_refused_instead_of_read_without_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """/dev/zero as --eval or a hints file, a FIFO as --reference or a config: one line each,
+    at once (a FIFO would block its reader, /dev/zero never end)."""
+    import os
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    model = make_tiny_checkpoint(tmp_path / "t.pt")
+    hint_model = make_hint_checkpoint(tmp_path / "h.pt")
+    image = tmp_path / "a.png"
+    Image.new("L", (32, 32), 90).save(image)
+    out = str(tmp_path / "out")
+    runs = [
+        (["export", str(model), "--model-dir", str(tmp_path / "m"), "--eval", "/dev/zero"],
+         "not a regular file"),
+        (["colorize", str(hint_model), str(image), "--hints", "/dev/zero", "--out", out],
+         "not a regular file"),
+        (["train", "--config", str(fifo), "--data", str(tmp_path)], "not a regular file"),
+    ]  # fmt: skip
+    for args, reason in runs:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and reason in err[0], err
+    with pytest.raises(Exception, match="not a regular file"):
+        from colorgan.files import load_picture
+
+        load_picture(fifo)
