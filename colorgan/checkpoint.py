@@ -370,6 +370,18 @@ def check_shapes(
     )
 
 
+def check_finite(weights: Mapping[str, Any], source: str) -> None:
+    """CheckpointError naming the first weight that holds NaN or infinity: such a generator
+    gives black or gray pictures, not an error."""
+    for name, value in weights.items():
+        floating = isinstance(value, torch.Tensor) and value.is_floating_point()
+        if floating and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(
+                f"{source}: its generator weight {name!r} holds NaN or infinite values; "
+                "the model cannot colorize (did its training diverge?)"
+            )
+
+
 def generator_from(state: dict[str, Any], source: str) -> tuple[ColorModel, Config]:
     """The generator of a loaded checkpoint dict (EMA weights when it has them), on the CPU, in
     eval mode, with the config it was trained with; `source` names it in errors."""
@@ -380,6 +392,7 @@ def generator_from(state: dict[str, Any], source: str) -> tuple[ColorModel, Conf
         check_shapes(config.model, shapes, source)
     generator = build_generator(config.model)
     load_weights(generator, weights, source, "generator weights")
+    check_finite(weights, source)
     generator.eval()
     return generator, config
 

@@ -394,6 +394,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     )
     from colorgan.modeldir import resolve_model
 
+    if args.json is not None:  # said now, not after all the work
+        files.check_writable(args.json, "--json")
     model = resolve_model(args.checkpoint)
     if model.revision is not None:
         print(f"model {model.name}")

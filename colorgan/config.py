@@ -539,6 +539,11 @@ def _check_relations(config: Config) -> None:
             f"model.upsample={m.upsample} needs model.output_stride 2 or 4; at 1 the decoder "
             f"predicts ab at full resolution, with nothing to upsample"
         )
+    if m.encoder == "unet" and m.freeze_encoder_epochs:
+        raise ConfigError(
+            f"model.freeze_encoder_epochs={m.freeze_encoder_epochs} needs model.encoder="
+            "efficientnet_lite0: the unet encoder has no pretrained weights to hold; set it to 0"
+        )
     if m.encoder == "unet" and m.decoder != "conv":
         raise ConfigError(
             f"model.decoder={m.decoder} needs model.encoder=efficientnet_lite0; "

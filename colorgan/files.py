@@ -29,7 +29,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
-from colorgan.errors import DataError, UnreadableImage
+from colorgan.errors import ColorganError, DataError, UnreadableImage
 
 log = logging.getLogger("colorgan")
 
@@ -221,6 +221,22 @@ def atomic_write(path: Path, write: Callable[[Path], object], durable: bool = Fa
         raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_writable(path: Path, what: str) -> None:
+    """ColorganError now, before any work, unless a file can be written at `path` (its
+    folder made if missing, a temporary written and removed there)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a folder", str(path))
+        fd, probe = tempfile.mkstemp(
+            prefix=temporary_prefix(path.name), suffix=".tmp", dir=path.parent
+        )
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ColorganError(f"{what} {path}: cannot write there ({err.strerror or err})") from None
 
 
 def write_error(err: OSError, needed: int | None = None) -> str:

@@ -31,6 +31,7 @@ import safetensors.torch
 from colorgan import hub
 from colorgan.card import LIBRARY, Facts, load_evaluation, model_card
 from colorgan.checkpoint import (
+    check_finite,
     check_shapes,
     generator_from,
     load_checkpoint,
@@ -140,6 +141,7 @@ def load_folder(folder: Path, label: str | None = None) -> tuple[ColorModel, Con
         ) from None
     generator = build_generator(config.model)
     load_weights(generator, weights, f"{label}/{WEIGHTS_FILE}", "generator weights", redo)
+    check_finite(weights, f"{label}/{WEIGHTS_FILE}")
     generator.eval()
     return generator, config
 

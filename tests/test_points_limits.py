@@ -348,3 +348,49 @@ def test_special_files_are_refused_instead_of_read_without_end(
         from colorgan.files import load_picture
 
         load_picture(fifo)
+
+
+def test_a_model_folder_with_nan_weights_is_one_line_not_black_pictures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import safetensors.torch
+
+    checkpoint = make_tiny_checkpoint(tmp_path / "tiny.pt")
+    folder = tmp_path / "tiny"
+    assert main(["export", str(checkpoint), "--model-dir", str(folder)]) == 0
+    weights = safetensors.torch.load_file(folder / "model.safetensors")
+    name = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[name][0] = float("nan")
+    safetensors.torch.save_file(weights, folder / "model.safetensors")
+    image = tmp_path / "a.png"
+    Image.new("L", (32, 32), 90).save(image)
+    capsys.readouterr()
+    code = main(["colorize", str(folder), str(image), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"{name!r} holds NaN" in err[0]
+
+
+def test_freeze_encoder_epochs_with_the_unet_encoder_is_refused() -> None:
+    from colorgan.config import load_config
+    from colorgan.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="freeze_encoder_epochs=2 needs model.encoder"):
+        load_config(None, ["model.encoder=unet", "model.freeze_encoder_epochs=2"])
+
+
+def test_evaluate_json_to_an_unwritable_place_fails_before_the_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from colorgan import evaluate
+
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("evaluated before the --json path was checked")
+
+    monkeypatch.setattr(evaluate, "evaluate_checkpoint", never)
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    model = make_tiny_checkpoint(tmp_path / "t.pt")
+    code = main(["evaluate", str(model), "--data", str(tmp_path), "--json",
+                 str(blocker / "eval.json")])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--json" in err[0] and "cannot write there" in err[0]
