@@ -374,7 +374,7 @@ def test_freeze_encoder_epochs_with_the_unet_encoder_is_refused() -> None:
     from colorgan.config import load_config
     from colorgan.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="freeze_encoder_epochs=2 needs model.encoder"):
+    with pytest.raises(ConfigError, match=r"freeze_encoder_epochs=2 needs model\.encoder"):
         load_config(None, ["model.encoder=unet", "model.freeze_encoder_epochs=2"])
 
 
