@@ -23,6 +23,7 @@ LOGIN_HINT = "run `hf auth login` (or `huggingface-cli login`) or set HF_TOKEN"
 # '--' or '..'), at most 96 characters each
 _PART = r"\w(?:[\w.-]{0,94}\w)?"
 _REPO_ID = re.compile(f"{_PART}/{_PART}", re.ASCII)
+_REVISION = re.compile(r"[A-Za-z0-9._/-]{1,128}")  # a git ref name or a commit hash
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHOWN = 200  # characters of a library's error message kept in the one line
 
@@ -72,6 +73,12 @@ def parse_hub_name(text: str) -> HubName:
     check_repo_id(repo_id, text)
     if at and not revision.strip():
         raise HubError(f"{text}: nothing after '@'; give a branch, tag or commit, or drop the '@'")
+    bad_ref = ".." in revision or revision.startswith(("/", "-", ".")) or revision.endswith("/")
+    if at and (not _REVISION.fullmatch(revision) or bad_ref):
+        raise HubError(
+            f"{text[:_SHOWN]}: {revision[:_SHOWN]!r} is no branch, tag or commit name (letters, "
+            "digits, '.', '_', '-', '/'; at most 128)"
+        )
     return HubName(repo_id, revision or None)
 
 

@@ -327,6 +327,15 @@ def train_from_options(
     if data is None:
         raise ConfigError("--data DIR is required: a folder of color images to train on")
     run_dir = run_dir or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    for folder, option in ((data, "--data"), (val_data, "--val-data")):
+        if folder is not None and folder.resolve() in (
+            run_dir.resolve(),
+            *run_dir.resolve().parents,
+        ):
+            raise ConfigError(
+                f"--run-dir {run_dir} is inside {option} {folder}: its sample grids would be "
+                "read as training images; put the run elsewhere"
+            )
     # A fresh network's first CPU steps make denormal floats, which run several times slower.
     torch.set_flush_denormal(True)
     return train(

@@ -394,3 +394,29 @@ def test_evaluate_json_to_an_unwritable_place_fails_before_the_work(
                  str(blocker / "eval.json")])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--json" in err[0] and "cannot write there" in err[0]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["hf://a/b@main;rm", "hf://a/b@../../etc", "hf://a/b@-x", "hf://a/b@" + "x" * 200,
+     "hf://a/b@ma in", "hf://a/b@refs/"],
+)  # fmt: skip
+def test_a_hub_revision_that_is_no_ref_name_is_refused(name: str) -> None:
+    from colorgan.errors import HubError
+    from colorgan.hub import parse_hub_name
+
+    with pytest.raises(HubError, match="is no branch, tag or commit name"):
+        parse_hub_name(name)
+    assert parse_hub_name("hf://a/b@refs/pr/3").revision == "refs/pr/3"
+    assert parse_hub_name("hf://a/b@v1.0").revision == "v1.0"
+
+
+def test_a_run_dir_inside_the_data_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_color_folder(tmp_path / "data", 4, size=(32, 32))
+    code = main(["train", "--data", str(data), "--run-dir", str(data / "runs" / "a"),
+                 "--set", "data.image_size=32", "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "is inside --data" in err[0]
+    assert not (data / "runs").exists()
