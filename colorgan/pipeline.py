@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -54,7 +55,13 @@ from colorgan.colorize import (
     working_shape,
 )
 from colorgan.device import check_fits, free_memory
-from colorgan.errors import ColorganError, DoesNotFit, Interrupted, UnreadableImage
+from colorgan.errors import (
+    ColorganError,
+    DoesNotFit,
+    Interrupted,
+    OnnxModelError,
+    UnreadableImage,
+)
 from colorgan.files import (
     DEFAULT_MAX_PIXELS,
     Picture,
@@ -65,6 +72,7 @@ from colorgan.files import (
 from colorgan.hints import Hint, HintError, check_inside, render
 from colorgan.modeldir import resolve_model
 
+log = logging.getLogger("colorgan")
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)  # decoding processes (and as many encoding ones)
 MAX_WORKERS = 64  # and never more than there are files
 RUNTIMES = ("auto", "torch", "onnx")
@@ -559,11 +567,17 @@ def _load(run: FolderRun, device: torch.device, count: int, quiet: bool) -> Colo
     from colorgan.export import export_onnx
 
     path = _onnx_path(run.model)
+    if path.is_file():
+        try:
+            colorizer = Colorizer.from_onnx(path, str(device), run.batch_size)
+        except OnnxModelError as err:  # a cached export that broke (a full disk, a crash)
+            log.warning("%s; exporting it again", err)
+            path.unlink(missing_ok=True)
     if not path.is_file():
         if not quiet:
             print(f"exporting the model to ONNX once (cached as {path})", flush=True)
         export_onnx(run.model, path)
-    colorizer = Colorizer.from_onnx(path, str(device), run.batch_size)
+        colorizer = Colorizer.from_onnx(path, str(device), run.batch_size)
     colorizer.source = run.model
     return colorizer
 

@@ -420,3 +420,20 @@ def test_a_run_dir_inside_the_data_is_refused(
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "is inside --data" in err[0]
     assert not (data / "runs").exists()
+
+
+def test_a_corrupt_cached_onnx_export_is_made_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("COLORGAN_CACHE", str(tmp_path / "cache"))
+    model = make_tiny_checkpoint(tmp_path / "t.pt")
+    images = write_color_folder(tmp_path / "in", 2, size=(32, 32))
+    args = ["colorize", str(model), str(images), "--runtime", "onnx", "--quiet", "--out"]
+    assert main([*args, str(tmp_path / "a")]) == 0
+    [cached] = list((tmp_path / "cache" / "onnx").glob("*.onnx"))
+    cached.write_bytes(b"half an onnx file")
+    with caplog.at_level(logging.WARNING, logger="colorgan"):
+        assert main([*args, str(tmp_path / "b")]) == 0
+    assert any("exporting it again" in r.getMessage() for r in caplog.records)
+    assert cached.stat().st_size > 1000 and len(list((tmp_path / "b").rglob("*.png"))) == 2
