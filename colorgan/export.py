@@ -132,6 +132,10 @@ def export_onnx(checkpoint: str | Path, out: str | Path) -> float:
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise ColorganError(f"{out}: the ONNX file's name must end in .onnx")
+    if (out.exists() or out.is_symlink()) and not _is_our_export(out):
+        raise ColorganError(
+            f"{out} exists and is no colorgan export: not replaced; remove it or give another name"
+        )
     generator, config = load_model(resolve_model(checkpoint))
     metadata = {
         META_IMAGE_SIZE: str(config.data.image_size),
@@ -147,6 +151,20 @@ def export_onnx(checkpoint: str | Path, out: str | Path) -> float:
     except OSError as err:
         raise ColorganError(f"cannot write {out}: {err.strerror or err}") from None
     return check_export(generator, out, config.data.image_size)
+
+
+def _is_our_export(path: Path) -> bool:
+    """Whether `path` is a regular file holding a colorgan ONNX export (its metadata says so;
+    the weights are not read)."""
+    try:
+        import onnx
+
+        if not path.is_file() or path.is_symlink():
+            return False
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception:  # not ONNX at all, or unreadable: not ours either way
+        return False
+    return any(prop.key == META_FORMAT for prop in model.metadata_props)
 
 
 def check_export(generator: ColorModel, path: Path, size: int) -> float:

@@ -437,3 +437,18 @@ def test_a_corrupt_cached_onnx_export_is_made_again(
         assert main([*args, str(tmp_path / "b")]) == 0
     assert any("exporting it again" in r.getMessage() for r in caplog.records)
     assert cached.stat().st_size > 1000 and len(list((tmp_path / "b").rglob("*.png"))) == 2
+
+
+def test_export_onnx_never_replaces_a_file_it_did_not_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = make_tiny_checkpoint(tmp_path / "t.pt")
+    theirs = tmp_path / "mine.onnx"
+    theirs.write_bytes(b"somebody else's model")
+    assert main(["export", str(model), "--onnx", str(theirs)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is no colorgan export: not replaced" in err[0]
+    assert theirs.read_bytes() == b"somebody else's model"
+    ours = tmp_path / "ours.onnx"
+    assert main(["export", str(model), "--onnx", str(ours)]) == 0
+    assert main(["export", str(model), "--onnx", str(ours)]) == 0  # its own: replaced
