@@ -63,6 +63,9 @@ _EVAL_RESERVE_S = 8.0  # kept back from the budget for the final evaluation and 
 _OUTLINE = (0, 0, 0)
 
 
+MAX_MINUTES = 7 * 24 * 60.0
+
+
 def _hls(hue: float, lightness: float, saturation: float) -> tuple[int, int, int]:
     """An 8-bit RGB color from hue in degrees, lightness and saturation in [0, 1]."""
     r, g, b = colorsys.hls_to_rgb(hue / 360.0, min(max(lightness, 0.0), 1.0), saturation)
@@ -303,8 +306,12 @@ def run_demo(
     """Train a small colorizer in about `minutes` on procedural scenes (or on `data`), evaluate
     it on held-out images and write OUT/comparison.png, OUT/metrics.json and OUT/run."""
     start = time.perf_counter()
-    if not minutes > 0:
-        raise DemoError(f"--minutes must be positive, got {minutes}")
+    if not 0 < minutes <= MAX_MINUTES:
+        raise DemoError(f"--minutes must be from 0 to {MAX_MINUTES:g} (a week), got {minutes}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DemoError(f"--out {out}: cannot make the folder ({err.strerror or err})") from None
     config = load_config(None, [*DEMO_SETTINGS, *assignments])
     threads = torch.get_num_threads()
     if resolve_device(config.train.device).type == "cpu":

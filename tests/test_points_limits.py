@@ -452,3 +452,19 @@ def test_export_onnx_never_replaces_a_file_it_did_not_write(
     ours = tmp_path / "ours.onnx"
     assert main(["export", str(model), "--onnx", str(ours)]) == 0
     assert main(["export", str(model), "--onnx", str(ours)]) == 0  # its own: replaced
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--minutes", "1e308"], "--minutes must be from 0 to 10080"),
+        (["--minutes", "nan"], "--minutes must be from 0 to 10080"),
+        (["--out", "/proc/no/such"], "cannot make the folder"),
+    ],
+)
+def test_demo_arguments_that_cannot_work_are_one_line(
+    args: list[str], reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", *args, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and reason in err[0]
