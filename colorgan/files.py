@@ -17,6 +17,7 @@ import shutil
 import stat
 import struct
 import tempfile
+import threading
 import warnings
 import zlib
 from collections.abc import Callable
@@ -176,6 +177,22 @@ def read_bounded(path: Path, limit: int) -> bytes:
         return file.read(limit + 1)
 
 
+_PILLOW_LIMIT = threading.Lock()  # Image.MAX_IMAGE_PIXELS is global: one open at a time
+
+
+def _open_within(path: Path | BinaryIO, max_pixels: int) -> Image.Image:
+    """Image.open with Pillow's own decompression-bomb limit raised to `max_pixels` when that
+    is higher (--max-pixels above its ~179 M is honoured; the caller checks the size itself)."""
+    with _PILLOW_LIMIT:
+        default = Image.MAX_IMAGE_PIXELS
+        if default is not None and max_pixels > default:
+            Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = default
+
+
 def load_picture(path: Path | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
     """Decode an image file (or open binary file object); more than `max_pixels` pixels are
     refused before decoding. Raises UnreadableImage with a one-line reason."""
@@ -184,7 +201,7 @@ def load_picture(path: Path | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS) ->
             raise UnreadableImage("not a regular file (a FIFO or device is never read)")
         with warnings.catch_warnings():  # Pillow's plugin warnings would break the one-line
             warnings.simplefilter("ignore")  # report; the size limit below replaces its bomb one
-            with Image.open(path) as image:
+            with _open_within(path, max_pixels) as image:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise UnreadableImage(

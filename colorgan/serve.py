@@ -50,7 +50,7 @@ from colorgan.errors import (
     UploadRefused,
 )
 from colorgan.files import Picture, load_picture, to_image
-from colorgan.hints import Hint, HintError, hints_from_text
+from colorgan.hints import MAX_HINT_FILE_BYTES, Hint, HintError, hints_from_text
 from colorgan.reference import NO_REFERENCE_INPUT, palette
 
 DEFAULT_PORT = 8000
@@ -196,6 +196,8 @@ def parse_hints(text: str | None) -> list[Hint] | None:
     """The `hints` form field (the JSON of a hints file) -> points; 400 if it is not that."""
     if text is None or not text.strip():
         return None
+    if len(text) > MAX_HINT_FILE_BYTES:  # too large: 413, as for the image
+        raise UploadRefused(413, f"hints over the limit of {MAX_HINT_FILE_BYTES:,} bytes")
     try:
         return hints_from_text(text, "hints")
     except HintError as err:

@@ -468,3 +468,29 @@ def test_demo_arguments_that_cannot_work_are_one_line(
     assert main(["demo", *args, "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and reason in err[0]
+
+
+def test_max_pixels_above_pillows_own_limit_is_honoured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow refuses images over twice its MAX_IMAGE_PIXELS by itself; --max-pixels above
+    that must still decode them (here Pillow's limit is lowered to stand for its ~179 M)."""
+    from colorgan.errors import UnreadableImage
+    from colorgan.files import load_picture
+
+    path = tmp_path / "big.png"
+    Image.new("L", (100, 100), 50).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    assert load_picture(path, max_pixels=20_000).rgb.shape[1:] == (100, 100)
+    with pytest.raises(UnreadableImage, match="over the limit of 5,000"):
+        load_picture(path, max_pixels=5000)
+    assert Image.MAX_IMAGE_PIXELS == 1000  # put back
+
+
+def test_serve_answers_a_hints_field_over_the_limit_with_413(hint_model: Path) -> None:
+    client = TestClient(create_app(Colorizer.from_checkpoint(hint_model, "cpu")))
+    text = json.dumps([{"x": 1, "y": 1, "color": BLUE}] * 40_000)  # over 1 MB
+    response = client.post(
+        "/api/colorize", files={"image": ("a.png", _png())}, data={"hints": text}
+    )
+    assert response.status_code == 413 and "hints over the limit" in response.json()["error"]
