@@ -213,7 +213,7 @@ def _sync(folder: Path) -> None:
             os.fsync(handle.fileno())
 
 
-def write_model_dir(out: Path, write: Callable[[Path], None]) -> None:
+def write_model_dir(out: Path, write: Callable[[Path], None], needed: int | None = None) -> None:
     """Call `write(tmp)` on a hidden temporary folder beside `out`, then rename it onto `out`
     (an old model folder there is renamed aside first, then deleted): a crash or a full disk
     leaves the old folder or the new one, whole. One line (ModelFolderError) when `out` may
@@ -237,7 +237,7 @@ def write_model_dir(out: Path, write: Callable[[Path], None]) -> None:
     except OSError as err:
         if err.filename and str(err.filename).startswith(str(tmp)):
             err.filename = str(out / Path(err.filename).name)  # the file meant, not its temporary
-        raise ModelFolderError(write_error(err)) from None
+        raise ModelFolderError(write_error(err, needed)) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -313,11 +313,19 @@ def export_model_dir(
         "config": to_dict(config),
     }
 
-    def write(folder: Path) -> None:
-        data = safetensors.torch.save(tensors, metadata={"format": "pt"})
-        (folder / WEIGHTS_FILE).write_bytes(data)
-        (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        (folder / CARD_FILE).write_text(model_card(facts), encoding="utf-8")
+    contents = {
+        WEIGHTS_FILE: safetensors.torch.save(tensors, metadata={"format": "pt"}),
+        CONFIG_FILE: (json.dumps(meta, indent=2) + "\n").encode("utf-8"),
+        CARD_FILE: model_card(facts).encode("utf-8"),
+    }
 
-    write_model_dir(out, write)
+    def write(folder: Path) -> None:
+        for name, data in contents.items():
+            try:
+                (folder / name).write_bytes(data)
+            except OSError as err:  # a failed write() names no file: say which, and the room
+                err.filename = err.filename or str(folder / name)
+                raise
+
+    write_model_dir(out, write, needed=sum(len(data) for data in contents.values()))
     return out

@@ -462,13 +462,19 @@ def test_a_failed_write_leaves_the_old_folder_whole(
     shutil.copytree(exported[1], target)
     before = {p.name: p.read_bytes() for p in target.iterdir()}
 
-    def disk_full(*args: Any, **kwargs: Any) -> bytes:
-        raise OSError(errno.ENOSPC, "No space left on device")
+    real_write = Path.write_bytes
 
-    monkeypatch.setattr(safetensors.torch, "save", disk_full)
+    def disk_full(self: Path, data: bytes) -> int:
+        if self.name == "model.safetensors":  # as a real write() fails: no file named
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
     other = make_tiny_checkpoint(tmp_path / "other.pt", ab_bias=(-0.3, 0.1))
     assert main(["export", str(other), "--model-dir", str(target)]) == 2
-    assert "No space left on device" in one_error_line(capsys)
+    line = one_error_line(capsys)
+    assert "No space left on device" in line and str(target / "model.safetensors") in line
+    assert "MB needed" in line and "MB free" in line
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "other.pt"]  # no temporary
 
