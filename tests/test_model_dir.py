@@ -15,7 +15,6 @@ from typing import Any
 
 import huggingface_hub
 import pytest
-import safetensors.torch
 import torch
 import yaml
 from huggingface_hub import ModelCard, constants
