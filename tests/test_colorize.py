@@ -329,7 +329,7 @@ def test_cli_never_overwrites_inputs(
         ["colorize", str(checkpoint), str(tmp_path), "--out", str(tmp_path)], capsys
     )
     assert code == 2
-    assert len(err) == 1 and "would overwrite the input" in err[0]
+    assert len(err) == 1 and "is the input folder" in err[0]  # said before any file
     assert (tmp_path / "a.png").read_bytes() == before
 
 
