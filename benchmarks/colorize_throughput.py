@@ -12,7 +12,9 @@ model.base_channels=16 model.upsample=affine), or a trained --model CHECKPOINT, 
 its training size (256; --working-size sets another). A trained model's colors on real images
 cost more to finish (gamut fit, PNG) than a random decoder's on generated scenes
 (benchmarks/colorize_stages.py). The three are measured in turns (--repeats rounds), so a
-noisy machine hits all alike; the JSON holds each round and the medians.
+noisy machine hits all alike; the JSON holds each round and the medians. A model that takes
+color points (model.hints) also runs the pipeline with 10 points per image where Zhang et al.'s
+simulated user puts them (`pipeline_points`, and its speed against the pipeline without).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from points_cost import POINTS, user_points
+
 from colorgan.batch import Batch
 from colorgan.checkpoint import load_generator, save_checkpoint
 from colorgan.colorize import (
@@ -46,6 +50,7 @@ from colorgan.device import resolve_device
 from colorgan.export import export_onnx
 from colorgan.files import find_images, load_picture
 from colorgan.generator import build_generator, bytes_per_pixel
+from colorgan.hints import Hint
 from colorgan.pipeline import DEFAULT_WORKERS, colorize_folder
 from tests.conftest import make_color_image
 
@@ -99,11 +104,23 @@ def _sequential(plain: Colorizer, inputs: Path, out: Path, size: int | None) -> 
     return (len(jobs) - len(failures)) / (time.perf_counter() - start)
 
 
-def _pipeline(fast: Colorizer, inputs: Path, out: Path, workers: int, size: int | None) -> float:
+def _pipeline(
+    fast: Colorizer, inputs: Path, out: Path, workers: int, size: int | None,
+    hints: dict[Path, list[Hint]] | None = None,
+) -> float:  # fmt: skip
     jobs, _ = plan_jobs([inputs], out)
     start = time.perf_counter()
-    written = colorize_folder(fast, jobs, size=size, workers=workers).written
+    written = colorize_folder(fast, jobs, size=size, workers=workers, hints=hints).written
     return written / (time.perf_counter() - start)
+
+
+def _user_points(inputs: Path) -> dict[Path, list[Hint]]:
+    """POINTS points per input where Zhang et al.'s simulated user puts them, in its colors."""
+    points = {}
+    for path in find_images(inputs):
+        with Image.open(path) as opened:
+            points[path] = user_points(opened.convert("RGB"), POINTS)
+    return points
 
 
 def _model_only(fast: Colorizer, inputs: Path, device: torch.device, size: int | None) -> float:
@@ -162,10 +179,18 @@ def main() -> None:
             onnx = Colorizer.from_onnx(root / "model.onnx", str(device), args.batch_size)
             rounds |= {"pipeline_onnx": [], "model_only_onnx": []}
         size, workers = args.working_size, args.workers
+        points = _user_points(inputs) if fast.hints else None
+        if points is not None:
+            rounds["pipeline_points"] = []
         for r in range(args.repeats):
             rounds["sequential"].append(_sequential(plain, inputs, root / f"seq{r}", size))
             rounds["pipeline"].append(_pipeline(fast, inputs, root / f"pipe{r}", workers, size))
             rounds["model_only"].append(_model_only(fast, inputs, device, size))
+            if points is not None:  # a model that takes points: the pipeline with them too
+                out = root / f"points{r}"
+                rounds["pipeline_points"].append(
+                    _pipeline(fast, inputs, out, workers, size, points)
+                )
             if onnx is not None:
                 out = root / f"onnx{r}"
                 rounds["pipeline_onnx"].append(_pipeline(onnx, inputs, out, workers, size))
@@ -182,6 +207,10 @@ def main() -> None:
     result["pipeline"]["fraction_of_model_only"] = (
         result["pipeline"]["images_per_second"] / result["model_only"]["images_per_second"]
     )
+    if "pipeline_points" in result:
+        result["pipeline_points"]["speed_against_no_points"] = (
+            result["pipeline_points"]["images_per_second"] / result["pipeline"]["images_per_second"]
+        )
     result["setup"] = {
         "n": args.n, "size": args.size, "batch_size": args.batch_size, "workers": args.workers,
         "device": str(device), "threads": torch.get_num_threads(), "repeats": args.repeats,

@@ -362,7 +362,8 @@ def check_shapes(
         detail = f"missing key {missing[0]!r}" if missing else f"unexpected key {unexpected[0]!r}"
     else:
         name = next(k for k in expected if expected[k] != given[k])
-        detail = f"{name}: weights of shape {list(given[name])}, the model {list(expected[name])}"
+        sizes = f"weights of shape {list(given[name])}, the model {list(expected[name])}"
+        detail = f"size mismatch for {name}: {sizes}"
     raise CheckpointError(
         f"{source}: its generator weights do not fit the model its config describes "
         f"({detail}); was it made by another colorgan version, or were model.* keys "

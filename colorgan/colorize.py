@@ -345,6 +345,10 @@ class Colorizer:
         model.reference."""
         if reference is None:
             return None
+        if not isinstance(reference, Image.Image):
+            raise ReferenceImageError(
+                f"reference must be a PIL image (PIL.Image.open(path)), got {shown(reference)}"
+            )
         if not self.reference:
             raise ReferenceImageError(
                 f"this model was {NO_REFERENCE_INPUT}; train one with --set model.reference=true"
@@ -400,6 +404,11 @@ class Colorizer:
     ) -> list[Image.Image]:
         """`colorize` for many images (with one list of hints each, or None; one reference for
         all); equal working shapes share model batches."""
+        for image in images:
+            if not isinstance(image, Image.Image):
+                raise ColorganError(
+                    f"image must be a PIL image (PIL.Image.open(path)), got {shown(image)}"
+                )
         pictures = [to_picture(image) for image in images]
         colored = self.colorize_pictures(pictures, size, hints, caution, self.summarize(reference))
         return [to_image(rgb, p.alpha) for rgb, p in zip(colored, pictures, strict=True)]
@@ -432,8 +441,10 @@ class Colorizer:
         summary (1, 257) for all)."""
         caution = self.resolve_caution(caution)
         size = self.image_size if size is None else size
-        if size < 1:
-            raise ColorganError(f"working size must be a positive number of pixels, got {size}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ColorganError(
+                f"working size must be a positive whole number of pixels, got {shown(size)}"
+            )
         l_full = [lightness(p.rgb, self.device) for p in pictures]  # (1, 1, H, W) in [-1, 1]
         shapes = [working_shape(l.shape[2], l.shape[3], size, self.multiple) for l in l_full]
         maps = self._hint_maps(l_full, shapes, hints)  # (1, 3, h, w) per picture, or None
@@ -462,6 +473,10 @@ class Colorizer:
         if len(hints) != len(l_full):
             raise ColorganError(f"{len(hints)} hint lists for {len(l_full)} images")
         self.check_points()
+        for points in hints:
+            for point in points or ():
+                if not isinstance(point, Hint):
+                    raise HintError(f"hints must be colorgan.Hint(x, y, color), got {shown(point)}")
         return [
             render(h, (l.shape[2], l.shape[3]), shape)[None].to(self.device) if h else None
             for h, l, shape in zip(hints, l_full, shapes, strict=True)

@@ -197,7 +197,8 @@ def load_picture(path: Path | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     """Decode an image file (or open binary file object); more than `max_pixels` pixels are
     refused before decoding. Raises UnreadableImage with a one-line reason."""
     try:
-        if isinstance(path, (str, os.PathLike)) and not stat.S_ISREG(os.stat(path).st_mode):
+        mode = os.stat(path).st_mode if isinstance(path, (str, os.PathLike)) else stat.S_IFREG
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a folder: Pillow says so below
             raise UnreadableImage("not a regular file (a FIFO or device is never read)")
         with warnings.catch_warnings():  # Pillow's plugin warnings would break the one-line
             warnings.simplefilter("ignore")  # report; the size limit below replaces its bomb one

@@ -120,9 +120,13 @@ def _working_size(raw: str | None, colorizer: Colorizer, limits: Limits) -> int:
     """The ?size= query parameter, checked; the model's training size when absent."""
     if raw is None or raw == "":
         return colorizer.image_size
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= limits.max_size:
-        raise UploadRefused(400, f"size must be a whole number from 1 to {limits.max_size}")
-    return int(raw)
+    refusal = f"size must be a whole number from 1 to {limits.max_size}"
+    digits = raw.lstrip("0") if raw.isascii() and raw.isdigit() else ""
+    if not digits:  # not a number, or 0
+        raise UploadRefused(400, refusal)
+    if len(digits) > 9 or int(digits) > limits.max_size:  # too large: 413, as the README says
+        raise UploadRefused(413, refusal)
+    return int(digits)
 
 
 async def _read_body(stream: AsyncIterator[bytes], declared: str | None, limit: int) -> bytes:

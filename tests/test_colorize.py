@@ -395,7 +395,7 @@ def test_cli_max_pixels(
         ("junk.pt", [], "cannot read checkpoint"),
         ("model.onnx", [], "ONNX"),
         (None, ["--device", "nonsense"], "not a device"),
-        (None, ["--batch-size", "0"], "batch size"),
+        (None, ["--batch-size", "0"], "--batch-size must be from 1 to 1024"),
         (None, ["--size", "0"], "--size"),
     ],
 )

@@ -119,7 +119,7 @@ def test_demo_on_a_folder_evaluates_its_held_out_split(tmp_path: Path, color_fol
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--minutes", "0"], "--minutes must be positive"),
+        (["--minutes", "0"], "--minutes must be from 0 to 10080"),
         (["--data", "missing"], "not a directory"),
     ],
 )

@@ -494,3 +494,25 @@ def test_serve_answers_a_hints_field_over_the_limit_with_413(hint_model: Path) -
         "/api/colorize", files={"image": ("a.png", _png())}, data={"hints": text}
     )
     assert response.status_code == 413 and "hints over the limit" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"image": [[0, 1], [2, 3]]}, "image must be a PIL image"),
+        ({"reference": "page.png"}, "reference must be a PIL image"),
+        ({"hints": [(1, 2, "#fff")]}, "hints must be colorgan.Hint"),
+        ({"size": "512"}, "working size must be a positive whole number"),
+        ({"size": 0}, "working size must be a positive whole number"),
+    ],
+)
+def test_the_python_api_names_a_wrong_argument_in_one_line(
+    hint_model: Path, kwargs: dict[str, Any], reason: str
+) -> None:
+    from colorgan.errors import ColorganError
+
+    colorizer = Colorizer.from_checkpoint(hint_model, "cpu")
+    image = kwargs.pop("image", Image.new("L", (32, 32), 90))
+    with pytest.raises(ColorganError, match=reason) as caught:
+        colorizer.colorize(image, **kwargs)
+    assert "\n" not in str(caught.value)

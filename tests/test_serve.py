@@ -110,7 +110,8 @@ def truncated_png() -> bytes:
         ("", truncated_png(), 400, "cannot decode"),
         ("?size=0", png_bytes(gray(0)), 400, "size must be a whole number"),
         ("?size=abc", png_bytes(gray(0)), 400, "size must be a whole number"),
-        ("?size=4096", png_bytes(gray(0)), 400, "size must be a whole number"),
+        ("?size=4096", png_bytes(gray(0)), 413, "size must be a whole number"),  # too large
+        ("?size=" + "9" * 5000, png_bytes(gray(0)), 413, "size must be a whole number"),
         ("", png_bytes(gray(0, (250, 200))), 413, "refused before decoding"),
         ("", np.random.default_rng(0).bytes(200_000), 413, "over the limit"),
     ],
