@@ -457,8 +457,10 @@ def evaluate_checkpoint(
     `reference` (model.reference: "self" for each image's own colors, or an image file for
     all), colorized with that reference, recorded as `reference`. The top-level metrics are at
     the model's default caution (model.caution; 0 without uncertainty)."""
-    if not 0 < batch_size <= MAX_BATCH_SIZE or limit < 0:
-        raise EvaluateError(f"--batch-size must be from 1 to {MAX_BATCH_SIZE} and --limit >= 0")
+    if not 0 < batch_size <= MAX_BATCH_SIZE:
+        raise EvaluateError(f"--batch-size must be from 1 to {MAX_BATCH_SIZE}, got {batch_size}")
+    if limit < 0:
+        raise EvaluateError(f"--limit must be 0 (all) or more, got {limit}")
     source = checkpoint if isinstance(checkpoint, ModelSource) else resolve_model(checkpoint)
     generator, config = load_model(source)
     _check_asks(config.model, source.name, bool(hints), bool(cautions))

@@ -61,7 +61,8 @@ def find_images(
     """Image files under `root`, recursively, sorted; other and hidden files are ignored. A
     sub-folder that cannot be listed goes to `on_error` (by default a warning naming it)."""
     if not root.is_dir():
-        raise DataError(f"{root}: not a directory; give a folder of color images")
+        what = "not a folder" if root.exists() else "no such folder"
+        raise DataError(f"{root}: {what}; give a folder of color images")
     found = []
 
     def unreadable(err: OSError) -> None:

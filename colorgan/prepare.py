@@ -97,7 +97,8 @@ def check_settings(settings: Settings, workers: int) -> None:
 def check_folders(src: Path, dst: Path) -> None:
     """Refuse a missing SRC and folders that overlap (outputs could overwrite inputs)."""
     if not src.is_dir():
-        raise PrepareError(f"{src}: not a directory; give a folder of images")
+        what = "not a folder" if src.exists() else "no such folder"
+        raise PrepareError(f"{src}: {what}; give a folder of images")
     source, target = src.resolve(), dst.resolve()
     if target == source or source in target.parents:
         raise PrepareError(f"{dst} is inside {src}; choose an output folder outside SRC")

@@ -93,8 +93,10 @@ def test_folder_without_usable_images_is_clear_error(tmp_path: Path) -> None:
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(DataError, match=r"no usable color image among 1 file\(s\) \(1 unreadable"):
         scan_images(tmp_path, 4.0, quiet=True)
-    with pytest.raises(DataError, match="not a directory"):
+    with pytest.raises(DataError, match="missing: no such folder"):
         scan_images(tmp_path / "missing", 4.0, quiet=True)
+    with pytest.raises(DataError, match="bad.png: not a folder"):
+        scan_images(tmp_path / "bad.png", 4.0, quiet=True)
 
 
 def test_dataset_crops_and_never_crashes_on_a_file_that_broke(tmp_path: Path) -> None:

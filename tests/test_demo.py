@@ -120,7 +120,7 @@ def test_demo_on_a_folder_evaluates_its_held_out_split(tmp_path: Path, color_fol
     ("args", "message"),
     [
         (["--minutes", "0"], "--minutes must be from 0 to 10080"),
-        (["--data", "missing"], "not a directory"),
+        (["--data", "missing"], "missing: no such folder"),
     ],
 )
 def test_demo_usage_errors_exit_2(

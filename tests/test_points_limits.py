@@ -516,3 +516,20 @@ def test_the_python_api_names_a_wrong_argument_in_one_line(
     with pytest.raises(ColorganError, match=reason) as caught:
         colorizer.colorize(image, **kwargs)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--limit", "-1"], "--limit must be 0 (all) or more, got -1"),  # said --batch-size
+        (["--batch-size", "0"], "--batch-size must be from 1 to 4096, got 0"),
+    ],
+)
+def test_evaluate_names_the_option_that_is_wrong(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], reason: str
+) -> None:
+    model = make_tiny_checkpoint(tmp_path / "t.pt")
+    data = write_color_folder(tmp_path / "in", 2, size=(32, 32))
+    assert main(["evaluate", str(model), "--data", str(data), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and reason in err[0]

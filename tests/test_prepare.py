@@ -138,7 +138,7 @@ def test_bad_arguments_are_one_line_errors(
     code, _, err = run_cli(
         ["prepare", str(tmp_path / "none"), str(tmp_path / "d"), "--size", "8"], capsys
     )
-    assert code == 2 and "not a directory" in err[0]
+    assert code == 2 and "none: no such folder" in err[0]
     (tmp_path / "file").write_text("not a folder")
     code, _, err = run_cli(["prepare", str(src), str(tmp_path / "file"), "--size", "8"], capsys)
     assert code == 2 and len(err) == 1 and "cannot write to" in err[0]
