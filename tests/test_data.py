@@ -95,7 +95,7 @@ def test_folder_without_usable_images_is_clear_error(tmp_path: Path) -> None:
         scan_images(tmp_path, 4.0, quiet=True)
     with pytest.raises(DataError, match="missing: no such folder"):
         scan_images(tmp_path / "missing", 4.0, quiet=True)
-    with pytest.raises(DataError, match="bad.png: not a folder"):
+    with pytest.raises(DataError, match=r"bad\.png: not a folder"):
         scan_images(tmp_path / "bad.png", 4.0, quiet=True)
 
 
