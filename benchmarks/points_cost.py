@@ -6,8 +6,9 @@
    config with model.hints=false on the same crops. Crops from --data (a folder of color
    images), else random colors.
 2. `colorize`: `Colorizer.colorize` of one --size picture (default 512) at working size
-   --size with 10 points against none (random weights of the config, torch), and the spread
-   alone on that picture's hint map.
+   --size with 10 points against none (random weights of the config, torch), the same with the
+   spread skipped (what the points cost besides it), and the spread alone on that picture's
+   hint map.
 3. `click`: the web page's answer to a click: serve's `colorize_bytes` (decode, model, PNG) of
    that picture at working size --click-size (256) through onnxruntime, with 10 points
    against none (needs the onnx extra).
@@ -40,7 +41,7 @@ from colorgan.checkpoint import save_checkpoint
 from colorgan.config import Config, load_config, to_dict
 from colorgan.data import ColorImages, scan_images
 from colorgan.generator import build_generator
-from colorgan.hints import render
+from colorgan.hints import HintSpread, render
 from colorgan.state import build_state
 from colorgan.train import train_step
 
@@ -136,6 +137,9 @@ def colorize_calls(config: Config, image: Image.Image, size: int, folder: Path) 
     calls = {
         f"{POINTS} points": lambda: colorizer.colorize(gray, size, hints=points),
         "no points": lambda: colorizer.colorize(gray, size),
+        f"{POINTS} points, spread skipped": lambda: _without_spread(
+            lambda: colorizer.colorize(gray, size, hints=points)
+        ),  # what the points cost besides the spread: rendering, pasting
     }
     seconds = in_turns(calls, warmup=2, runs=10)
     spread = generator.spread
@@ -147,6 +151,16 @@ def colorize_calls(config: Config, image: Image.Image, size: int, folder: Path) 
             alone = in_turns({"spread": lambda: spread(ab, l, hint_map)}, warmup=2, runs=10)
         seconds |= alone
     return {"seconds": seconds, "path": path}
+
+
+def _without_spread(call: Callable[[], Any]) -> Any:
+    """`call` with HintSpread passing the generator's ab through (a diagnosis, not a mode)."""
+    forward = HintSpread.forward
+    HintSpread.forward = lambda self, ab, l, hint_map: ab  # type: ignore[method-assign]
+    try:
+        return call()
+    finally:
+        HintSpread.forward = forward  # type: ignore[method-assign]
 
 
 def click_calls(checkpoint: Path, image: Image.Image, size: int, folder: Path) -> dict[str, float]:
@@ -206,6 +220,8 @@ def main() -> None:
             colorized = colorize_calls(config, image, args.size, folder)
             results["colorize"] = colorized["seconds"]
             add(f"colorize {args.size} px", colorized["seconds"], f"{POINTS} points", "no points")
+            skipped = colorized["seconds"][f"{POINTS} points, spread skipped"] * 1000
+            rows.append(["  10 points, the spread skipped", skipped, "", ""])
             if "spread" in colorized["seconds"]:
                 rows.append(["  the spread alone", colorized["seconds"]["spread"] * 1000, "", ""])
         if "click" not in args.skip:
