@@ -40,4 +40,4 @@ chromium:
 	fi
 
 test: lint chromium
-	$(BIN)/python -m pytest -q --durations=10
+	$(BIN)/python -m pytest -q --durations=25
