@@ -244,16 +244,13 @@ def atomic_write(path: Path, write: Callable[[Path], object], durable: bool = Fa
 
 def check_writable(path: Path, what: str) -> None:
     """ColorganError now, before any work, unless a file can be written at `path` (its
-    folder made if missing, a temporary written and removed there)."""
+    folder made if missing, a temporary file made there, as run.check_run_dir probes)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_dir():
             raise IsADirectoryError(errno.EISDIR, "is a folder", str(path))
-        fd, probe = tempfile.mkstemp(
-            prefix=temporary_prefix(path.name), suffix=".tmp", dir=path.parent
-        )
-        os.close(fd)
-        os.unlink(probe)
+        with tempfile.TemporaryFile(dir=path.parent):  # nameless: nothing left behind
+            pass
     except OSError as err:
         raise ColorganError(f"{what} {path}: cannot write there ({err.strerror or err})") from None
 
@@ -312,7 +309,7 @@ def written_by_colorgan(path: Path) -> bool:
 # every temporary colorgan makes is named ".NAME.colorgan-XXXXXXXX.tmp" (NAME: what it becomes;
 # X: tempfile's random letters): only such names are ever cleaned up, never a user's own files
 TEMPORARY_MARK = "colorgan-"
-_TEMPORARY = re.compile(r"\.(?P<name>.+)\.colorgan-[a-z0-9_]{8}\.tmp")
+_TEMPORARY = re.compile(rf"\.(?P<name>.+)\.{re.escape(TEMPORARY_MARK)}[a-z0-9_]{{8}}\.tmp")
 
 
 def temporary_prefix(name: str) -> str:

@@ -95,15 +95,14 @@ def _channel(value: object) -> bool:
 def _pixels(value: object, key: str) -> float:
     """`value` as a number of pixels: a finite int or float of at most MAX_PIXELS_AWAY in size
     (a 400-digit integer, 1e308 or NaN is no picture's); HintError naming `key` otherwise."""
-    number = math.inf
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value) if abs(value) <= MAX_PIXELS_AWAY else math.inf
-    if not abs(number) <= MAX_PIXELS_AWAY:
-        shown = repr(value)[:40]
-        raise HintError(
-            f"{key!r} must be a number of pixels up to {MAX_PIXELS_AWAY:g}, got {shown}"
-        )
-    return number
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and abs(value) <= MAX_PIXELS_AWAY  # False for NaN; a huge int is compared exactly
+    ):
+        return float(value)
+    shown = repr(value)[:40]
+    raise HintError(f"{key!r} must be a number of pixels up to {MAX_PIXELS_AWAY:g}, got {shown}")
 
 
 def hints_from_json(data: object, where: str) -> list[Hint]:
@@ -277,7 +276,8 @@ SPREAD_ABSENT = -1e4  # a candidate without any point in reach: never picked
 SPREAD_HELD = 1e-3  # a candidate's points must weigh this many hinted pixels to be in reach
 # the most bytes HintSpread holds at once in inference, per cell of its grid (its 13 candidates
 # and the box sums behind them, float32) and per pixel (its input and output ab, the change
-# upsampled): measured 2214 and 16 (tests/test_spread.py keeps them above what it measures)
+# upsampled): measured 2214 and 16 (tests/test_points_limits.py keeps them above what it
+# measures)
 SPREAD_BYTES_PER_CELL = 2400
 SPREAD_BYTES_PER_PIXEL = 32
 

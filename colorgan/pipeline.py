@@ -594,7 +594,8 @@ def run_colorize(run: FolderRun, report: Callable[[Failure], None]) -> tuple[int
             )
             hints, unusable = hints_for_jobs(jobs, run.hints)  # a bad file fails its image
             failures += unusable
-            jobs = [job for job in jobs if job.source not in {f.path for f in unusable}]
+            refused = {failure.path for failure in unusable}
+            jobs = [job for job in jobs if job.source not in refused]
             colorizer = _load(run, device, len(jobs), run.quiet or not info.is_main)
             colorizer.resolve_caution(run.caution, "--caution")  # usage errors come first
             if run.hints is not None:
