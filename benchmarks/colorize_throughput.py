@@ -49,8 +49,8 @@ from colorgan.config import load_config, to_dict
 from colorgan.device import resolve_device
 from colorgan.export import export_onnx
 from colorgan.files import find_images, load_picture
-from colorgan.generator import build_generator, bytes_per_pixel
 from colorgan.hints import Hint
+from colorgan.models import build_generator, bytes_per_pixel
 from colorgan.pipeline import DEFAULT_WORKERS, colorize_folder
 from tests.conftest import make_color_image
 

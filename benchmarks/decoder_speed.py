@@ -7,10 +7,11 @@ Models (eval mode, float32, `torch.inference_mode`, batch --batch, one --size x 
 - colorgan unet 64/8: `model.encoder=unet`, `base_channels=64`, `depth=8` (the same network in
   colorgan's code, a check on the reference);
 - Lite0 stride S, width W (--lite0 S/W[/KEY=VALUE...] ...; default 1/32 with and without
-  hints=true, 4/16, 4/16/upsample=affine with and without hints=true,
-  4/32/decoder=separable with upsample bilinear and affine): the Lite0 U-Net
-  (ImageNet encoder weights) with `model.output_stride=S`, `model.base_channels=W` and each
-  `model.KEY=VALUE`; 1/32 is the conv decoder at full resolution;
+  hints=true, 4/16/upsample=bilinear, and 4/16 (the default generator: affine upsampling) with
+  and without hints=true): the Lite0 U-Net (ImageNet encoder weights) with
+  `model.output_stride=S`, `model.base_channels=W` and each `model.KEY=VALUE`; 1/32 is the conv
+  decoder at full resolution. (The separable decoder and guided upsampling this also measured
+  were removed; docs/PERFORMANCE.md's commands for them run at the commits it names.)
 - Lite0 encoder alone: the ImageNet encoder's features of the same input and nothing else, the
   floor under any decoder on it.
 
@@ -41,18 +42,15 @@ from torch.utils.flop_counter import FlopCounterMode
 from train_throughput import ReferenceUNet
 
 from colorgan.config import load_config
-from colorgan.generator import Lite0UNet, build_generator
+from colorgan.generator import Lite0UNet
 from colorgan.lite0 import to_input
+from colorgan.models import build_generator
 from colorgan.speed import fast_model
 
 REFERENCE = "pix2pix reference"
-# output_stride/base_channels[/model key=value...]; 1/32 is the full-resolution conv decoder
-LIGHT = "4/32/decoder=separable"
-NARROW = "4/16/upsample=affine"  # stride 4, conv decoder of width 16, affine upsampling
-LITE0 = [
-    "1/32", "1/32/hints=true", "4/16", NARROW, f"{NARROW}/hints=true", LIGHT,
-    f"{LIGHT}/upsample=affine",
-]  # fmt: skip
+# output_stride/base_channels[/model key=value...]; 1/32 is the full-resolution conv decoder,
+# 4/16 the default generator (conv decoder of width 16 at stride 4, affine upsampling)
+LITE0 = ["1/32", "1/32/hints=true", "4/16/upsample=bilinear", "4/16", "4/16/hints=true"]
 
 
 class EncoderAlone(nn.Module):

@@ -40,8 +40,8 @@ from colorgan.batch import to_batch
 from colorgan.checkpoint import save_checkpoint
 from colorgan.config import Config, load_config, to_dict
 from colorgan.data import ColorImages, scan_images
-from colorgan.generator import build_generator
 from colorgan.hints import HintSpread, render
+from colorgan.models import build_generator
 from colorgan.state import build_state
 from colorgan.train import train_step
 

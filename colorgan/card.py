@@ -15,6 +15,10 @@ import yaml
 
 from colorgan.errors import ColorganError
 from colorgan.files import read_bounded
+from colorgan.request import PLAIN, Capabilities
+
+# the Hub tags of what a model takes, in the order of Capabilities.rows
+TAGS = ("color-hints", "color-reference", "uncertainty")
 
 LIBRARY = "colorgan"
 TASK = "image-to-image"  # the Hub's pipeline tag for image in, image out
@@ -52,6 +56,7 @@ class Facts:
     history: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl's rows
     best: float | None = None  # the lowest val_delta_e of a full epoch
     evaluation: dict[str, Any] | None = None  # `colorgan evaluate --json`
+    takes: Capabilities = PLAIN  # what a user may give it besides the picture
 
 
 def load_evaluation(path: Path) -> dict[str, Any]:
@@ -126,8 +131,7 @@ def metadata(facts: Facts) -> dict[str, Any]:
         "pix2pix",
         str(model["encoder"]).replace("_", "-"),
     ]
-    if model.get("hints"):
-        tags.append("color-hints")
+    tags += [tag for tag, taken in zip(TAGS, facts.takes.rows(), strict=True) if taken[1]]
     meta: dict[str, Any] = {"library_name": LIBRARY, "pipeline_tag": TASK, "tags": tags}
     results = []
     if facts.evaluation is not None:
@@ -189,8 +193,8 @@ def _decoder_row(model: dict[str, Any]) -> list[tuple[str, str]]:
     stride = int(model.get("output_stride", 1))
     upsample = model.get("upsample", "bilinear")
     where = "at full resolution" if stride == 1 else f"at stride {stride}, upsampled {upsample}"
-    label = "decoder (`model.decoder`, `model.output_stride`, `model.upsample`)"
-    return [(label, f"{model.get('decoder', 'conv')}; ab {where}")]
+    label = "decoder (`model.output_stride`, `model.upsample`)"
+    return [(label, f"conv; ab {where}")]
 
 
 def _model(facts: Facts) -> list[str]:
@@ -208,7 +212,7 @@ def _model(facts: Facts) -> list[str]:
             f"{model['depth']}: sides are multiples of {2 ** model['depth']}",
         ),
         ("working size (`data.image_size`)", f"{data['image_size']} px (the default `--size`)"),
-        ("color points (`model.hints`)", "yes" if model.get("hints") else "no"),
+        *((label, "yes" if taken else "no") for label, taken in facts.takes.rows()),
         ("weights", "the generator's moving average (EMA)" if facts.ema else "the generator"),
         ("parameters", f"{facts.parameters:,}"),
     ]

@@ -21,7 +21,8 @@ from torch import nn
 from colorgan.config import Config, ModelConfig, from_dict, to_dict
 from colorgan.errors import CheckpointError, ColorganError, ConfigError, WriteFailed
 from colorgan.files import atomic_write, temporary_prefix, write_error
-from colorgan.generator import ColorModel, build_generator
+from colorgan.generator import ColorModel
+from colorgan.models import build_generator
 from colorgan.state import State
 
 log = logging.getLogger("colorgan")
@@ -154,7 +155,6 @@ def checkpoint_dict(state: State) -> dict[str, Any]:
         "generator": state.generator.state_dict(),
         "generator_ema": state.ema.module.state_dict() if state.ema is not None else None,
         "ema_updates": state.ema.updates if state.ema is not None else 0,
-        "ab_counts": state.ab_counts,
         "discriminator": sd(state.discriminator),
         "opt_g": state.opt_g.state_dict(),
         "opt_d": sd(state.opt_d),
@@ -205,8 +205,6 @@ def restore(state: State, saved: dict[str, Any]) -> None:
     state.epoch_sums = {k: float(v) for k, v in (saved.get("epoch_sums") or {}).items()}
     state.best = float(saved.get("best", math.inf))
     state.history = list(saved.get("history", []))
-    if saved.get("ab_counts") is not None:
-        state.ab_counts = saved["ab_counts"]
     _set_rng_state(saved["rng"])
 
 

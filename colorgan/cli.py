@@ -10,53 +10,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from colorgan import colorize, evaluate, files, pipeline, serve
-from colorgan.device import DEVICE_CHOICES
+from colorgan import connections, evaluate, files, options, pipeline, serve
 from colorgan.errors import ColorganError, Interrupted, NonFiniteLoss, WriteFailed
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-MODEL_HELP = (
-    "a training checkpoint (.pt), an exported .onnx, a model folder (export --model-dir) or "
-    "hf://owner/name[@revision] on the Hugging Face Hub"
-)
-GENERATOR_HELP = (
-    "a training checkpoint (.pt), a model folder (export --model-dir) or hf://owner/name[@revision]"
-)
-
-
-def _set_option(p: argparse.ArgumentParser, set_help: str) -> None:
-    p.add_argument(
-        "--set",
-        dest="assignments",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help=set_help,
-    )
-
-
-def _quiet_option(p: argparse.ArgumentParser, what: str = "no progress bars") -> None:
-    p.add_argument("--quiet", action="store_true", help=what)
-
-
-def _device_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help=DEVICE_CHOICES)
-
-
-def _model_argument(
-    p: argparse.ArgumentParser, name: str = "model", what: str = MODEL_HELP
-) -> None:
-    p.add_argument(name, metavar=name.upper(), help=what)  # a str: hf:// is no path
-
-
-def _max_pixels_option(p: argparse.ArgumentParser, default: int) -> None:
-    p.add_argument(
-        "--max-pixels",
-        type=int,
-        default=default,
-        metavar="N",
-        help=f"refuse images with more pixels than this before decoding (default {default})",
-    )
 
 
 def _train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -97,8 +54,10 @@ def _train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="start over in a --run-dir that holds a run: its checkpoints, metrics, samples "
         "and logs are deleted first (without this, such a run dir is refused)",
     )
-    _set_option(p, "override one config key, e.g. --set train.epochs=5 (repeatable; applied last)")
-    _quiet_option(p, "no progress bars or console log")
+    options.set_option(
+        p, "override one config key, e.g. --set train.epochs=5 (repeatable; applied last)"
+    )
+    options.quiet_option(p, "no progress bars or console log")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -155,7 +114,7 @@ def _prepare_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--quality", type=int, default=95, metavar="Q", help="JPEG/WEBP quality 1-100 (default 95)"
     )
-    _quiet_option(p, "no progress bar or summary")
+    options.quiet_option(p, "no progress bar or summary")
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
@@ -175,149 +134,22 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return EXIT_FAILED if summary.failed else EXIT_OK
 
 
-def _colorize_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "colorize",
-        help="colorize image files and folders with a trained model",
-        description="Colorize images of any size and mode (gray, color, 16-bit, with alpha, "
-        "EXIF-rotated). The model runs on the image's L channel scaled so its short side is "
-        "--size pixels; the predicted colors are upsampled onto the image's own full-resolution "
-        "L, so each output has the input's size, detail and lightness. Writes "
-        "DIR/<sub-folders>/<name>.<format> (a.png and a.jpg in one folder become a_png and "
-        "a_jpg); inputs are never overwritten. A file that cannot be read is named on stderr "
-        "and skipped; the exit status is then 1.",
-    )
-    _model_argument(p)
-    p.add_argument(
-        "inputs",
-        metavar="INPUT",
-        type=Path,
-        nargs="+",
-        help="image files and folders; folders are searched recursively for image files and "
-        "their sub-folders are kept under --out",
-    )
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
-    p.add_argument(
-        "--size",
-        type=int,
-        metavar="N",
-        help="working size: the short side the model sees, in pixels "
-        "(default: the checkpoint's data.image_size); outputs keep the input's size",
-    )
-    _device_option(p)
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=colorize.DEFAULT_BATCH_SIZE,
-        metavar="N",
-        help=f"files read and run through the model together (default "
-        f"{colorize.DEFAULT_BATCH_SIZE})",
-    )
-    p.add_argument(
-        "--format",
-        choices=["png", "jpg", "webp"],
-        default="png",
-        help="output format (default png); jpg has no alpha, so transparent images are "
-        "flattened onto white (png and webp keep alpha)",
-    )
-    p.add_argument(
-        "--side-by-side",
-        action="store_true",
-        help="also write <name>_side_by_side.<format>: gray | color",
-    )
-    _max_pixels_option(p, files.DEFAULT_MAX_PIXELS)
-    _hints_option(p)
-    _reference_option(p)
-    _caution_options(p)
-    _pipeline_options(p)
-    _quiet_option(p, "no progress bar or summary")
-
-
-def _caution_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--caution",
-        metavar="C",
-        help="for a model trained with model.uncertainty: 0 keeps its colors, 1 fades them "
-        "toward gray wherever it is unsure of them (lightness never changes); default: the "
-        "model's model.caution",
-    )
-    p.add_argument(
-        "--uncertainty-map",
-        action="store_true",
-        help="also write <name>.uncertainty.png (model.uncertainty): a grayscale map at the "
-        "image's size, black where the model is sure of its colors, white where it is guessing",
-    )
-
-
-def _pipeline_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=pipeline.DEFAULT_WORKERS,
-        metavar="N",
-        help="processes decoding the inputs while the model runs, and as many encoding the "
-        f"outputs (default {pipeline.DEFAULT_WORKERS}; 0: all in this process)",
-    )
-    p.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile the model first (slow to start; for long runs on a GPU)",
-    )
-    p.add_argument(
-        "--runtime",
-        choices=pipeline.RUNTIMES,
-        default="auto",
-        help="torch, or onnx: the model exported once to ONNX (cached) and run in onnxruntime, "
-        "about 3x faster on a CPU (needs the onnx extra). auto (default): onnx on a CPU for "
-        f"{pipeline.ONNX_MIN_IMAGES} images or more, or when the export is cached; else torch",
-    )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace files in --out that colorize did not write (by default such a file is "
-        "left alone, named, and the exit status is 1). Its own earlier outputs are skipped when "
-        "complete for the same model, size, format, points, caution and reference, and replaced "
-        "otherwise",
-    )
-
-
-def _hints_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--hints",
-        type=Path,
-        metavar="FILE|DIR",
-        help='color points for a model trained with model.hints: a JSON list of {"x": 120, '
-        '"y": 40, "color": "#3366ff"} ("radius" optional; x, y in pixels of the upright image) '
-        "for every input, or a folder with one such file per image at the same relative path "
-        "(a/b.png -> a/b.json)",
-    )
-
-
-def _reference_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--reference",
-        type=Path,
-        metavar="IMAGE",
-        help="for a model trained with model.reference: an image whose colors every input "
-        "gets (the same character on another page, a color photo of the same place; read once, "
-        "need not match the inputs' size or framing)",
-    )
-
-
 def _cmd_colorize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from colorgan.colorize import Failure
+    from colorgan.jobs import Failure
+    from colorgan.request import parse_caution
+    from colorgan.runtime import ModelChoice
 
     def report(failure: Failure) -> None:
         tqdm.write(f"colorgan: {failure.path}: {failure.reason}", file=sys.stderr)
 
-    caution = None if args.caution is None else colorize.parse_caution(args.caution, "--caution")
+    caution = None if args.caution is None else parse_caution(args.caution, "--caution")
+    model = ModelChoice(args.model, args.runtime, args.batch_size, args.compile)
+    output = pipeline.Output(args.format, args.size, args.max_pixels, args.workers, args.overwrite)
     run = pipeline.FolderRun(
-        args.model, args.inputs, args.out, args.format, args.side_by_side, args.size,
-        args.device, args.batch_size, args.max_pixels, args.hints, args.overwrite,
-        args.workers, args.compile, args.quiet, args.runtime, caution, args.uncertainty_map,
-        args.reference,
+        model, args.inputs, args.out, output, args.side_by_side, args.device, args.hints,
+        args.reference, caution, args.uncertainty_map, args.quiet,
     )  # fmt: skip
     try:
         _, _, failed = pipeline.run_colorize(run, report)
@@ -339,7 +171,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "(baseline_gray). Images are center-cropped to --size pixels as in training's validation, "
         "colorized and measured at that size.",
     )
-    _model_argument(p, "checkpoint", GENERATOR_HELP)
+    options.model_argument(p, "checkpoint", options.GENERATOR_HELP)
     p.add_argument(
         "--data", type=Path, required=True, help="folder of color images (searched recursively)"
     )
@@ -348,7 +180,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     p.add_argument("--limit", type=int, default=0, help="use at most N images (default: all)")
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
-    _device_option(p)
+    options.device_option(p)
     p.add_argument(
         "--batch-size",
         type=int,
@@ -381,18 +213,18 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         action="store_true",
         help="also compute FID (needs the torch-fidelity package and Inception weights)",
     )
-    _quiet_option(p)
+    options.quiet_option(p)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from colorgan.evaluate import (
+        Trial,
         evaluate_checkpoint,
-        format_table,
         parse_cautions,
         parse_counts,
-        write_json,
     )
     from colorgan.modeldir import resolve_model
+    from colorgan.scores import format_table, write_json
 
     if args.json is not None:  # said now, not after all the work
         files.check_writable(args.json, "--json")
@@ -406,11 +238,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         limit=args.limit,
         device=args.device,
         batch_size=args.batch_size,
-        fid=args.fid,
         quiet=args.quiet,
-        hints=parse_counts(args.hints) if args.hints is not None else None,
-        cautions=parse_cautions(args.caution) if args.caution is not None else None,
-        reference=args.reference,
+        trial=Trial(
+            tuple(parse_counts(args.hints)) if args.hints is not None else (),
+            tuple(parse_cautions(args.caution)) if args.caution is not None else (),
+            args.reference,
+            args.fid,
+        ),
     )
     print(format_table(result))
     if args.json is not None:
@@ -432,8 +266,8 @@ def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument(
         "--data", type=Path, help="train on this folder of color images instead (held-out split)"
     )
-    _set_option(p, "override a key of the demo's small config, e.g. --set train.device=cpu")
-    _quiet_option(p, "no progress bars or console log")
+    options.set_option(p, "override a key of the demo's small config, e.g. --set train.device=cpu")
+    options.quiet_option(p, "no progress bars or console log")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -465,10 +299,10 @@ def _export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "size and depth in its metadata, checked in onnxruntime against PyTorch (needs pip "
         "install 'colorgan[onnx]'). `colorize`, `evaluate` and `serve` take either as MODEL.",
     )
-    _model_argument(
+    options.model_argument(
         p,
         "checkpoint",
-        "a colorgan training checkpoint (.pt); for --onnx alone, any " + GENERATOR_HELP,
+        "a colorgan training checkpoint (.pt); for --onnx alone, any " + options.GENERATOR_HELP,
     )
     p.add_argument("--model-dir", type=Path, metavar="DIR", help="the model folder to write")
     p.add_argument(
@@ -525,7 +359,7 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "where it is guessing. Listens on loopback unless --host says otherwise. Needs pip "
         "install 'colorgan[serve]'.",
     )
-    _model_argument(p)
+    options.model_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument(
         "--port",
@@ -534,7 +368,7 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="N",
         help=f"port (default {serve.DEFAULT_PORT}; 0: any free one)",
     )
-    _device_option(p)
+    options.device_option(p)
     p.add_argument(
         "--max-upload-mb",
         type=float,
@@ -542,39 +376,40 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="MB",
         help=f"refuse uploads larger than this many MiB (default {serve.DEFAULT_MAX_UPLOAD_MB:g})",
     )
-    _max_pixels_option(p, serve.DEFAULT_MAX_PIXELS)
+    options.max_pixels_option(p, serve.DEFAULT_MAX_PIXELS)
     p.add_argument(
         "--header-timeout",
         type=float,
-        default=serve.DEFAULT_HEADER_TIMEOUT,
+        default=connections.DEFAULT_HEADER_TIMEOUT,
         metavar="S",
         help="close a connection whose request headers take longer than this "
-        f"(default {serve.DEFAULT_HEADER_TIMEOUT:g} s)",
+        f"(default {connections.DEFAULT_HEADER_TIMEOUT:g} s)",
     )
     p.add_argument(
         "--body-timeout",
         type=float,
-        default=serve.DEFAULT_BODY_TIMEOUT,
+        default=connections.DEFAULT_BODY_TIMEOUT,
         metavar="S",
         help="answer 408 to an upload whose body takes longer than this after its headers "
-        f"(default {serve.DEFAULT_BODY_TIMEOUT:g} s)",
+        f"(default {connections.DEFAULT_BODY_TIMEOUT:g} s)",
     )
     p.add_argument(
         "--max-connections",
         type=int,
-        default=serve.DEFAULT_MAX_CONNECTIONS,
+        default=connections.DEFAULT_MAX_CONNECTIONS,
         metavar="N",
-        help=f"open connections at once (default {serve.DEFAULT_MAX_CONNECTIONS}); over it the "
+        help=f"open connections at once (default {connections.DEFAULT_MAX_CONNECTIONS}); over it "
+        "the "
         "longest-stalled one is closed, or a new one gets 503 when all are busy",
     )
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     limits = serve.limits_from_options(args.max_upload_mb, args.max_pixels)
-    connections = serve.connections_from_options(
+    guards = connections.connections_from_options(
         args.header_timeout, args.body_timeout, args.max_connections
     )
-    serve.serve(args.model, args.host, args.port, args.device, limits, connections)
+    serve.serve(args.model, args.host, args.port, args.device, limits, guards)
     return EXIT_OK
 
 
@@ -587,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _train_parser(sub)
     _prepare_parser(sub)
-    _colorize_parser(sub)
+    options.colorize_parser(sub)
     _evaluate_parser(sub)
     _demo_parser(sub)
     _export_parser(sub)

@@ -1,13 +1,13 @@
-"""The configuration: one frozen dataclass tree, overridden by YAML and then by `--set`."""
+"""The configuration: one frozen dataclass tree, overridden by YAML and then by `--set`; saved
+configs (checkpoints, model folders, run directories) carry a version and are read back by
+`from_dict`."""
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import logging
 import math
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,24 +17,26 @@ import yaml
 
 from colorgan.errors import ConfigError
 from colorgan.files import read_bounded
+from colorgan.overrides import MAX_CONFIG_BYTES, apply, parse_set, parse_text, shown
 
 log = logging.getLogger("colorgan")
 
 GanMode = Literal["vanilla", "lsgan", "hinge"]
 Norm = Literal["batch", "instance", "none"]
-Decoder = Literal["conv", "separable"]
-Upsample = Literal["bilinear", "guided", "affine"]
+Upsample = Literal["bilinear", "affine"]
 Amp = Literal["auto", "off", "bf16", "fp16"]
 
 
 LITE0_DEPTH = 5  # EfficientNet-Lite0's encoder halves the size five times (stride 32)
-# model.depth when not given: the encoder's (pix2pix's 8 for the from-scratch U-Net)
+# model.depth and model.output_stride when not given: the encoder's (pix2pix's depth 8 for the
+# from-scratch U-Net, which predicts at full resolution only; the recipe's stride 4 for Lite0)
 DEFAULT_DEPTH = {"unet": 8, "efficientnet_lite0": LITE0_DEPTH}
+DEFAULT_STRIDE = {"unet": 1, "efficientnet_lite0": 4}
 
 # Bounds on what a config may ask for, checked before anything is built (see RANGES).
 MAX_IMAGE_SIZE = 4096  # data.image_size: at batch 1 the default model already needs ~50 GB
-# Saved activations of one training step (default model: Lite0 U-Net + PatchGAN, fp32) per
-# pixel of one crop: 2.9 kB measured at 128 and 256 px. Only for data.image_size's message.
+# Saved activations of one training step (Lite0 U-Net at stride 1, width 32 + PatchGAN, fp32:
+# more than the default) per pixel of one crop: 2.9 kB at 128 and 256 px. For a message only.
 ACTIVATION_BYTES_PER_PIXEL = 3000
 MAX_DEPTH = MAX_IMAGE_SIZE.bit_length() - 1  # model.depth: 2**depth must divide image_size
 MAX_CHANNELS = 1024  # model.base_channels, model.disc_channels (pix2pix: 64; x8 inside)
@@ -42,12 +44,21 @@ MAX_WORKERS = 256  # train.num_workers: processes
 COUNT_MAX = 2**31 - 1  # counts (epochs, images, ...): more means nothing and overflows C ints
 # train.seed: torch.manual_seed takes < 2**64, and data.EpochSampler seeds with seed * 100_003
 SEED_MAX = 2**32 - 1
-# A config file (or one --set value) is a few hundred bytes of YAML; PyYAML's pure-Python
-# parser takes up to 2 s for this much, and 30 s for a megabyte.
-MAX_CONFIG_BYTES = 2**16
-MAX_YAML_DEPTH = 16  # nesting levels in a config file (it needs 2: sections, keys)
-SHOWN_CHARS = 60  # the most of a bad value a config error shows
-KNOWN_CHARS = 180  # the longest list of a section's keys an unknown-key error gives (one line)
+
+# A saved config's format (to_dict's top-level "version"; none: 1). Version 2 made the recipe
+# the default: a version-1 config without these model keys meant these values (from_dict).
+CONFIG_VERSION = 2
+SAVED = "saved config"  # how errors in one name it
+VERSION_1_MODEL = {"output_stride": 1, "base_channels": 32, "upsample": "bilinear"}
+# Keys that lost in docs/RESULTS.md and were removed: the value that meant "off" (a config
+# saved before holds every key, and one at this value loads as if it were absent) and why.
+REMOVED_KEYS: dict[str, tuple[object, str]] = {
+    "model.decoder": ("conv", "it lost to conv: docs/RESULTS.md"),
+    "loss.rebalance": (0.0, "it made anime colors worse: docs/RESULTS.md"),
+    "loss.instance_noise": (0.0, "it moved nothing beyond seed noise: docs/RESULTS.md"),
+    "loss.real_label": (1.0, "label smoothing moved nothing beyond seed noise: docs/RESULTS.md"),
+}
+REMOVED_VALUES = {"model.upsample": {"guided": ("it lost to affine: docs/RESULTS.md", "affine")}}
 
 
 def largest_disc_layers(image_size: int) -> int:
@@ -74,11 +85,13 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    # The defaults are the recipe that won docs/RESULTS.md's experiments: the U-Net on the
-    # ImageNet-pretrained EfficientNet-Lite0 encoder (weights ship with a package: no download),
-    # decoder width 32. model.encoder=unet with base_channels=64 is pix2pix's from-scratch U-Net.
+    # The defaults are the recipe both shipped configs use (docs/RESULTS.md, "A lighter decoder,
+    # third round"): the U-Net on the ImageNet-pretrained EfficientNet-Lite0 encoder (weights
+    # ship with a package: no download), a decoder of width 16 that predicts ab at stride 4,
+    # brought to full size by a learned per-cell affine model of L. pix2pix's from-scratch
+    # U-Net is model.encoder=unet with base_channels=64.
     encoder: Literal["unet", "efficientnet_lite0"] = "efficientnet_lite0"
-    base_channels: int = 32
+    base_channels: int = 16
     depth: int = 0  # number of 2x downsamplings in the U-Net; 0: the encoder's (DEFAULT_DEPTH)
     norm: Norm = "batch"
     dropout: float = 0.0  # in the three innermost decoder blocks (pix2pix uses 0.5)
@@ -89,20 +102,15 @@ class ModelConfig:
     # efficientnet_lite0 only: the pretrained encoder's weights stay fixed for this many epochs
     freeze_encoder_epochs: int = 0
     hints: bool = False  # the generator also takes color points (a hint map; see hints.py)
-    # efficientnet_lite0 only: the stride at which the decoder predicts ab, upsampled bilinearly
-    # to the input size (1: full resolution, as before the key existed; 2 or 4: lighter decoder)
-    output_stride: int = 1
-    # efficientnet_lite0 only: the decoder levels' layers. conv: two 3x3 conv-norm-ReLU layers on
-    # the upsampled map joined to the skip (as before the key existed); separable: the joined
-    # inputs projected by 1x1 convs (the coarse map's before it is upsampled) and summed, then
-    # two depthwise-separable 3x3 layers around a residual, a fraction of the time at 512 px
-    decoder: Decoder = "conv"
+    # efficientnet_lite0: the stride at which the decoder predicts ab (1: full resolution,
+    # with a last full-resolution layer; 2 or 4: lighter); 0: the encoder's (DEFAULT_STRIDE: 4
+    # for efficientnet_lite0, 1 for unet, which predicts at full resolution only)
+    output_stride: int = 0
     # model.output_stride 2 or 4: how the ab predicted at that stride reaches the input's size.
-    # bilinear (as before the key existed), or guided: edge-aware, the fast guided filter with
-    # L as the guide, so color edges follow the lightness edges instead of a bilinear blur; or
-    # affine: learned, the decoder predicts per cell a color and how it changes with the
-    # lightness detail inside the cell (ab = b + a * (L - smooth L), a and b upsampled)
-    upsample: Upsample = "bilinear"
+    # bilinear, or affine: learned, the decoder predicts per cell a color and how it changes
+    # with the lightness detail inside the cell (ab = b + a * (L - smooth L), a and b upsampled).
+    # At output stride 1 nothing is upsampled: it is bilinear there
+    upsample: Upsample = "affine"
     # the generator also predicts, per pixel, how far off its ab may be (see uncertainty.py)
     uncertainty: bool = False
     # model.uncertainty: colorize's default caution (0: colors as predicted; 1: fade toward gray
@@ -124,9 +132,6 @@ class LossConfig:
     gan_mode: GanMode = "vanilla"
     perceptual_network: Literal["vgg16", "efficientnet_lite0"] = "vgg16"
     vgg_weights: str = "torchvision"  # "torchvision" (download), a file path, or "random"
-    real_label: float = 1.0  # D's target for real images; 0.9 is one-sided label smoothing
-    instance_noise: float = 0.0  # std of noise on D's ab inputs, fading linearly to 0 by the end
-    rebalance: float = 0.0  # chroma re-balancing of L1 by color rarity (0: off; 0.5: Zhang et al.)
 
 
 @dataclass(frozen=True)
@@ -168,38 +173,10 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def to_dict(config: Config) -> dict[str, dict[str, Any]]:
-    """The config as plain nested dicts (for YAML and checkpoints)."""
-    return dataclasses.asdict(config)
-
-
-def _unknown_key(section: str, key: object, known: list[str]) -> str:
-    """'unknown key ...' with the closest known key when there is one, else the section's keys
-    (the list grows with the keys: a long typo is shown shorter)."""
-    full = f"{section}.{key}"
-    close = difflib.get_close_matches(str(key), known, n=1) if isinstance(key, str) else []
-    if close:
-        return f"unknown key {shown(full, SHOWN_CHARS // 2)} (did you mean {section}.{close[0]}?)"
-    listed = ", ".join(known)
-    if len(listed) > KNOWN_CHARS:  # too many to list on one short line
-        listed = f"{len(known)} keys, in the README's Configuration table"
-    return f"unknown key {shown(full, SHOWN_CHARS // 3)} (known in {section}: {listed})"
-
-
-def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
-    """`repr(value)` on one line of at most `limit` characters: how every config error shows a
-    value, so that a huge one cannot flood the message."""
-    try:
-        text = repr(value)
-    except ValueError:  # an int past Python's 4300-digit limit for str()
-        text = f"<{type(value).__name__} too large to show>"
-    return clip(text, limit)
-
-
-def clip(text: str, limit: int = SHOWN_CHARS) -> str:
-    """`text` on one line of at most `limit` characters, "..." marking a cut."""
-    text = text.replace("\n", "\\n").replace("\r", "\\r")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def to_dict(config: Config) -> dict[str, Any]:
+    """The config as plain nested dicts, with its format version (CONFIG_VERSION) at the top,
+    for YAML, JSON and checkpoints; `from_dict` reads it back."""
+    return {"version": CONFIG_VERSION, **dataclasses.asdict(config)}
 
 
 def _number(x: float) -> str:
@@ -258,14 +235,11 @@ RANGES: dict[str, Range] = {
     "model.disc_channels": Range(1, MAX_CHANNELS),
     "model.disc_layers": Range(1, largest_disc_layers(MAX_IMAGE_SIZE)),
     "model.freeze_encoder_epochs": _EPOCHS,
-    "model.output_stride": Range(1, 4, note="1, 2 or 4"),
+    "model.output_stride": Range(0, 4, note="1, 2 or 4; 0: the encoder's"),
     "model.caution": Range(0, 1),
     "loss.adversarial_weight": Range(0, note="0: no discriminator"),
     "loss.l1_weight": _NON_NEGATIVE,
     "loss.perceptual_weight": Range(0, note="0: off"),
-    "loss.real_label": _PROBABILITY,
-    "loss.instance_noise": _NON_NEGATIVE,
-    "loss.rebalance": Range(0, 1, open_hi=True, note="0: off"),
     "optim.lr": Range(0, open_lo=True),
     "optim.lr_d": Range(0, note="0: optim.lr"),
     "optim.beta1": _FRACTION,
@@ -325,146 +299,8 @@ def _check_ranges(config: Config) -> None:
         raise ConfigError(f"{key}={shown(value)} {problem}; allowed: {allowed}")
 
 
-def _check_value(key: str, value: Any, annotation: Any) -> Any:
-    """Return `value` as the type `annotation` names, or raise ConfigError."""
-    origin = typing.get_origin(annotation)
-    if origin is Literal:
-        allowed = typing.get_args(annotation)
-        if isinstance(value, bool) and "off" in allowed:  # YAML 1.1 reads off/on as booleans
-            value = "auto" if value else "off"
-        if value not in allowed:
-            choices = " | ".join(str(a) for a in allowed)
-            raise ConfigError(f"{key}: {shown(value)} is not one of {choices}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            if arg is type(None) and value is None:
-                return None
-        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return _check_value(key, value, inner[0])
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-    elif annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            try:
-                return float(value)
-            except OverflowError:  # an int past 1e308
-                raise ConfigError(
-                    f"{key}={shown(value)} is not a finite number; allowed: {RANGES[key]}"
-                ) from None
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif annotation is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-    else:  # pragma: no cover - a field type this function does not know is a programming error
-        raise TypeError(f"unsupported config type {annotation!r} for {key}")
-    name = getattr(annotation, "__name__", str(annotation))
-    raise ConfigError(f"{key}: expected {name}, got {shown(value)}")
-
-
-def _apply(config: Config, overrides: dict[str, Any], source: str) -> Config:
-    """Return `config` with nested `overrides` ({section: {key: value}}) applied."""
-    if not isinstance(overrides, dict):
-        raise ConfigError(
-            f"{source}: expected a mapping of sections, got {type(overrides).__name__}"
-        )
-    sections = {f.name: f for f in dataclasses.fields(config)}
-    changes: dict[str, Any] = {}
-    for section_name, values in overrides.items():
-        if section_name not in sections:
-            known = ", ".join(sections)
-            raise ConfigError(f"{source}: unknown section {shown(section_name)} (known: {known})")
-        section = getattr(config, section_name)
-        if values is None:
-            continue
-        if not isinstance(values, dict):
-            raise ConfigError(f"{source}: section {section_name!r} must be a mapping")
-        hints = typing.get_type_hints(type(section))
-        updates = {}
-        for key, value in values.items():
-            full = f"{section_name}.{key}"
-            if key not in hints:
-                raise ConfigError(f"{source}: {_unknown_key(section_name, key, list(hints))}")
-            updates[key] = _check_value(full, value, hints[key])
-        changes[section_name] = dataclasses.replace(section, **updates)
-    return dataclasses.replace(config, **changes)
-
-
-class _Refused(yaml.YAMLError):
-    """YAML that a config may not hold (aliases, deep nesting) or that Python cannot read."""
-
-
-class _ConfigLoader(yaml.SafeLoader):
-    """SafeLoader without aliases (`*name`) and with at most MAX_YAML_DEPTH levels of nesting.
-    A config needs neither; refusing aliases outright means a small file cannot expand into a
-    huge value ("billion laughs"), and the depth limit keeps the composer off Python's stack
-    limit. Anchors (`&name`) alone change nothing and are let through."""
-
-    _depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        mark = self.peek_event().start_mark
-        if self.check_event(yaml.AliasEvent):
-            raise _Refused(f"YAML aliases (*name) are not accepted (line {mark.line + 1})")
-        if self._depth >= MAX_YAML_DEPTH:
-            raise _Refused(f"nested over {MAX_YAML_DEPTH} levels deep (line {mark.line + 1})")
-        self._depth += 1
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-
-def _parse_yaml(text: str) -> Any:
-    """`text` as YAML through _ConfigLoader; _Refused also for what Python cannot convert."""
-    try:
-        return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader: no arbitrary objects
-    except (ValueError, OverflowError, RecursionError) as err:  # e.g. an int of 5000 digits
-        raise _Refused(f"cannot read a value ({clip(str(err))})") from None
-
-
-def _yaml_problem(err: yaml.YAMLError) -> str:
-    """One short line for a YAML syntax error: where it is and what is wrong."""
-    mark = getattr(err, "problem_mark", None)
-    problem = getattr(err, "problem", None) or err.__class__.__name__
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-    return f"not valid YAML{where}: {clip(str(problem))}"
-
-
-def parse_set(assignments: list[str]) -> dict[str, dict[str, Any]]:
-    """Turn `["train.epochs=3", ...]` into nested overrides; values are parsed as YAML scalars."""
-    nested: dict[str, dict[str, Any]] = {}
-    for item in assignments:
-        key, sep, raw = item.partition("=")
-        section, dot, name = key.strip().partition(".")
-        if not sep or not dot or not section or not name:
-            raise ConfigError(
-                f"--set {shown(item)}: expected section.key=value, e.g. train.epochs=5"
-            )
-        if len(raw) > MAX_CONFIG_BYTES:
-            raise ConfigError(f"--set {shown(key.strip())}: over {MAX_CONFIG_BYTES // 2**10} KiB")
-        try:
-            value = _parse_yaml(raw) if raw.strip() else ""
-        except _Refused as err:
-            raise ConfigError(f"--set {shown(key.strip())}: {err}") from None
-        except yaml.YAMLError:
-            value = raw
-        nested.setdefault(section, {})[name] = value
-    return nested
-
-
 def _read_yaml(path: Path) -> Any:
-    """The YAML file at `path`: at most MAX_CONFIG_BYTES of UTF-8, parsed by _parse_yaml."""
+    """The YAML file at `path`: at most MAX_CONFIG_BYTES of UTF-8, parsed by parse_text."""
     try:
         data = read_bounded(path, MAX_CONFIG_BYTES)
     except OSError as err:
@@ -480,19 +316,20 @@ def _read_yaml(path: Path) -> Any:
             f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
             f"save it as UTF-8"
         ) from None
-    try:
-        return _parse_yaml(text)
-    except _Refused as err:
-        raise ConfigError(f"{path}: {err}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: {_yaml_problem(err)}") from None
+    return parse_text(text, str(path))
 
 
-def _resolve_depth(config: Config) -> Config:
-    """model.depth=0 (not given) becomes the encoder's own depth."""
-    if config.model.depth != 0:
-        return config
-    model = dataclasses.replace(config.model, depth=DEFAULT_DEPTH[config.model.encoder])
+def _resolve(config: Config) -> Config:
+    """model.depth and model.output_stride 0 (not given) become the encoder's own; at output
+    stride 1, model.upsample is bilinear (nothing is upsampled)."""
+    m = config.model
+    stride = m.output_stride or DEFAULT_STRIDE[m.encoder]
+    model = dataclasses.replace(
+        m,
+        depth=m.depth or DEFAULT_DEPTH[m.encoder],
+        output_stride=stride,
+        upsample="bilinear" if stride == 1 else m.upsample,
+    )
     return dataclasses.replace(config, model=model)
 
 
@@ -534,20 +371,10 @@ def _check_relations(config: Config) -> None:
             f"model.output_stride={m.output_stride} needs model.encoder=efficientnet_lite0; "
             f"the unet encoder predicts at full resolution (1)"
         )
-    if m.upsample != "bilinear" and m.output_stride == 1:
-        raise ConfigError(
-            f"model.upsample={m.upsample} needs model.output_stride 2 or 4; at 1 the decoder "
-            f"predicts ab at full resolution, with nothing to upsample"
-        )
     if m.encoder == "unet" and m.freeze_encoder_epochs:
         raise ConfigError(
             f"model.freeze_encoder_epochs={m.freeze_encoder_epochs} needs model.encoder="
             "efficientnet_lite0: the unet encoder has no pretrained weights to hold; set it to 0"
-        )
-    if m.encoder == "unet" and m.decoder != "conv":
-        raise ConfigError(
-            f"model.decoder={m.decoder} needs model.encoder=efficientnet_lite0; "
-            f"the unet encoder's decoder is pix2pix's transposed convs (conv)"
         )
     if m.encoder == "efficientnet_lite0" and d.image_size == 2**LITE0_DEPTH and t.batch_size < 2:
         raise ConfigError(
@@ -566,15 +393,13 @@ def _check_relations(config: Config) -> None:
                 f"train.pretrain_epochs={t.pretrain_epochs} leaves no adversarial epochs "
                 f"in train.epochs={t.epochs}; lower it or set loss.adversarial_weight=0"
             )
-    if loss.real_label < 1.0 and loss.gan_mode == "hinge":
-        raise ConfigError("loss.real_label < 1 has no meaning for gan_mode=hinge; use 1.0")
 
 
 def validate(config: Config) -> Config:
-    """Check every numeric key's range (RANGES), fill in model.depth when not given, and check
-    the relations between keys. Returns the resolved config."""
+    """Check every numeric key's range (RANGES), fill in what was not given (_resolve), and
+    check the relations between keys. Returns the resolved config."""
     _check_ranges(config)
-    config = _resolve_depth(config)
+    config = _resolve(config)
     _check_relations(config)
     return config
 
@@ -584,13 +409,15 @@ def load_config(
     assignments: list[str] | None = None,
     base: Config | None = None,
 ) -> Config:
-    """Defaults (or `base`), then the YAML file at `path`, then `--set` assignments; validated."""
+    """Defaults (or `base`), then the YAML file at `path`, then `--set` assignments; validated.
+    A file may hold the `version` a saved config.yaml has; one without is the current version."""
     config = base if base is not None else Config()
     if path is not None:
         path = Path(path)
-        config = _apply(config, _read_yaml(path) or {}, str(path))
+        raw = _read_yaml(path)
+        config = apply(config, _current(raw or {}, str(path), CONFIG_VERSION), str(path))
     if assignments:
-        config = _apply(config, parse_set(assignments), "--set")
+        config = apply(config, _current(parse_set(assignments), "--set", None), "--set")
     return validate(config)
 
 
@@ -601,7 +428,7 @@ def resume_config(
     `path`, then `--set`; the keys that differ from the checkpoint's are named in a warning."""
     base = from_dict(saved)
     config = load_config(path, assignments, base=base)
-    old, new = to_dict(base), to_dict(config)
+    old, new = dataclasses.asdict(base), dataclasses.asdict(config)
     changed = [
         f"{section}.{key}"
         for section, values in new.items()
@@ -614,14 +441,60 @@ def resume_config(
 
 
 def from_dict(values: dict[str, Any]) -> Config:
-    """Rebuild a Config saved by `to_dict` (checkpoints, config.yaml); validated. A saved config
-    older than model.encoder had the from-scratch U-Net, whatever today's default is."""
-    model = values.get("model") if isinstance(values, dict) else None
-    if isinstance(model, dict) and "encoder" not in model:
-        values = {**values, "model": {**model, "encoder": "unet"}}
-    return validate(_apply(Config(), values, "saved config"))
+    """The Config a saved config means, validated: every saved config (a checkpoint's, a model
+    folder's config.json, a run's config.yaml) is read back through here. One without a
+    version is version 1 (_current)."""
+    return validate(apply(Config(), _current(values, SAVED, 1), SAVED))
+
+
+def _current(values: Any, source: str, missing: int | None) -> Any:
+    """Overrides (`values`: {section: {key: value}}) as this version means them: the top-level
+    `version` taken off (`missing` when there is none; None: a version is not allowed, as in
+    --set); a version-1 config's model section gets the version-1 values of the keys it lacks
+    (VERSION_1_MODEL, and the from-scratch U-Net when it is older than model.encoder); then the
+    removed keys (_without_removed)."""
+    if not isinstance(values, dict):
+        return values  # apply says what is wrong
+    values = dict(values)
+    version = CONFIG_VERSION if missing is None else values.pop("version", missing)
+    if type(version) is not int or not 1 <= version <= CONFIG_VERSION:
+        raise ConfigError(
+            f"{source}: config version {shown(version)} is not one this colorgan reads "
+            f"(1 to {CONFIG_VERSION}); was it written by a newer colorgan?"
+        )
+    model = values.get("model")
+    if version == 1 and (model is None or isinstance(model, dict)):
+        older = {} if model and "encoder" in model else {"encoder": "unet"}
+        values["model"] = {**VERSION_1_MODEL, **older, **(model or {})}
+    return _without_removed(values, source)
+
+
+def _without_removed(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """`values` less the removed keys at the value that meant "off" (REMOVED_KEYS); ConfigError
+    naming any other use of a removed key or value (REMOVED_VALUES)."""
+    saved = source == SAVED
+    advice = "load it with the colorgan that wrote it" if saved else "drop it from the config"
+    kept: dict[str, Any] = {}
+    for section, keys in values.items():
+        if not isinstance(keys, dict):
+            kept[section] = keys  # apply says what is wrong
+            continue
+        kept[section] = {}
+        for key, value in keys.items():
+            full = f"{section}.{key}"
+            off, why = REMOVED_KEYS.get(full, (None, ""))
+            if why and value != off:
+                raise ConfigError(f"{source}: {full} was removed ({why}); {advice}")
+            gone = REMOVED_VALUES.get(full, {})
+            if isinstance(value, str) and value in gone:
+                why, instead = gone[value]
+                fix = advice if saved else f"use {instead}"
+                raise ConfigError(f"{source}: {full}={value} was removed ({why}); {fix}")
+            if not why:
+                kept[section][key] = value
+    return kept
 
 
 def save_config(config: Config, path: Path) -> None:
-    """Write the resolved config as YAML."""
+    """Write the resolved config as YAML, with its version (to_dict)."""
     path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")

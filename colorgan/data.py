@@ -4,7 +4,6 @@ gray files skipped and counted), seeded splits, datasets, samplers and loaders."
 from __future__ import annotations
 
 import logging
-import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +21,6 @@ from colorgan.config import Config
 from colorgan.errors import DataError
 from colorgan.files import DECODE_ERRORS, IMAGE_SUFFIXES, decode_reason, find_images, load_rgb
 from colorgan.hints import simulate
-from colorgan.losses import ab_histogram
 from colorgan.reference import simulate as simulate_reference
 
 log = logging.getLogger("colorgan")
@@ -320,16 +318,3 @@ def make_loaders(
         **common,
     )
     return Loaders(train_loader, val_loader, sampler)
-
-
-def ab_counts(config: Config, paths: list[Path], quiet: bool, limit: int = 2000) -> torch.Tensor:
-    """Histogram of the training images' ab (center crops; at most `limit` images, evenly
-    spaced) for loss.rebalance. Computed once and kept in the checkpoint."""
-    step = max(1, math.ceil(len(paths) / limit))
-    images = ColorImages(paths[::step], config.data.image_size, train=False)
-    loader = DataLoader(images, batch_size=32, num_workers=config.train.num_workers)
-    counts = torch.zeros(1)
-    for rgb in tqdm(loader, desc="color histogram", leave=False, disable=True if quiet else None):
-        counts = counts + ab_histogram(rgb_to_l_ab(uint8_to_float(rgb))[1])
-    log.info("loss.rebalance: ab histogram of %d training images", len(images))
-    return counts

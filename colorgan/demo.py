@@ -32,10 +32,11 @@ from colorgan.config import Config, load_config
 from colorgan.data import ColorImages, scan_images, split_paths
 from colorgan.device import resolve_device
 from colorgan.errors import DemoError
-from colorgan.evaluate import colorize_crops, evaluate_images, format_table
+from colorgan.evaluate import Scoring, colorize_crops, evaluate_images
 from colorgan.figures import image_grid
 from colorgan.files import find_images
 from colorgan.generator import ColorModel
+from colorgan.scores import format_table
 from colorgan.state import build_state
 from colorgan.train import train, train_step
 
@@ -284,9 +285,8 @@ def _report(
     """Evaluate on the held-out images; write comparison.png and metrics.json into `out`."""
     device = resolve_device(config.train.device)
     size = config.data.image_size
-    result = evaluate_images(
-        generator, eval_paths, size, device, config.train.batch_size, quiet=quiet
-    )
+    scoring = Scoring(size, device, config.train.batch_size, quiet)
+    result = evaluate_images(generator, eval_paths, scoring)
     save_comparison(generator, eval_paths, size, device, out / "comparison.png")
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     if not quiet:

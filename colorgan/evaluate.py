@@ -13,9 +13,7 @@ images at the same size.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,39 +32,32 @@ from colorgan.color import (
     rgb_to_l_ab,
     uint8_to_float,
 )
-from colorgan.config import ModelConfig
 from colorgan.data import ColorImages, scan_images
 from colorgan.device import check_fits, resolve_device
-from colorgan.errors import ColorganError, EvaluateError
-from colorgan.files import DECODE_ERRORS, atomic_write, decode_reason, load_rgb
-from colorgan.generator import ColorModel, bytes_per_pixel
+from colorgan.errors import EvaluateError
+from colorgan.files import DECODE_ERRORS, decode_reason, load_rgb
+from colorgan.generator import ColorModel
 from colorgan.hints import eval_points
-from colorgan.lite0 import EfficientNetLite0, load_lite0
 from colorgan.losses import l1_loss
 from colorgan.metrics import METRIC_KEYS, colorfulness, delta_e2000_pixels, image_metrics
 from colorgan.modeldir import ModelSource, load_model, resolve_model
-from colorgan.reference import NO_REFERENCE_INPUT, from_image, summarize
+from colorgan.models import bytes_per_pixel
+from colorgan.reference import from_image, summarize
+from colorgan.request import Capabilities
+from colorgan.scores import (
+    Scores,
+    fid_pair,
+    load_feature_network,
+    make_fid,
+    set_distances,
+)
 from colorgan.set_distance import (
     DISTRIBUTION_KEYS,
-    MIN_IMAGES,
-    distribution_distances,
     lite0_features,
 )
 from colorgan.uncertainty import fade
 
 log = logging.getLogger("colorgan")
-
-RESULT_KEYS = (
-    "n_images",
-    "psnr",
-    "ssim",
-    "delta_e",
-    "colorfulness",
-    "colorfulness_reference",
-    *DISTRIBUTION_KEYS,
-    "baseline_gray",
-)
-GRAY_KEYS = (*METRIC_KEYS, *DISTRIBUTION_KEYS)
 
 
 def check_size(size: int, generator: ColorModel) -> int:
@@ -153,101 +144,6 @@ def validation_metrics(
     return {k: v / max(count, 1) for k, v in sums.items()}
 
 
-def _make_fid(device: torch.device) -> list[Any] | None:
-    """Two torchmetrics FID metrics (model, gray), or None after one line saying why not."""
-    try:
-        from torchmetrics.image.fid import FrechetInceptionDistance
-
-        return [FrechetInceptionDistance(feature=2048).to(device) for _ in range(2)]
-    except ImportError:
-        log.warning(
-            "FID skipped: torchmetrics' FID needs the torch-fidelity package "
-            "(pip install torch-fidelity; its Inception weights download on first use)"
-        )
-    except Exception as err:  # optional extra: no network, a broken download, bad weights
-        reason = (str(err).strip().splitlines() or [""])[0]
-        log.warning(
-            "FID skipped: cannot load the Inception weights (%s: %s); they download on first "
-            "use and need a network connection",
-            type(err).__name__,
-            reason,
-        )
-    return None
-
-
-def _fid_values(fids: list[Any]) -> list[float] | None:
-    """The computed FIDs, or None (with a warning) when they cannot be computed."""
-    try:
-        return [float(fid.compute()) for fid in fids]
-    except (RuntimeError, ValueError) as err:
-        log.warning("FID skipped: %s", (str(err).strip().splitlines() or ["error"])[0])
-        return None
-
-
-def _load_feature_network(device: torch.device) -> EfficientNetLite0 | None:
-    """The pretrained Lite0 for fd_lite0 / kid_lite0, or None after one line saying why not."""
-    try:
-        return load_lite0(pretrained=True).to(device).eval()
-    except ColorganError as err:
-        log.warning("fd_lite0 and kid_lite0 not computed (null): %s", err)
-        return None
-
-
-def _distances(
-    features: dict[str, list[torch.Tensor]] | None, warn: bool = True
-) -> dict[str, dict[str, Any]]:
-    """fd_lite0 and kid_lite0 of the model's and the gray images' features against the real
-    ones', per name; None values (after one line saying why, if `warn`) when undefined."""
-    names = [name for name in ("model", "gray") if features is None or features.get(name)]
-    undefined = {name: dict.fromkeys(DISTRIBUTION_KEYS) for name in ("model", "gray")}
-    if features is None:
-        return undefined
-    real = torch.cat(features["real"])
-    if len(real) < MIN_IMAGES:
-        if not warn:
-            return undefined
-        log.warning(
-            "fd_lite0 and kid_lite0 need at least %d images, got %d: reported as null",
-            MIN_IMAGES,
-            len(real),
-        )
-        return undefined
-    return {name: dict(distribution_distances(torch.cat(features[name]), real)) for name in names}
-
-
-class _Scores:
-    """Running sums of the image metrics and the Lite0 features of named outputs (and of the
-    originals), for the means and set distances of each."""
-
-    def __init__(self, names: Sequence[str], network: EfficientNetLite0 | None) -> None:
-        self.network = network
-        self.sums = {name: dict.fromkeys(METRIC_KEYS, 0.0) for name in names}
-        self.features: dict[str, list[torch.Tensor]] = {name: [] for name in (*names, "real")}
-        self.count = 0
-        self._warned = False  # too few images for the set distances: said once, not per name
-
-    def add(self, outputs: dict[str, torch.Tensor], real: torch.Tensor) -> None:
-        for name, output in outputs.items():
-            for key, values in image_metrics(output, real).items():
-                self.sums[name][key] += float(values.sum())
-            if self.network is not None:
-                self.features[name].append(lite0_features(self.network, output))
-        if self.network is not None:
-            self.features["real"].append(lite0_features(self.network, real))
-        self.count += real.shape[0]
-
-    def result(self, name: str) -> dict[str, Any]:
-        """`name`'s mean metrics and set distances."""
-        means: dict[str, Any] = {k: v / max(self.count, 1) for k, v in self.sums[name].items()}
-        sets = None
-        if self.network is not None:
-            sets = {"model": self.features[name], "real": self.features["real"]}
-        distances = _distances(sets, warn=not self._warned)["model"]
-        self._warned = True
-        return means | distances
-
-
-# evaluate's references: (the batch's files, their crops (B, 3, S, S) uint8) -> summaries (B, 257)
 References = Callable[[Sequence[Path], torch.Tensor], torch.Tensor]
 SELF_REFERENCE = "self"  # --reference self: each image's own colors (the upper bound)
 
@@ -298,30 +194,64 @@ class _Calibration:
         return float(spearman_corrcoef(predicted.double(), actual.double()))
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """How evaluate colorizes its crops: `size` x `size` center crops, `batch_size` at a time
+    on `device`, at the model's `caution`, each crop with its `reference` (None: none)."""
+
+    size: int
+    device: torch.device
+    batch_size: int = DEFAULT_BATCH_SIZE
+    quiet: bool = False
+    caution: float = 0.0
+    reference: References | None = None
+
+
+@dataclass(frozen=True)
+class Trial:
+    """What evaluate measures besides the model's own colors (the CLI's options): `hints`
+    (numbers of test points: by_hints), `cautions` (by_caution), `reference` ("self", "sibling"
+    or an image file: every crop colorized with it) and `fid`."""
+
+    hints: tuple[int, ...] = ()
+    cautions: tuple[float, ...] = ()
+    reference: str | Path | None = None
+    fid: bool = False
+
+    def check(self, capabilities: Capabilities) -> None:
+        """Refuse (one line naming the option) what the model was trained without."""
+        asked = {"hints": self.hints, "uncertainty": self.cautions, "reference": self.reference}
+        options = {"hints": "--hints", "uncertainty": "--caution", "reference": "--reference"}
+        for name, value in asked.items():
+            if value:
+                capabilities.need(name, options[name])
+
+
+PLAIN_TRIAL = Trial()  # the model's own colors alone
+
+
 def evaluate_images(
     generator: ColorModel,
     paths: Sequence[Path],
-    size: int,
-    device: torch.device,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    scoring: Scoring,
     fid: bool = False,
-    quiet: bool = False,
-    caution: float = 0.0,
     cautions: Sequence[float] = (),
-    reference: References | None = None,
 ) -> dict[str, Any]:
-    """Mean metrics of the generator's output (at `caution`; with each crop's `reference`
-    summary) and of the plain gray image on `paths`' `size` x `size` center crops: a dict with
-    RESULT_KEYS (+ `fid` when asked and possible); with `cautions`, `by_caution` (each value as
-    a string key -> the metrics), and `uncertainty_spearman` whenever the model predicts
-    uncertainty."""
-    loader = DataLoader(ColorImages(paths, size, train=False), batch_size=batch_size)
+    """Mean metrics of the generator's output (see Scoring) and of the plain gray image on
+    `paths`' center crops: a dict with RESULT_KEYS (+ `fid` when asked and possible); with
+    `cautions`, `by_caution` (each value as a string key -> the metrics), and
+    `uncertainty_spearman` whenever the model predicts uncertainty."""
+    size, device, caution, reference = (
+        scoring.size, scoring.device, scoring.caution, scoring.reference,
+    )  # fmt: skip
+    quiet = scoring.quiet
+    loader = DataLoader(ColorImages(paths, size, train=False), batch_size=scoring.batch_size)
     generator = generator.to(device).eval()
     # every caution asked for, the default among them, each scored once
     scored = {caution_key(c): c for c in (caution, *cautions)}
-    scores = _Scores(["gray", *scored], _load_feature_network(device))
+    scores = Scores(["gray", *scored], load_feature_network(device))
     calibration = _Calibration()
-    fids = _make_fid(device) if fid else None
+    fids = make_fid(device) if fid else None
     reference_colorfulness, done = 0.0, 0
     for rgb in tqdm(loader, desc="evaluating", unit="batch", disable=True if quiet else None):
         summaries = None if reference is None else reference(paths[done : done + len(rgb)], rgb)
@@ -343,7 +273,7 @@ def evaluate_images(
     result["colorfulness_reference"] = reference_colorfulness / max(scores.count, 1)
     result.update({k: model[k] for k in DISTRIBUTION_KEYS})
     result["baseline_gray"] = scores.result("gray")
-    fid_values = _fid_values(fids) if fids is not None else None
+    fid_values = fid_pair(fids) if fids is not None else None
     if fid_values is not None:
         result["fid"], result["baseline_gray"]["fid"] = fid_values
     if calibration.predicted:
@@ -388,22 +318,15 @@ def _points_batch(
 
 
 def hint_scores(
-    generator: ColorModel,
-    paths: Sequence[Path],
-    size: int,
-    device: torch.device,
-    counts: Sequence[int],
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    quiet: bool = False,
-    caution: float = 0.0,
-    reference: References | None = None,
+    generator: ColorModel, paths: Sequence[Path], scoring: Scoring, counts: Sequence[int]
 ) -> dict[str, dict[str, Any]]:
     """`by_hints`: for each number of points (as a string key), the model's metrics with
-    that many test points per image (at `caution`, with each crop's `reference`), and
-    `hint_fidelity`, the mean CIEDE2000 inside them.
-    Each crop is decoded (and its Lite0 features taken) once for all counts."""
-    loader = DataLoader(ColorImages(paths, size, train=False), batch_size=batch_size)
-    network = _load_feature_network(device)
+    that many test points per image (see Scoring), and `hint_fidelity`, the mean CIEDE2000
+    inside them. Each crop is decoded (and its Lite0 features taken) once for all counts."""
+    size, device, quiet = scoring.size, scoring.device, scoring.quiet
+    caution, reference = scoring.caution, scoring.reference
+    loader = DataLoader(ColorImages(paths, size, train=False), batch_size=scoring.batch_size)
+    network = load_feature_network(device)
     generator = generator.to(device).eval()
     sums = {c: dict.fromkeys(METRIC_KEYS, 0.0) for c in counts}
     inside = {c: [0.0, 0] for c in counts}  # ΔE00 summed over hinted pixels, their number
@@ -431,7 +354,7 @@ def hint_scores(
     for count in counts:
         metrics: dict[str, Any] = {k: v / len(paths) for k, v in sums[count].items()}
         sets = {"model": features[count], "real": real_features} if network is not None else None
-        metrics.update(_distances(sets)["model"])
+        metrics.update(set_distances(sets)["model"])
         metrics["hint_fidelity"] = inside[count][0] / inside[count][1] if inside[count][1] else None
         result[str(count)] = metrics
     return result
@@ -444,28 +367,22 @@ def evaluate_checkpoint(
     limit: int = 0,
     device: str = "auto",
     batch_size: int = DEFAULT_BATCH_SIZE,
-    fid: bool = False,
     quiet: bool = False,
-    hints: Sequence[int] | None = None,
-    cautions: Sequence[float] | None = None,
-    reference: str | Path | None = None,
+    trial: Trial = PLAIN_TRIAL,
 ) -> dict[str, Any]:
     """Evaluate the generator in `checkpoint` (a training checkpoint, a model folder or
     hf://owner/name[@revision]) on the color images under `data` (at most `limit` of them; 0:
-    all), at `size` px (default: the model's data.image_size); with `hints` (numbers of
-    points), `by_hints` too; with `cautions` (model.uncertainty), `by_caution`; with
-    `reference` (model.reference: "self" for each image's own colors, or an image file for
-    all), colorized with that reference, recorded as `reference`. The top-level metrics are at
-    the model's default caution (model.caution; 0 without uncertainty)."""
+    all), at `size` px (default: the model's data.image_size), with what `trial` asks (its
+    reference recorded as `reference`). The top-level metrics are at the model's default
+    caution (model.caution; 0 without uncertainty)."""
     if not 0 < batch_size <= MAX_BATCH_SIZE:
         raise EvaluateError(f"--batch-size must be from 1 to {MAX_BATCH_SIZE}, got {batch_size}")
     if limit < 0:
         raise EvaluateError(f"--limit must be 0 (all) or more, got {limit}")
     source = checkpoint if isinstance(checkpoint, ModelSource) else resolve_model(checkpoint)
     generator, config = load_model(source)
-    _check_asks(config.model, source.name, bool(hints), bool(cautions))
-    references = _references(reference, config.model.reference, source.name)
-    caution = config.model.caution if config.model.uncertainty else 0.0
+    capabilities = Capabilities.of(config.model)
+    trial.check(capabilities)
     size = check_size(config.data.image_size if size is None else size, generator)
     target = resolve_device(device)
     check_fits(
@@ -474,6 +391,8 @@ def evaluate_checkpoint(
         f"evaluating {batch_size} crops of {size}x{size} at once",
         "use a smaller --size or --batch-size",
     )
+    references = _references(trial.reference)
+    scoring = Scoring(size, target, batch_size, quiet, capabilities.caution, references)
     scan = scan_images(data, config.data.gray_threshold, limit=limit, quiet=quiet)
     if scan.grayscale or scan.unreadable:
         log.warning(
@@ -482,38 +401,18 @@ def evaluate_checkpoint(
             len(scan.grayscale),
             len(scan.unreadable),
         )
-    result = evaluate_images(
-        generator, scan.usable, size, target, batch_size, fid, quiet, caution, cautions or (),
-        references,
-    )  # fmt: skip
-    if reference is not None:
-        result["reference"] = str(reference)
-    if hints:
-        result["by_hints"] = hint_scores(
-            generator, scan.usable, size, target, hints, batch_size, quiet, caution, references
-        )
+    result = evaluate_images(generator, scan.usable, scoring, trial.fid, trial.cautions)
+    if trial.reference is not None:
+        result["reference"] = str(trial.reference)
+    if trial.hints:
+        result["by_hints"] = hint_scores(generator, scan.usable, scoring, trial.hints)
     return result
 
 
-def _check_asks(model: ModelConfig, name: str, hints: bool, cautions: bool) -> None:
-    """EvaluateError for --hints or --caution asked of a model trained without them."""
-    if hints and not model.hints:
-        raise EvaluateError(
-            f"{name} was trained without color points (model.hints=false); drop --hints"
-        )
-    if cautions and not model.uncertainty:
-        raise EvaluateError(
-            f"{name} does not predict how sure it is (model.uncertainty=false); drop --caution"
-        )
-
-
-def _references(reference: str | Path | None, takes: bool, name: str) -> References | None:
-    """--reference's References (None: none); EvaluateError for a model without
-    model.reference (`takes`) or a file that cannot be read."""
+def _references(reference: str | Path | None) -> References | None:
+    """--reference's References (None: none); EvaluateError for a file that cannot be read."""
     if reference is None:
         return None
-    if not takes:
-        raise EvaluateError(f"{name} was {NO_REFERENCE_INPUT}; drop --reference")
     if str(reference) == SELF_REFERENCE:
         return self_reference
     return file_reference(Path(reference))
@@ -539,56 +438,3 @@ def parse_cautions(text: str) -> list[float]:
     if not values or any(not 0.0 <= v <= 1.0 for v in values):
         raise EvaluateError(f"--caution {text!r}: give values in [0, 1], e.g. --caution 0,0.5,1")
     return list(dict.fromkeys(values))
-
-
-def write_json(result: dict[str, Any], path: Path) -> None:
-    """Write an evaluation result as JSON (atomically)."""
-    text = json.dumps(result, indent=2) + "\n"
-    try:
-        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    except OSError as err:
-        raise ColorganError(f"cannot write {path}: {err.strerror or err}") from None
-
-
-def format_table(result: dict[str, Any]) -> str:
-    """The result as a small text table: model against the gray baseline."""
-    gray = result["baseline_gray"]
-    rows = [
-        ("psnr [dB]", "higher is better"),
-        ("ssim", "higher is better"),
-        ("delta_e", "CIEDE2000, lower is better"),
-        ("colorfulness", f"reference images: {result['colorfulness_reference']:.2f}"),
-        ("fd_lite0", "Lite0 Fréchet distance to the originals, lower is better"),
-        ("kid_lite0", "Lite0 KID x1000 (trust on small sets), lower is better"),
-    ]
-    keys = [*GRAY_KEYS, *(["fid"] if "fid" in result else [])]
-    if "fid" in result:
-        rows.append(("fid", "lower is better"))
-    count = f"{result['n_images']} image(s)"
-    if "reference" in result:
-        count += f", colorized with the reference {result['reference']}"
-    lines = [count, f"{'metric':<14}{'model':>9}{'gray':>9}"]
-    for key, (label, note) in zip(keys, rows, strict=True):
-        lines.append(f"{label:<14}{_number(result[key]):>9}{_number(gray[key]):>9}  {note}")
-    if result.get("uncertainty_spearman") is not None:
-        lines.append(
-            f"at caution {result['caution']:g}; uncertainty_spearman "
-            f"{result['uncertainty_spearman']:.3f} (rank correlation with the per-pixel error)"
-        )
-    if "by_caution" in result:
-        lines.append(f"{'caution':<8}{'psnr':>9}{'delta_e':>9}{'colorfulness':>14}")
-        for caution, row in result["by_caution"].items():
-            values = [_number(row[k]) for k in ("psnr", "delta_e", "colorfulness")]
-            lines.append(f"{caution:<8}{values[0]:>9}{values[1]:>9}{values[2]:>14}")
-    if "by_hints" in result:
-        lines.append(f"{'points':<8}{'psnr':>9}{'delta_e':>9}{'hint_fidelity':>15}")
-        for count, row in result["by_hints"].items():
-            values = [_number(row[k]) for k in ("psnr", "delta_e", "hint_fidelity")]
-            lines.append(f"{count:<8}{values[0]:>9}{values[1]:>9}{values[2]:>15}")
-    return "\n".join(lines)
-
-
-def _number(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.4f}" if math.isfinite(value) and abs(value) < 10 else f"{value:.2f}"

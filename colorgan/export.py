@@ -31,6 +31,7 @@ from colorgan.generator import ColorModel
 from colorgan.hints import HINT_CHANNELS, no_points
 from colorgan.modeldir import load_model, resolve_model
 from colorgan.reference import REFERENCE_CHANNELS, no_reference, summarize
+from colorgan.request import PLAIN, Capabilities
 
 OPSET = 18  # the torch.export-based exporter's own opset (17 is the floor the task sets)
 META_IMAGE_SIZE = "colorgan.image_size"  # the training size: the default working size
@@ -54,10 +55,8 @@ class OnnxModel:
     multiple: int
     device: torch.device  # where the pre- and post-processing run
     provider: str  # the onnxruntime execution provider in use
-    hints: bool = False  # the graph has a "hints" input (model.hints)
-    reference: bool = False  # the graph has a "reference" input (model.reference)
-    uncertainty: bool = False  # the output has the uncertainty channel (model.uncertainty)
-    caution: float = 0.0  # the model's default caution (model.caution; with uncertainty)
+    # from the graph's inputs (hints, reference) and metadata (uncertainty and its caution)
+    capabilities: Capabilities = PLAIN
 
 
 def _import_onnxruntime() -> Any:
@@ -143,8 +142,9 @@ def export_onnx(checkpoint: str | Path, out: str | Path) -> float:
         META_BASE_CHANNELS: str(config.model.base_channels),
         META_FORMAT: ONNX_FORMAT,
     }
-    if config.model.uncertainty:
-        metadata |= {META_UNCERTAINTY: "true", META_CAUTION: repr(config.model.caution)}
+    takes = Capabilities.of(config.model)
+    if takes.uncertainty:  # points and a reference are the graph's inputs
+        metadata |= {META_UNCERTAINTY: "true", META_CAUTION: repr(takes.caution)}
     program = _onnx_program(generator, metadata)
     try:
         _save_atomically(program, out)
@@ -343,7 +343,5 @@ def load_onnx(path: str | Path, device: str = "auto") -> OnnxModel:
         # pre- and post-processing beside the model, on its GPU, when this torch has CUDA too
         torch_device = resolve_device("cuda" if device == "auto" else device)
     predict = _session_predict(session, torch_device)
-    return OnnxModel(
-        predict, image_size, multiple, torch_device, provider, "hints" in inputs,
-        "reference" in inputs, uncertainty, caution,
-    )  # fmt: skip
+    capabilities = Capabilities("hints" in inputs, "reference" in inputs, uncertainty, caution)
+    return OnnxModel(predict, image_size, multiple, torch_device, provider, capabilities)

@@ -6,8 +6,8 @@ decoder on an ImageNet-pretrained EfficientNet-Lite0 encoder (`model.encoder=eff
 Each generator owns its quirks, so training needs no change for a new one: `multiple` (sides
 must be multiples of it), `param_groups()` (the optimizer's groups; group 0 always trains) and
 `freeze_encoder(frozen)` with `frozen_groups` (groups whose learning rate is held at 0). A new
-generator is a class here, a branch in `build_generator` and a member of `ColorModel`; what it
-takes is `batch.model_inputs` (see batch.py for shapes and ranges).
+generator is a class here, a branch in `models.build_generator` and a member of `ColorModel`;
+what it takes is `batch.model_inputs` (see batch.py for shapes and ranges). No config here.
 """
 
 from __future__ import annotations
@@ -16,18 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from colorgan.config import ModelConfig
-from colorgan.hints import HINT_CHANNELS, HintSpread, no_points, spread_bytes_per_pixel
+from colorgan.hints import HINT_CHANNELS, HintSpread, no_points
 from colorgan.lite0 import STEM_CHANNELS, TAP_CHANNELS, load_lite0, to_input
 from colorgan.reference import PALETTE_STRIDE, PaletteHead, ReferenceFilm, modulate
 from colorgan.uncertainty import GUESS_ERROR, Novelty, UncertaintyHead
 
 Norm = str  # "batch" | "instance" | "none"
 OUTPUT_STRIDES = (1, 2, 4)  # Lite0UNet's: where it predicts ab (1: at full resolution)
-DECODERS = ("conv", "separable")  # Lite0UNet's decoder levels (SeparableLevel: the lighter)
-UPSAMPLES = ("bilinear", "guided", "affine")  # how Lite0UNet's ab at stride > 1 reaches full size
-GUIDED_RADIUS = 1  # guided_upsample's window: 3x3 cells at the output stride
-GUIDED_EPS = 0.01  # its regulariser, in squared L units ([-1, 1]): a local L std of 0.1
+UPSAMPLES = ("bilinear", "affine")  # how Lite0UNet's ab at stride > 1 reaches full size
 
 
 def norm_layer(kind: Norm, channels: int) -> nn.Module:
@@ -80,8 +76,6 @@ class Generator(nn.Module):
         depth: int = 8,
         norm: Norm = "batch",
         dropout: float = 0.0,
-        in_channels: int = 1,
-        out_channels: int = 2,
         hints: bool = False,
         uncertainty: bool = False,
         reference: bool = False,
@@ -91,7 +85,7 @@ class Generator(nn.Module):
             raise ValueError(f"depth must be >= 1, got {depth}")
         self.depth = depth
         self.hints = hints  # the hint map is joined to l at the input (Zhang et al. 2017)
-        in_channels += HINT_CHANNELS if hints else 0
+        in_channels = 1 + (HINT_CHANNELS if hints else 0)  # l (and the hint map)
         channels = [base_channels * min(2**i, 8) for i in range(depth)]
         self.down = nn.ModuleList(
             _down(
@@ -114,7 +108,7 @@ class Generator(nn.Module):
             for i in range(depth - 1, 0, -1)
         )
         last = channels[0] * (2 if depth > 1 else 1)  # the head's input: the last up and skip
-        self.head = nn.Sequential(nn.ConvTranspose2d(last, out_channels, 4, 2, 1), nn.Tanh())
+        self.head = nn.Sequential(nn.ConvTranspose2d(last, 2, 4, 2, 1), nn.Tanh())
         init_weights(self)
         # model.uncertainty (uncertainty.py): built last, from its own random stream
         styled = channels[min(NOVELTY_LEVEL, depth - 1)]
@@ -284,48 +278,6 @@ def _conv_block(c_in: int, c_out: int, norm: Norm, dropout: float = 0.0) -> nn.S
     )
 
 
-def _separable(channels: int, norm: Norm) -> nn.Sequential:
-    """A depthwise 3x3 conv and a pointwise 1x1, each followed by norm and ReLU."""
-    return nn.Sequential(
-        nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=norm == "none"),
-        norm_layer(norm, channels),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(channels, channels, 1, bias=norm == "none"),
-        norm_layer(norm, channels),
-        nn.ReLU(inplace=True),
-    )
-
-
-class SeparableLevel(nn.Module):
-    """A decoder level of `model.decoder=separable`: the coarse map (`c_in` channels) and the
-    joined skip inputs (`c_skip`) each projected to `width` by a 1x1 conv and norm, the coarse
-    one before it is upsampled 2x (a 1x1 conv commutes with bilinear upsampling, so that is
-    the join-then-project of a concatenation at a quarter of the cost), summed and ReLU'd; then
-    two depthwise-separable 3x3 layers (the receptive field of the conv decoder's two 3x3
-    convs) added back to their input. Every norm follows its conv, so fast_model folds them
-    (`fold_pairs`: the two outside the nn.Sequential)."""
-
-    fold_pairs = (("top", "top_norm"), ("lateral", "lateral_norm"))
-
-    def __init__(self, c_in: int, c_skip: int, width: int, norm: Norm, dropout: float) -> None:
-        super().__init__()
-        self.top = nn.Conv2d(c_in, width, 1, bias=norm == "none")
-        self.top_norm = norm_layer(norm, width)
-        self.lateral = nn.Conv2d(c_skip, width, 1, bias=norm == "none")
-        self.lateral_norm = norm_layer(norm, width)
-        self.body = nn.Sequential(
-            _separable(width, norm),
-            nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
-            _separable(width, norm),
-        )
-
-    def forward(self, x: torch.Tensor, joined: torch.Tensor) -> torch.Tensor:
-        """x: the coarser level's output (B, c_in, h, w); joined: (B, c_skip, 2h, 2w)."""
-        top = _upsample(self.top_norm(self.top(x)), 2.0)
-        y = F.relu(top + self.lateral_norm(self.lateral(joined)))
-        return y + self.body(y)
-
-
 def _ab_head(channels: int, upsample: str) -> nn.Sequential:
     """Lite0UNet's last layer: a 1x1 conv to ab in [-1, 1] (tanh), or for `upsample` "affine"
     to the per-cell b (2 channels) and a (2) of `affine_upsample`."""
@@ -335,7 +287,7 @@ def _ab_head(channels: int, upsample: str) -> nn.Sequential:
 
 
 def _decoder_levels(
-    widths: list[int], extra: int, pooled_l: int, norm: Norm, dropout: float, decoder: str
+    widths: list[int], extra: int, pooled_l: int, norm: Norm, dropout: float
 ) -> nn.ModuleList:
     """Lite0UNet's decoder levels from stride 16 down, one per width: each joins the coarser
     output, its skip, `extra` hint channels and (the last) `pooled_l` channels of L; the first
@@ -345,11 +297,7 @@ def _decoder_levels(
     blocks: list[nn.Module] = []
     for i, (skip, width) in enumerate(zip(skips, widths, strict=False)):
         joined = skip + extra + (pooled_l if i == len(widths) - 1 else 0)
-        drop = dropout if i < 2 else 0.0
-        if decoder == "separable":
-            blocks.append(SeparableLevel(c_in, joined, width, norm, drop))
-        else:
-            blocks.append(_conv_block(c_in + joined, width, norm, drop))
+        blocks.append(_conv_block(c_in + joined, width, norm, dropout if i < 2 else 0.0))
         c_in = width
     return nn.ModuleList(blocks)
 
@@ -363,15 +311,15 @@ class Lite0UNet(nn.Module):
     resolution) and the full-resolution layer. Each decoder level upsamples
     bilinearly, joins the skip and applies two 3x3 conv-norm-ReLU layers; widths are
     8, 4, 2, 1 x `base_channels` from stride 16 to 2, and a last full-resolution layer also sees
-    L itself. Always 5 downsamplings (`depth`), so sides are multiples of 32. With `decoder`
-    "separable" (`model.decoder`) each level is a `SeparableLevel` instead, same widths.
+    L itself. Always 5 downsamplings (`depth`), so sides are multiples of 32.
 
-    `output_stride` 2 or 4 (`model.output_stride`) predicts ab at that stride instead, since
-    chroma is low-frequency (colorize re-attaches it to the full-resolution L anyway): the
-    full-resolution layer goes, and for 4 also the stride-2 level; the last level kept also sees
-    L average-pooled to its resolution, and its ab is upsampled bilinearly to the input size,
-    or with `upsample` "guided" (`model.upsample`) along L's edges (`guided_upsample`), or with
-    "affine" by a color and a slope against L's detail learned per cell (`affine_upsample`).
+    `output_stride` 2 or 4 (`model.output_stride`; 4 is the shipped recipe) predicts ab at that
+    stride instead, since chroma is low-frequency (colorize re-attaches it to the full-resolution
+    L anyway): the full-resolution layer goes, and for 4 also the stride-2 level; the last level
+    kept also sees L average-pooled to its resolution, and its ab is upsampled bilinearly to the
+    input size, or with `upsample` "affine" (`model.upsample`) by a color and a slope against
+    L's detail learned per cell (`affine_upsample`). The encoder starts random:
+    `models.build_generator(pretrained=True)` loads its ImageNet weights.
     """
 
     depth = 5
@@ -381,30 +329,26 @@ class Lite0UNet(nn.Module):
         base_channels: int = 32,
         norm: Norm = "batch",
         dropout: float = 0.0,
-        pretrained: bool = True,
         hints: bool = False,
         output_stride: int = 1,
         uncertainty: bool = False,
         reference: bool = False,
-        decoder: str = "conv",
         upsample: str = "bilinear",
     ) -> None:
         super().__init__()
         if output_stride not in OUTPUT_STRIDES:
             raise ValueError(f"output_stride must be 1, 2 or 4, got {output_stride}")
-        if decoder not in DECODERS:
-            raise ValueError(f"decoder must be conv or separable, got {decoder!r}")
         if upsample not in UPSAMPLES or (upsample != "bilinear" and output_stride == 1):
             raise ValueError(f"upsample {upsample!r} at output_stride {output_stride}")
         self.upsample = upsample
-        self.encoder = load_lite0(pretrained=pretrained, head=False)
+        self.encoder = load_lite0(pretrained=False, head=False)
         self.hints = hints
         self.output_stride = output_stride
         extra = HINT_CHANNELS if hints else 0  # every decoder level also sees the hints
         levels = 3 if output_stride == 4 else 4  # stride 4 ends at the stride-4 level
         widths = [8 * base_channels, 4 * base_channels, 2 * base_channels, base_channels]
         pooled_l = 0 if output_stride == 1 else 1  # the last level's L, pooled to its stride
-        self.decoder = _decoder_levels(widths[:levels], extra, pooled_l, norm, dropout, decoder)
+        self.decoder = _decoder_levels(widths[:levels], extra, pooled_l, norm, dropout)
         c_in = widths[levels - 1]
         parts: list[nn.Module] = [self.decoder]
         if output_stride == 1:
@@ -514,10 +458,7 @@ class Lite0UNet(nn.Module):
             joined = [skip] if hint_map is None else [skip, _pooled(hint_map, skip)]
             if self.output_stride > 1 and index == len(self.decoder) - 1:
                 joined.append(F.avg_pool2d(l, self.output_stride))
-            if isinstance(block, SeparableLevel):  # upsamples x itself, after projecting it
-                x = block(x, torch.cat(joined, dim=1))
-            else:
-                x = block(torch.cat([_upsample(x, 2.0), *joined], dim=1))
+            x = block(torch.cat([_upsample(x, 2.0), *joined], dim=1))
             if films:
                 x = modulate(x, films[index])
             outputs.append(x)
@@ -525,44 +466,9 @@ class Lite0UNet(nn.Module):
 
     def _full_size(self, coarse: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
         """The head's output at the output stride brought to l's size as `upsample` says."""
-        if self.upsample == "guided":
-            return guided_upsample(coarse, l, self.output_stride)
         if self.upsample == "affine":
             return affine_upsample(coarse, l, self.output_stride)
         return _upsample(coarse, float(self.output_stride))
-
-
-def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """The mean over each (2 radius + 1)^2 window, of the cells inside the image."""
-    size = 2 * radius + 1
-    return F.avg_pool2d(x, size, stride=1, padding=radius, count_include_pad=False)
-
-
-def guided_upsample(
-    ab: torch.Tensor,
-    l: torch.Tensor,
-    stride: int,
-    radius: int = GUIDED_RADIUS,
-    eps: float = GUIDED_EPS,
-) -> torch.Tensor:
-    """`ab` (B, 2, H/stride, W/stride) brought to l's (B, 1, H, W) size along l's edges: the
-    fast guided filter (He & Sun 2015). In each window of coarse cells, ab ~ a * L + b is
-    fitted by least squares against L average-pooled to the stride; a and b, averaged over the
-    windows that hold a cell, are upsampled bilinearly and applied to the full-resolution L, so
-    a color edge falls where the lightness edge is instead of being blurred over `stride`
-    pixels. In float32 (the variances cancel badly in half precision); clamped to [-1, 1].
-    kornia's guided_blur takes both inputs at full size and subsamples them by nearest
-    neighbour; here ab exists only at the stride, and each cell's L is the mean of its pixels.
-    """
-    coarse, guide = ab.float(), F.avg_pool2d(l.float(), stride)
-    mean_l, mean_ab = _box(guide, radius), _box(coarse, radius)
-    covariance = _box(guide * coarse, radius) - mean_l * mean_ab
-    variance = _box(guide * guide, radius) - mean_l * mean_l
-    a = covariance / (variance + eps)
-    b = mean_ab - a * mean_l
-    factor = float(stride)
-    a, b = _upsample(_box(a, radius), factor), _upsample(_box(b, radius), factor)
-    return (a * l.float() + b).clamp(-1.0, 1.0).to(ab.dtype)
 
 
 def affine_upsample(coefficients: torch.Tensor, l: torch.Tensor, stride: int) -> torch.Tensor:
@@ -575,31 +481,14 @@ def affine_upsample(coefficients: torch.Tensor, l: torch.Tensor, stride: int) ->
     (detail, ab) pairs puts each color on its own side of the lightness edge, which a
     bilinear blur spreads over `stride` pixels. What a and b can reach on the true colors:
     experiments/stride_oracle.py."""
-    detail = _lightness_detail(l, stride).to(coefficients.dtype)
+    detail = lightness_detail(l, stride).to(coefficients.dtype)
     coefficients = _upsample(coefficients, float(stride))
     return torch.tanh(coefficients[:, :2] + coefficients[:, 2:] * detail)
 
 
-def _lightness_detail(l: torch.Tensor, stride: int) -> torch.Tensor:
+def lightness_detail(l: torch.Tensor, stride: int) -> torch.Tensor:
     """L less its smooth version: L average-pooled to `stride` and upsampled bilinearly."""
     return l - _upsample(F.avg_pool2d(l, stride), float(stride))
-
-
-AFFINE_LIMIT = 0.999  # fitted_affine clamps ab inside (-1, 1) before its atanh
-AFFINE_EPS = 1e-3  # and regularises each cell's slope (squared L units)
-
-
-def fitted_affine(ab: torch.Tensor, l: torch.Tensor, stride: int) -> torch.Tensor:
-    """The coefficients (B, 4, H/stride, W/stride) that `affine_upsample` turns back into
-    about `ab` (B, 2, H, W): per cell, the least-squares b and a of atanh(ab) ~ b + a * (L -
-    smooth L). What the head could at best predict (experiments/stride_oracle.py)."""
-    detail = _lightness_detail(l, stride)
-    target = torch.atanh(ab.clamp(-AFFINE_LIMIT, AFFINE_LIMIT))
-    mean_d, mean_t = F.avg_pool2d(detail, stride), F.avg_pool2d(target, stride)
-    covariance = F.avg_pool2d(detail * target, stride) - mean_d * mean_t
-    variance = F.avg_pool2d(detail * detail, stride) - mean_d.square()
-    a = covariance / (variance + AFFINE_EPS)
-    return torch.cat([mean_t - a * mean_d, a], dim=1)
 
 
 def _upsample(x: torch.Tensor, factor: float) -> torch.Tensor:
@@ -608,70 +497,3 @@ def _upsample(x: torch.Tensor, factor: float) -> torch.Tensor:
 
 
 ColorModel = Generator | Lite0UNet  # either generator: same input, output and `multiple`
-
-
-def build_generator(model: ModelConfig, pretrained: bool = False) -> ColorModel:
-    """The generator a model config describes; `pretrained` loads the Lite0 encoder's ImageNet
-    weights (for a fresh run; a checkpoint brings its own)."""
-    if model.encoder == "efficientnet_lite0":
-        return Lite0UNet(
-            model.base_channels,
-            model.norm,
-            model.dropout,
-            pretrained=pretrained,
-            hints=model.hints,
-            output_stride=model.output_stride,
-            uncertainty=model.uncertainty,
-            reference=model.reference,
-            decoder=model.decoder,
-            upsample=model.upsample,
-        )
-    if model.output_stride != 1:
-        raise ValueError("model.output_stride other than 1 needs model.encoder=efficientnet_lite0")
-    if model.decoder != "conv":
-        raise ValueError("model.decoder=separable needs model.encoder=efficientnet_lite0")
-    return Generator(
-        base_channels=model.base_channels,
-        depth=model.depth,
-        norm=model.norm,
-        dropout=model.dropout,
-        hints=model.hints,
-        uncertainty=model.uncertainty,
-        reference=model.reference,
-    )
-
-
-# What inference at a working size holds at once, per pixel per image, as a multiple of the
-# largest single activation: its input, its output and the skip tensors waiting for the decoder.
-PEAK_ACTIVATIONS = 4
-DEFAULT_BYTES_PER_PIXEL = 512.0  # the default Lite0 U-Net (width 32): 4 x 128 bytes
-
-
-@torch.inference_mode()
-def bytes_per_pixel(model: ColorModel) -> float:
-    """A rough estimate of inference memory per working pixel of one image (float32): the
-    largest activation of one forward at a small size, times PEAK_ACTIVATIONS, or what the
-    points' spread holds after it, if more. Good for refusing sizes that cannot fit; a size that
-    passes may still be tight."""
-    largest = 0
-
-    def hook(module: nn.Module, args: object, output: object) -> None:
-        nonlocal largest
-        if isinstance(output, torch.Tensor):
-            largest = max(largest, output.numel() * 4)  # float32, whatever the model's dtype
-
-    leaves = [m for m in model.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    side = 2 * model.multiple
-    param = next(model.parameters())
-    training = model.training
-    model.eval()  # BatchNorm statistics stay as they are
-    try:
-        model(torch.zeros(1, 1, side, side, device=param.device, dtype=param.dtype))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(training)
-    spread = model.spread  # its tensors are no module's output; it runs after the network
-    extra = 0.0 if spread is None else spread_bytes_per_pixel(spread.stride)
-    return max(PEAK_ACTIVATIONS * largest / side**2, extra)

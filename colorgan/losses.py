@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from kornia.filters import gaussian_blur2d
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -23,18 +22,16 @@ _VGG16_TAPS = (3, 8, 15, 22)  # indices in `features` of relu1_2, relu2_2, relu3
 
 
 def d_losses(
-    real: torch.Tensor, fake: torch.Tensor, mode: str, real_label: float = 1.0
+    real: torch.Tensor, fake: torch.Tensor, mode: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Discriminator losses on real and fake patch logits (any shape): (loss_real, loss_fake).
-    `real_label` < 1 is one-sided label smoothing (Salimans et al. 2016; vanilla and lsgan)."""
-    target = torch.full_like(real, real_label)
+    """Discriminator losses on real and fake patch logits (any shape): (loss_real, loss_fake)."""
     if mode == "vanilla":
         return (
-            F.binary_cross_entropy_with_logits(real, target),
+            F.binary_cross_entropy_with_logits(real, torch.ones_like(real)),
             F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)),
         )
     if mode == "lsgan":
-        return F.mse_loss(real, target), F.mse_loss(fake, torch.zeros_like(fake))
+        return F.mse_loss(real, torch.ones_like(real)), F.mse_loss(fake, torch.zeros_like(fake))
     if mode == "hinge":
         return F.relu(1.0 - real).mean(), F.relu(1.0 + fake).mean()
     raise ValueError(f"unknown gan mode {mode!r}")
@@ -51,45 +48,9 @@ def g_adversarial_loss(fake: torch.Tensor, mode: str) -> torch.Tensor:
     raise ValueError(f"unknown gan mode {mode!r}")
 
 
-def l1_loss(
-    ab_fake: torch.Tensor, ab_real: torch.Tensor, weights: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Mean absolute error on normalised ab; with `weights` (a `rebalance_weights` grid), each
-    pixel's error is weighted by how rare its true color is."""
-    if weights is None:
-        return F.l1_loss(ab_fake.float(), ab_real.float())
-    error = (ab_fake.float() - ab_real.float()).abs().mean(dim=1)  # (B, H, W)
-    return (error * weights[ab_bins(ab_real)]).mean()
-
-
-# Chroma re-balancing (Zhang, Isola & Efros 2016, "Colorful Image Colorization", sec. 2.2): the
-# ab plane in 10-unit Lab bins, as theirs; a pixel's L1 is weighted by the inverse of its bin's
-# smoothed frequency mixed with a uniform prior, so rare colors count as much as the common ones.
-AB_BINS = 22  # per axis: [-110, 110] in steps of 10 Lab units
-
-
-def ab_bins(ab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Grid indices (i_a, i_b), each (B, H, W), of normalised ab (B, 2, H, W) in [-1, 1]."""
-    index = ((ab.float() + 1.0) * (AB_BINS / 2.0)).long().clamp_(0, AB_BINS - 1)
-    return index[:, 0], index[:, 1]
-
-
-def ab_histogram(ab: torch.Tensor) -> torch.Tensor:
-    """Pixel counts (AB_BINS, AB_BINS) of normalised ab (B, 2, H, W)."""
-    i_a, i_b = ab_bins(ab)
-    flat = (i_a * AB_BINS + i_b).flatten()
-    return torch.bincount(flat, minlength=AB_BINS * AB_BINS).view(AB_BINS, AB_BINS).double()
-
-
-def rebalance_weights(counts: torch.Tensor, strength: float) -> torch.Tensor:
-    """Per-bin weights w = 1 / (strength * p + (1 - strength) / Q), p the histogram smoothed by
-    a Gaussian of sigma 5 Lab units and Q the number of bins, scaled so that the mean weight
-    over the training pixels is 1. strength 0 gives all ones; Zhang et al. use 0.5."""
-    p = counts.float() / counts.sum().clamp(min=1)
-    p = gaussian_blur2d(p[None, None], (5, 5), (0.5, 0.5), border_type="constant")[0, 0]
-    p = p / p.sum().clamp(min=1e-12)
-    weights = 1.0 / (strength * p + (1.0 - strength) / p.numel())
-    return weights / (p * weights).sum()
+def l1_loss(ab_fake: torch.Tensor, ab_real: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error on normalised ab, in float32."""
+    return F.l1_loss(ab_fake.float(), ab_real.float())
 
 
 class VGG16Features(nn.Module):

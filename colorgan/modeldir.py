@@ -40,7 +40,9 @@ from colorgan.checkpoint import (
 from colorgan.config import Config, from_dict, shown, to_dict
 from colorgan.errors import CheckpointError, ConfigError, ModelFolderError
 from colorgan.files import stale_temporary_of, temporary_prefix, write_error
-from colorgan.generator import ColorModel, build_generator
+from colorgan.generator import ColorModel
+from colorgan.models import build_generator
+from colorgan.request import Capabilities
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -271,6 +273,7 @@ def folder_facts(saved: dict[str, Any], generator: ColorModel, config: Config, n
         sources=dict(saved.get("sources") or {}),
         history=list(saved.get("history") or []),
         best=float(best) if best is not None else None,
+        takes=Capabilities.of(config.model),
     )
 
 

@@ -13,14 +13,12 @@ own share of the files.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import (
     BrokenExecutor,
     Executor,
@@ -37,112 +35,35 @@ from tqdm import tqdm
 
 from colorgan import ddp
 from colorgan.batch import Prediction
-from colorgan.colorize import (
-    Colorizer,
+from colorgan.colorize import Colorizer, join, lightness, resize_l, working_shape
+from colorgan.device import check_fits, free_memory
+from colorgan.errors import ColorganError, DoesNotFit, Interrupted, UnreadableImage
+from colorgan.files import DEFAULT_MAX_PIXELS, Picture, load_picture, stale_temporary_of
+from colorgan.hints import Hint, HintError, check_inside, render
+from colorgan.jobs import (
     Failure,
     Job,
-    check_reference,
-    check_uncertainty_maps,
-    hints_for_jobs,
-    join,
-    lightness,
-    load_colorizer,
+    is_complete,
+    model_identity,
     plan_jobs,
     read_reference,
     refusal,
-    resize_l,
+    requests_for_jobs,
+    run_key,
     save_results,
-    working_shape,
 )
-from colorgan.device import check_fits, free_memory
-from colorgan.errors import (
-    ColorganError,
-    DoesNotFit,
-    Interrupted,
-    OnnxModelError,
-    UnreadableImage,
-)
-from colorgan.files import (
-    DEFAULT_MAX_PIXELS,
-    Picture,
-    load_picture,
-    output_key,
-    stale_temporary_of,
-)
-from colorgan.hints import Hint, HintError, check_inside, render
-from colorgan.modeldir import resolve_model
+from colorgan.request import Capabilities, Request, check_caution
+from colorgan.runtime import ModelChoice, load_for_folder
 
 log = logging.getLogger("colorgan")
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)  # decoding processes (and as many encoding ones)
 MAX_WORKERS = 64  # and never more than there are files
-RUNTIMES = ("auto", "torch", "onnx")
-# --runtime auto exports to ONNX (once, about a minute; cached) for a CPU run of this many
-# images: onnxruntime ran the default model 3.3x faster than folded PyTorch on 2 CPU cores
-# (docs/PERFORMANCE.md), so the export pays for itself within a few dozen images.
-ONNX_MIN_IMAGES = 100
 
 
 def shard(jobs: Sequence[Job], rank: int, world_size: int) -> list[Job]:
     """Rank `rank`'s share of `jobs` (every world_size-th, from its rank): the shares of all
     ranks are disjoint and cover every job."""
     return list(jobs[rank::world_size])
-
-
-def run_key(
-    model_id: str,
-    size: int | None,
-    fmt: str,
-    hints: Sequence[Hint] | None,
-    caution: float = 0.0,
-    reference: str | None = None,
-) -> str:
-    """What an output depends on besides its input file: the model, the working size, the
-    format, the image's points, the caution it was colorized with (the resolved value) and
-    the reference (reference_key's digest of its summary; None: none), as a short hash
-    (written into each output's tag)."""
-    points = [[h.x, h.y, h.color, h.radius] for h in hints or []]
-    parts: list[object] = [model_id, size, fmt, points]
-    if caution:  # 0 (no fading) keeps the key of the runs from before caution existed
-        parts.append(caution)
-    if reference is not None:  # likewise no reference
-        parts.append({"reference": reference})
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def reference_key(summary: torch.Tensor | None) -> str | None:
-    """A reference summary's identity for run_key: the sha256 of its float32 bytes (the same
-    colors give the same key, whatever the file is called); None for no reference."""
-    if summary is None:
-        return None
-    data = summary.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
-    return hashlib.sha256(data).hexdigest()
-
-
-def model_identity(path: str | Path) -> str:
-    """A model file's (or folder's) identity for run_key: its resolved path, size and time."""
-    resolved = Path(path).resolve()
-    try:
-        stat = resolved.stat()
-        return f"{resolved}:{stat.st_size}:{stat.st_mtime_ns}"
-    except OSError:
-        return str(path)  # e.g. hf://owner/name@revision: the name is the identity
-
-
-def is_complete(job: Job, key: str) -> bool:
-    """Whether every output of `job` was written by colorize with the same `key`, after its
-    input was last changed (outputs are atomic: one that exists is whole)."""
-    try:
-        source_time = job.source.stat().st_mtime_ns
-    except OSError:
-        return False
-    for path in job.outputs:
-        try:
-            if path.stat().st_mtime_ns < source_time or output_key(path) != key:
-                return False
-        except OSError:
-            return False
-    return True
 
 
 @dataclass
@@ -190,10 +111,10 @@ class _DecodeFiles(Dataset[Decoded]):
         jobs: Sequence[Job],
         shapes: _Shapes,
         max_pixels: int,
-        hints: dict[Path, list[Hint]],
+        points: dict[Path, tuple[Hint, ...]],
     ) -> None:
         self.jobs, self.shapes = list(jobs), shapes
-        self.max_pixels, self.hints = max_pixels, hints
+        self.max_pixels, self.points = max_pixels, points
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -203,7 +124,7 @@ class _DecodeFiles(Dataset[Decoded]):
         try:
             picture = load_picture(job.source, self.max_pixels)
             height, width = picture.rgb.shape[1:]
-            points = self.hints.get(job.source)
+            points = self.points.get(job.source)
             if points:
                 check_inside(points, (height, width))
             shape = self.shapes.shape(picture)
@@ -356,56 +277,74 @@ def _plan(
     return todo
 
 
+@dataclass(frozen=True)
+class Output:
+    """How a folder run makes its outputs."""
+
+    fmt: str = "png"
+    size: int | None = None  # working size (None: the model's training size)
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger inputs are refused before decoding
+    workers: int = DEFAULT_WORKERS  # decoding processes, and as many encoding ones
+    overwrite: bool = False  # replace outputs colorize did not write
+
+    def check(self, colorizer: Colorizer, jobs: Sequence[Job]) -> None:
+        """ColorganError for a bad option (before any work)."""
+        if self.max_pixels < 1:
+            raise ColorganError(f"--max-pixels must be positive, got {self.max_pixels}")
+        if self.size is not None and self.size < 1:
+            raise ColorganError(f"--size must be a positive number of pixels, got {self.size}")
+        if not 0 <= self.workers <= MAX_WORKERS:
+            raise ColorganError(f"--workers must be from 0 to {MAX_WORKERS}, got {self.workers}")
+        if any(job.uncertainty is not None for job in jobs):
+            colorizer.capabilities.need("uncertainty", "--uncertainty-map")
+        if self.size is not None:
+            colorizer.check_shape((self.size, self.size))  # the least any image needs
+
+
 def colorize_folder(
     colorizer: Colorizer,
     jobs: Sequence[Job],
-    fmt: str = "png",
-    size: int | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    workers: int = DEFAULT_WORKERS,
-    hints: dict[Path, list[Hint]] | None = None,
-    overwrite: bool = False,
+    output: Output = Output(),
+    requests: Mapping[Path, Request] | None = None,
     model_id: str = "",
     on_failure: Callable[[Failure], None] | None = None,
     progress: bool = False,
-    caution: float | None = None,
-    reference: torch.Tensor | None = None,
 ) -> Summary:
-    """Colorize `jobs` through the pipeline (see the module's docstring): `workers` decoding
-    processes (0: decode in this process) and as many encoding ones (0: one thread), with
-    `caution` (see Colorizer.resolve_caution) and one `reference` summary (1, 257) for all
-    (read_reference). Outputs complete for the same model (`model_id`), size, format, points,
-    caution and reference are skipped; failures go to `on_failure` and into the summary; the
-    rest go on."""
-    summary, hints = Summary(), hints or {}
+    """Colorize `jobs` through the pipeline (see the module's docstring), each with its Request
+    (`requests`, by source; none given: the plain one). Outputs complete for the same model
+    (`model_id`), size, format and request are skipped; failures go to `on_failure` and into
+    the summary; the rest go on."""
+    summary, requests = Summary(), requests or {}
 
     def fail(path: Path, reason: str) -> None:
         summary.failures.append(Failure(path, reason))
         if on_failure is not None:
             on_failure(summary.failures[-1])
 
-    caution = _check_options(colorizer, jobs, size, max_pixels, workers, caution)
-    workers = min(workers, len(jobs))  # 2 files need no 128 processes
-    check_reference(colorizer, reference)
+    output.check(colorizer, jobs)
+    asked = {job.source: requests.get(job.source, Request()) for job in jobs}
+    keys = {}
+    for source, request in asked.items():
+        colorizer.capabilities.check(request)
+        caution = colorizer.capabilities.resolve_caution(request, "--caution")
+        keys[source] = run_key(model_id, output.size, output.fmt, request, caution)
     clean_temporaries(jobs)
-    ref = reference_key(reference)
-    keys = {
-        job.source: run_key(model_id, size, fmt, hints.get(job.source), caution, ref)
-        for job in jobs
-    }
-    todo = _plan(jobs, keys, overwrite, summary, fail)
+    todo = _plan(jobs, keys, output.overwrite, summary, fail)
+    workers = min(output.workers, len(jobs))  # 2 files need no 128 processes
     bar = tqdm(total=len(todo), desc="colorizing", unit="img", disable=None if progress else True)
     writer = _Writer(workers, colorizer.batch_size, fail, lambda: _advance(bar))
+    points = {job.source: asked[job.source].points for job in todo}
+    decode = _DecodeFiles(todo, _Shapes(colorizer, output.size), output.max_pixels, points)
     try:
-        for group in _decoded_groups(todo, colorizer, size, max_pixels, hints, workers, fail, bar):
-            l_small = torch.cat([item.l_small for item in group])  # type: ignore[misc]
+        for group in _decoded_groups(decode, colorizer, workers, fail, bar):
+            l_small = torch.cat([item.l_small for item in group]).to(colorizer.device)  # type: ignore[misc]
+            group_requests = [asked[todo[item.index].source] for item in group]
             maps = [item.hint_map for item in group]
-            l_small = l_small.to(colorizer.device)
-            predicted = colorizer.predict_maps(l_small, _on(maps, colorizer), caution, reference)
+            predicted = colorizer.predict_batch(l_small, group_requests, maps)
             for item, prediction in zip(group, predicted, strict=True):
                 job = todo[item.index]
                 assert item.picture is not None
-                writer.submit(job, item.picture, prediction, fmt, keys[job.source])
+                writer.submit(job, item.picture, prediction, output.fmt, keys[job.source])
     finally:
         writer.close()
         bar.close()
@@ -413,39 +352,17 @@ def colorize_folder(
     return summary
 
 
-def _check_options(
-    colorizer: Colorizer, jobs: Sequence[Job], size: int | None, max_pixels: int,
-    workers: int, caution: float | None,
-) -> float:  # fmt: skip
-    """ColorganError for a bad option (before any work); the caution to colorize with."""
-    if max_pixels < 1:
-        raise ColorganError(f"--max-pixels must be positive, got {max_pixels}")
-    if size is not None and size < 1:
-        raise ColorganError(f"--size must be a positive number of pixels, got {size}")
-    if not 0 <= workers <= MAX_WORKERS:
-        raise ColorganError(f"--workers must be from 0 to {MAX_WORKERS}, got {workers}")
-    resolved = colorizer.resolve_caution(caution, "--caution")
-    check_uncertainty_maps(colorizer, jobs)
-    if size is not None:
-        colorizer.check_shape((size, size))  # the least any image needs at this size
-    return resolved
-
-
 def _advance(bar: tqdm) -> None:
     bar.update()
 
 
-def _on(maps: list[torch.Tensor | None], colorizer: Colorizer) -> list[torch.Tensor | None]:
-    return [m.to(colorizer.device) if m is not None else None for m in maps]
-
-
 def _decoded_groups(
-    todo: Sequence[Job], colorizer: Colorizer, size: int | None, max_pixels: int,
-    hints: dict[Path, list[Hint]], workers: int, fail: Callable[[Path, str], None], bar: tqdm,
+    dataset: _DecodeFiles, colorizer: Colorizer, workers: int,
+    fail: Callable[[Path, str], None], bar: tqdm,
 ) -> Iterator[list[Decoded]]:  # fmt: skip
     """The decoded pictures, in groups of one working shape, as large as the batch size (and
     memory) allow; unreadable ones go to `fail`."""
-    dataset = _DecodeFiles(todo, _Shapes(colorizer, size), max_pixels, hints)
+    todo = dataset.jobs
     loader = DataLoader(
         dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity,  # type: ignore[arg-type]
         prefetch_factor=2 if workers else None, worker_init_fn=_no_ctrl_c,
@@ -492,94 +409,38 @@ def _signals_interrupt() -> Iterator[None]:
 class FolderRun:
     """What `colorgan colorize` was asked (see cli.py), for run_colorize."""
 
-    model: str
+    model: ModelChoice
     inputs: list[Path]
     out: Path
-    fmt: str = "png"
+    output: Output = Output()
     side_by_side: bool = False
-    size: int | None = None
     device: str = "auto"
-    batch_size: int = 8
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    hints: Path | None = None
-    overwrite: bool = False
-    workers: int = DEFAULT_WORKERS
-    compile_model: bool = False
-    quiet: bool = False
-    runtime: str = "auto"
+    hints: Path | None = None  # --hints FILE|DIR: the points of every image, or each its own
+    reference: Path | None = None  # --reference IMAGE: its colors for every input
     caution: float | None = None  # None: the model's default (model.caution)
     uncertainty_map: bool = False  # also write <name>.uncertainty.png
-    reference: Path | None = None  # --reference IMAGE: its colors for every input
+    quiet: bool = False
 
+    def plan(self) -> tuple[list[Job], dict[Path, Request], list[Failure]]:
+        """The jobs, each one's Request, and the inputs that failed already (missing files, a
+        bad hints file of one image)."""
+        output = self.output
+        jobs, failures = plan_jobs(
+            self.inputs, self.out, output.fmt, self.side_by_side, self.uncertainty_map
+        )
+        caution = None if self.caution is None else check_caution(self.caution, "--caution")
+        base = Request(caution=caution)
+        requests, unusable = requests_for_jobs(jobs, base, self.hints)  # a bad file fails its image
+        refused = {failure.path for failure in unusable}
+        return [job for job in jobs if job.source not in refused], requests, failures + unusable
 
-def onnx_cache() -> Path:
-    """Where --runtime onnx keeps its exports: $COLORGAN_CACHE/onnx, else ~/.cache/colorgan."""
-    root = os.environ.get("COLORGAN_CACHE") or Path.home() / ".cache" / "colorgan"
-    return Path(root) / "onnx"
-
-
-def _onnx_path(model: str) -> Path:
-    """The cached export of MODEL, named by the identity of the files it resolves to (for
-    hf://, the snapshot of one commit)."""
-    identity = model_identity(resolve_model(model).path)
-    return onnx_cache() / f"{run_key(identity, None, 'onnx', None)}.onnx"
-
-
-def _onnx_available() -> bool:
-    import importlib.util
-
-    return all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime"))
-
-
-def _runtime(run: FolderRun, device: torch.device, count: int) -> str:
-    """'torch' or 'onnx' for this run (--runtime auto: onnx on a CPU for a large folder, or
-    when the model is exported already, and when the ONNX packages are installed)."""
-    if run.runtime not in RUNTIMES:
-        raise ColorganError(f"--runtime {run.runtime!r}: use {', '.join(RUNTIMES)}")
-    if run.runtime != "auto" or Path(run.model).suffix.lower() == ".onnx":
-        return "torch" if run.runtime == "auto" else run.runtime
-    cached = _onnx_path(run.model).is_file()
-    large = count >= ONNX_MIN_IMAGES
-    fits = device.type == "cpu" and not run.compile_model and _onnx_available()
-    return "onnx" if fits and (cached or large) else "torch"
-
-
-ONNX_TIP = (
-    "tip: pip install 'colorgan[onnx]' and a CPU folder run like this one goes through "
-    "onnxruntime, about 1.5x as fast (--runtime auto)"
-)
-
-
-def _onnx_would_help(run: FolderRun, device: torch.device, count: int) -> bool:
-    """Whether --runtime auto would have picked onnx here if the ONNX packages were there."""
-    auto = run.runtime == "auto" and Path(run.model).suffix.lower() != ".onnx"
-    large = device.type == "cpu" and not run.compile_model and count >= ONNX_MIN_IMAGES
-    return auto and large and not _onnx_available()
-
-
-def _load(run: FolderRun, device: torch.device, count: int, quiet: bool) -> Colorizer:
-    """The Colorizer for the run: MODEL in PyTorch, or exported once to ONNX (cached by the
-    model's identity) and run in onnxruntime."""
-    if _runtime(run, device, count) == "torch" or Path(run.model).suffix.lower() == ".onnx":
-        if not quiet and _onnx_would_help(run, device, count):
-            print(ONNX_TIP, flush=True)
-        return load_colorizer(run.model, str(device), run.batch_size, run.compile_model)
-    from colorgan.export import export_onnx
-
-    path = _onnx_path(run.model)
-    if path.is_file():
-        try:
-            colorizer = Colorizer.from_onnx(path, str(device), run.batch_size)
-        except OnnxModelError as err:  # a cached export that broke (a full disk, a crash)
-            log.warning("%s; exporting it again", err)
-            path.unlink(missing_ok=True)
-    if not path.is_file():
-        if not quiet:
-            print(f"exporting the model to ONNX once (cached as {path})", flush=True)
-        export_onnx(run.model, path)
-        colorizer = Colorizer.from_onnx(path, str(device), run.batch_size)
-    colorizer.source = run.model
-    return colorizer
+    def check(self, capabilities: Capabilities) -> None:
+        """Refuse what the model cannot take, naming the option (before any file is read)."""
+        asked = {"hints": self.hints, "reference": self.reference, "uncertainty": self.caution}
+        for name, value in asked.items():
+            if value:
+                option = {"hints": "--hints", "uncertainty": "--caution"}.get(name, "--reference")
+                capabilities.need(name, option if name == "uncertainty" else f"{option} {value}")
 
 
 def run_colorize(run: FolderRun, report: Callable[[Failure], None]) -> tuple[int, int, int]:
@@ -589,31 +450,24 @@ def run_colorize(run: FolderRun, report: Callable[[Failure], None]) -> tuple[int
     info, device = ddp.init(run.device)
     try:
         with _signals_interrupt():
-            jobs, failures = plan_jobs(
-                run.inputs, run.out, run.fmt, run.side_by_side, run.uncertainty_map
-            )
-            hints, unusable = hints_for_jobs(jobs, run.hints)  # a bad file fails its image
-            failures += unusable
-            refused = {failure.path for failure in unusable}
-            jobs = [job for job in jobs if job.source not in refused]
-            colorizer = _load(run, device, len(jobs), run.quiet or not info.is_main)
-            colorizer.resolve_caution(run.caution, "--caution")  # usage errors come first
-            if run.hints is not None:
-                colorizer.check_points(f"--hints {run.hints}")
-            check_uncertainty_maps(colorizer, jobs)
-            reference = read_reference(colorizer, run.reference, run.max_pixels)  # each rank
+            jobs, requests, failures = run.plan()
+            colorizer = load_for_folder(run.model, device, len(jobs), run.quiet or not info.is_main)
+            run.check(colorizer.capabilities)  # usage errors come first
+            run.output.check(colorizer, jobs)
+            if run.reference is not None:  # read once (on each rank), summarized once
+                reference = read_reference(run.reference, run.output.max_pixels)
+                requests = {s: r.with_reference(reference) for s, r in requests.items()}
             if info.is_main:
                 if colorizer.revision is not None and not run.quiet:
                     print(f"model {colorizer.source}")  # the commit: the run can be repeated
                 for failure in failures:
                     report(failure)
             mine = shard(jobs, info.rank, info.world_size)
+            progress = info.is_main and not run.quiet and len(mine) > 1
+            model_id = _model_id(run.model.model, colorizer)
             summary = colorize_folder(
-                colorizer, mine, run.fmt, run.size, run.max_pixels, run.workers, hints,
-                run.overwrite, _model_id(run.model, colorizer), report,
-                progress=info.is_main and not run.quiet and len(mine) > 1, caution=run.caution,
-                reference=reference,
-            )  # fmt: skip
+                colorizer, mine, run.output, requests, model_id, report, progress
+            )
         counts = [summary.written, summary.skipped, len(summary.failures)]
         every = ddp.gather_counts(counts, info, device)
     finally:

@@ -19,11 +19,10 @@ import torch
 
 from colorgan.checkpoint import holds_run, restore, save_run
 from colorgan.config import Config, save_config
-from colorgan.data import Loaders, ab_counts, make_loaders, training_split
+from colorgan.data import Loaders, make_loaders, training_split
 from colorgan.ddp import Dist
 from colorgan.errors import ConfigError, Interrupted
 from colorgan.files import stale_temporary_of
-from colorgan.losses import rebalance_weights
 from colorgan.runlog import EpochReport
 from colorgan.state import State, build_state
 
@@ -129,10 +128,6 @@ def open_run(
     if resume is not None:
         restore(state, resume)
         log.info("resumed at epoch %d, step %d", state.epoch + 1, state.step)
-    if config.loss.rebalance > 0:
-        if state.ab_counts is None:
-            state.ab_counts = ab_counts(config, train_paths, quiet)
-        state.l1_weights = rebalance_weights(state.ab_counts, config.loss.rebalance).to(device)
     report = None
     if info.is_main:
         clean_temporaries(run_dir)

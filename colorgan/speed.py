@@ -40,10 +40,9 @@ _KNOWN_PAIRS: dict[type[nn.Module], tuple[tuple[str, str], ...]] = {
 
 
 def fold_batchnorm(model: nn.Module) -> int:
-    """Fold every BatchNorm2d that directly follows a conv (inside nn.Sequential, in Lite0's
-    known modules, or named by a module's `fold_pairs`: (conv attribute, norm attribute)
-    pairs) into that conv and replace it by nn.Identity; in place, for a model in eval mode.
-    Returns how many were folded."""
+    """Fold every BatchNorm2d that directly follows a conv (inside nn.Sequential, or in Lite0's
+    known modules) into that conv and replace it by nn.Identity; in place, for a model in eval
+    mode. Returns how many were folded."""
     if model.training:
         raise ValueError("fold_batchnorm needs a model in eval mode")
     folded = 0
@@ -56,8 +55,7 @@ def fold_batchnorm(model: nn.Module) -> int:
                     _fold(conv, bn)  # type: ignore[arg-type]
                     module._modules[second] = nn.Identity()
                     folded += 1
-        pairs = _KNOWN_PAIRS.get(type(module), getattr(module, "fold_pairs", ()))
-        for conv_name, bn_name in pairs:
+        for conv_name, bn_name in _KNOWN_PAIRS.get(type(module), ()):
             layer, norm = getattr(module, conv_name, None), getattr(module, bn_name, None)
             if isinstance(layer, _Conv) and _foldable(norm):
                 _fold(layer, norm)  # type: ignore[arg-type]

@@ -17,8 +17,9 @@ from colorgan.device import amp_dtype
 from colorgan.discriminator import Discriminator
 from colorgan.ema import EMA
 from colorgan.errors import ColorganError
-from colorgan.generator import ColorModel, build_generator
+from colorgan.generator import ColorModel
 from colorgan.losses import load_perceptual
+from colorgan.models import build_generator
 
 
 @dataclass
@@ -43,8 +44,6 @@ class State:
     d_frozen: nn.Module | None
     dist: Dist = field(default_factory=Dist)
     ema: EMA | None = None  # train.ema_decay > 0
-    ab_counts: torch.Tensor | None = None  # training ab histogram, for loss.rebalance
-    l1_weights: torch.Tensor | None = None  # per-ab-bin L1 weights from it
     total_steps: int = 1  # of the cosine schedule: train.epochs x steps per epoch
     epoch: int = 0  # completed epochs
     step: int = 0  # optimizer steps taken

@@ -149,27 +149,17 @@ def train_step(state: State, batch: Batch) -> dict[str, float]:
     return _reduce_and_check(state, losses)
 
 
-def _noise(state: State, ab: torch.Tensor) -> torch.Tensor:
-    """Instance noise on D's ab input: loss.instance_noise at the start, fading to 0 linearly."""
-    sigma = state.config.loss.instance_noise * max(0.0, 1.0 - state.step / state.total_steps)
-    return ab + sigma * torch.randn_like(ab) if sigma > 0 else ab
-
-
 def d_step(state: State, batch: Batch, ab_fake: torch.Tensor) -> dict[str, torch.Tensor]:
     """One discriminator update on real and (detached) generated ab; zeros while D is off."""
     zero = torch.zeros((), device=state.device)
     d, d_run, opt_d = state.discriminator, state.d_run, state.opt_d
     if not state.adversarial or d is None or d_run is None or opt_d is None:
         return {"d_real": zero, "d_fake": zero, "d_total": zero}
-    loss = state.config.loss
     d.requires_grad_(True)
     opt_d.zero_grad(set_to_none=True)
     with autocast(state.device, state.dtype):
         d_real, d_fake = d_losses(
-            d_run(batch.l, _noise(state, batch.ab_real)),
-            d_run(batch.l, _noise(state, ab_fake)),
-            loss.gan_mode,
-            loss.real_label,
+            d_run(batch.l, batch.ab_real), d_run(batch.l, ab_fake), state.config.loss.gan_mode
         )
     d_total = 0.5 * (d_real + d_fake)  # halved as in pix2pix
     state.scaler.scale(d_total).backward()
@@ -187,11 +177,11 @@ def g_step(state: State, batch: Batch, prediction: Prediction) -> dict[str, torc
     g_adv = g_perc = g_nll = g_own = torch.zeros((), device=state.device)
     with autocast(state.device, state.dtype):
         if state.adversarial and state.d_frozen is not None:
-            logits = state.d_frozen(batch.l, _noise(state, ab_fake))
+            logits = state.d_frozen(batch.l, ab_fake)
             g_adv = g_adversarial_loss(logits, loss.gan_mode)
-        g_l1 = l1_loss(ab_fake, batch.ab_real, state.l1_weights)
+        g_l1 = l1_loss(ab_fake, batch.ab_real)
         if prediction.own is not None:  # model.hints: the generator's ab before the spread
-            g_own = l1_loss(prediction.own, batch.ab_real, state.l1_weights)
+            g_own = l1_loss(prediction.own, batch.ab_real)
         if state.perceptual is not None:
             g_perc = perceptual_loss(state.perceptual, batch.l, ab_fake, batch.ab_real)
     if prediction.uncertainty is not None:  # the head's input is detached: colors unchanged

@@ -72,8 +72,8 @@ def requests() -> dict[str, dict]:
 def write(folder: Path, kinds: list[str]) -> None:
     from colorgan.checkpoint import save_checkpoint
     from colorgan.config import load_config, to_dict
-    from colorgan.generator import build_generator
     from colorgan.modeldir import export_model_dir
+    from colorgan.models import build_generator
 
     folder.mkdir(parents=True, exist_ok=True)
     for kind in kinds:

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 
 from colorgan.checkpoint import save_checkpoint
 from colorgan.config import load_config, to_dict
-from colorgan.generator import build_generator
+from colorgan.models import build_generator
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
@@ -60,6 +60,7 @@ def make_hint_checkpoint(path: Path, encoder: str = "efficientnet_lite0") -> Pat
     encoder by default (its encoder's hint branch starts at zero) or the from-scratch U-Net."""
     depth = 5 if encoder == "efficientnet_lite0" else 3
     settings = [f"model.encoder={encoder}", f"model.depth={depth}", "model.hints=true"]
+    settings.append("model.output_stride=1")  # full resolution, as before the recipe's default
     config = load_config(None, [*settings, "data.image_size=32", "model.base_channels=8"])
     torch.manual_seed(0)
     generator = build_generator(config.model, pretrained=encoder == "efficientnet_lite0")
@@ -153,6 +154,7 @@ def make_reference_checkpoint(path: Path, encoder: str = "unet") -> Path:
     set to random weights (they start at zero): a reference visibly changes its colors."""
     depth = 5 if encoder == "efficientnet_lite0" else 3
     settings = [f"model.encoder={encoder}", f"model.depth={depth}", "model.reference=true"]
+    settings.append("model.output_stride=1")  # full resolution, as before the recipe's default
     config = load_config(None, [*settings, "data.image_size=32", "model.base_channels=8"])
     torch.manual_seed(0)
     generator = build_generator(config.model, pretrained=encoder == "efficientnet_lite0")

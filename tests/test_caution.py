@@ -18,20 +18,14 @@ from starlette.testclient import TestClient
 from colorgan.checkpoint import load_generator
 from colorgan.cli import main
 from colorgan.color import rgb_to_l_ab
-from colorgan.colorize import (
-    Colorizer,
-    join,
-    lightness,
-    name_outputs,
-    plan_jobs,
-    resize_l,
-    working_shape,
-)
+from colorgan.colorize import Colorizer, join, lightness, resize_l, working_shape
 from colorgan.errors import ColorganError, OnnxModelError
 from colorgan.export import load_onnx
 from colorgan.files import to_picture
 from colorgan.hints import Hint
-from colorgan.pipeline import colorize_folder, run_key
+from colorgan.jobs import name_outputs, plan_jobs, run_key
+from colorgan.pipeline import Output, colorize_folder
+from colorgan.request import NOTHING, Capabilities, Request
 from colorgan.serve import create_app
 from tests.conftest import make_tiny_checkpoint, make_uncertainty_checkpoint
 
@@ -91,7 +85,7 @@ def by_hand(path: Path, image: Image.Image) -> Image.Image:
 
 
 def test_caution_0_gives_the_models_own_colors(colorizer: Colorizer, checkpoint: Path) -> None:
-    assert (colorizer.uncertainty, colorizer.caution) == (True, DEFAULT_CAUTION)
+    assert colorizer.capabilities == Capabilities(False, False, True, DEFAULT_CAUTION)
     image = split_image()
     none = colorizer.colorize(image, caution=0)
     assert np.abs(pixels(none) - pixels(by_hand(checkpoint, image))).max() <= 1
@@ -155,7 +149,8 @@ def test_a_caution_outside_0_to_1_is_an_error_naming_it(
 def test_a_model_without_uncertainty_works_as_before(
     plain: Colorizer, plain_checkpoint: Path
 ) -> None:
-    assert (plain.uncertainty, plain.resolve_caution(None)) == (False, 0.0)
+    assert not plain.capabilities.uncertainty
+    assert plain.capabilities.resolve_caution(NOTHING) == 0.0
     image = split_image()
     out = plain.colorize(image)
     assert np.abs(pixels(out) - pixels(by_hand(plain_checkpoint, image))).max() <= 1
@@ -166,8 +161,8 @@ def test_a_model_without_uncertainty_works_as_before(
         plain.colorize_with_uncertainty(image)
     # caution 0 keeps the run key of the runs before caution existed: their outputs are skipped
     old = json.dumps(["m", None, "png", []], sort_keys=True)
-    assert run_key("m", None, "png", None) == hashlib.sha256(old.encode()).hexdigest()[:16]
-    assert run_key("m", None, "png", None, 0.5) != run_key("m", None, "png", None)
+    assert run_key("m", None, "png", NOTHING, 0.0) == hashlib.sha256(old.encode()).hexdigest()[:16]
+    assert run_key("m", None, "png", NOTHING, 0.5) != run_key("m", None, "png", NOTHING, 0.0)
 
 
 # ---- colorize --caution C --uncertainty-map ----
@@ -208,23 +203,22 @@ def test_cli_writes_the_map_and_re_runs_follow_the_caution(
     assert "colorized 2 of 2" in text and "skipped" not in text
 
 
-def test_the_pipeline_writes_the_maps_that_one_at_a_time_writes(
+def test_the_pipeline_writes_the_maps_that_colorizing_one_picture_gives(
     colorizer: Colorizer, tmp_path: Path
 ) -> None:
-    from colorgan.colorize import colorize_files
-
     (tmp_path / "in").mkdir()
     for i, size in enumerate([(64, 40), (40, 64), (64, 40)]):
         split_image(size).save(tmp_path / "in" / f"{i}.png")
-    jobs, _ = plan_jobs([tmp_path / "in"], tmp_path / "seq", uncertainty_map=True)
-    assert colorize_files(colorizer, jobs, caution=0.5) == []
     jobs, _ = plan_jobs([tmp_path / "in"], tmp_path / "pipe", uncertainty_map=True)
-    summary = colorize_folder(colorizer, jobs, workers=0, caution=0.5)
+    asked = {job.source: Request(caution=0.5) for job in jobs}
+    summary = colorize_folder(colorizer, jobs, Output(workers=0), asked)
     assert summary.written == 3 and not summary.failures
     for job in jobs:
-        for path in job.outputs:
-            sequential = tmp_path / "seq" / path.relative_to(tmp_path / "pipe")
-            assert np.array_equal(pixels(Image.open(path)), pixels(Image.open(sequential)))
+        with Image.open(job.source) as image:
+            color, guess = colorizer.colorize_with_uncertainty(image, caution=0.5)
+        assert job.uncertainty is not None
+        assert np.array_equal(pixels(Image.open(job.target)), pixels(color))
+        assert np.array_equal(pixels(Image.open(job.uncertainty)), pixels(guess))
 
 
 def test_a_map_path_holding_someone_elses_file_is_not_replaced(
@@ -235,7 +229,7 @@ def test_a_map_path_holding_someone_elses_file_is_not_replaced(
     out.mkdir()
     (out / "a.uncertainty.png").write_bytes(b"mine")
     jobs, _ = plan_jobs([tmp_path / "a.png"], out, uncertainty_map=True)
-    summary = colorize_folder(colorizer, jobs, workers=0)
+    summary = colorize_folder(colorizer, jobs, Output(workers=0))
     assert "colorgan did not write it" in summary.failures[0].reason
     assert (out / "a.uncertainty.png").read_bytes() == b"mine"
 
@@ -257,7 +251,7 @@ def test_map_names_never_clash(tmp_path: Path) -> None:
         (False, ["--caution", "nan"], "got nan"),
         (False, ["--caution", "abc"], "--caution must be a number from 0 to 1, got 'abc'"),
         (True, ["--caution", "0.5"], "does not predict how sure it is (model.uncertainty=false)"),
-        (True, ["--uncertainty-map"], "--uncertainty-map needs one trained with"),
+        (True, ["--uncertainty-map"], "--uncertainty-map: this model does not predict how sure it is"),
     ],
 )
 def test_cli_caution_errors_exit_2_with_one_line(
@@ -357,12 +351,12 @@ def test_onnx_and_pt_give_the_same_faded_images_and_maps(
     colorizer: Colorizer, onnx_model: Path
 ) -> None:
     by_onnx = Colorizer.from_checkpoint(onnx_model, device="cpu")
-    assert (by_onnx.uncertainty, by_onnx.caution) == (True, DEFAULT_CAUTION)
+    assert by_onnx.capabilities == Capabilities(False, False, True, DEFAULT_CAUTION)
     images = [split_image(), split_image((33, 61)).convert("LA")]
     for caution in (None, 0.0, 0.6, 1.0):
         for a, b in zip(
-            colorizer.colorize_batch(images, caution=caution),
-            by_onnx.colorize_batch(images, caution=caution),
+            colorizer.colorize_batch(images, request=Request(caution=caution)),
+            by_onnx.colorize_batch(images, request=Request(caution=caution)),
             strict=True,
         ):
             assert (a.mode, a.size) == (b.mode, b.size)

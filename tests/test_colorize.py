@@ -18,7 +18,8 @@ import colorgan
 from colorgan.batch import Batch
 from colorgan.cli import main
 from colorgan.color import lab_in_gamut, rgb_to_l_ab
-from colorgan.colorize import Colorizer, name_outputs, working_shape
+from colorgan.colorize import Colorizer, working_shape
+from colorgan.jobs import name_outputs
 from tests.conftest import make_color_image, make_tiny_checkpoint
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,11 @@ def test_defaults_are_the_founding_schedule_and_the_winning_model() -> None:
     config = load_config(None)
     assert (config.optim.lr, config.train.batch_size, config.train.epochs) == (2e-4, 8, 10)
     assert config.loss.l1_weight == 100.0
-    # docs/RESULTS.md's winner: Lite0 encoder, decoder width 32, no perceptual term (no download)
+    # the shipped recipe (docs/RESULTS.md): Lite0 encoder, ab at stride 4 from a decoder of
+    # width 16, the affine upsampling, no perceptual term (no download)
     model = config.model
-    assert (model.encoder, model.base_channels, model.depth) == ("efficientnet_lite0", 32, 5)
+    assert (model.encoder, model.base_channels, model.depth) == ("efficientnet_lite0", 16, 5)
+    assert (model.output_stride, model.upsample) == (4, "affine")
     assert config.loss.perceptual_weight == 0.0
 
 
@@ -39,7 +42,7 @@ def test_default_config_builds_without_any_download(monkeypatch: pytest.MonkeyPa
 
 def test_a_saved_config_from_before_model_encoder_is_the_unet() -> None:
     saved = to_dict(load_config(None, ["model.encoder=unet", "model.base_channels=64"]))
-    del saved["model"]["encoder"]  # as checkpoints written before the Lite0 encoder existed
+    del saved["version"], saved["model"]["encoder"]  # written before the Lite0 encoder existed
     model = from_dict(saved).model
     assert (model.encoder, model.base_channels, model.depth) == ("unet", 64, 8)
 
@@ -133,10 +136,112 @@ def test_cpu_small_takes_color_points() -> None:
 @pytest.mark.parametrize("name", ["cpu-small.yaml", "seed-anime512.yaml"])
 def test_the_recipes_use_the_lighter_generator(name: str) -> None:
     """docs/RESULTS.md, "A lighter decoder, third round": ab at stride 4 from a width-16 conv
-    decoder, upsampled by the learned affine model of L."""
+    decoder, upsampled by the learned affine model of L; the default generator."""
     model = load_config(REPO / "configs" / name).model
-    assert (model.output_stride, model.decoder, model.upsample) == (4, "conv", "affine")
-    assert model.base_channels == 16
+    assert (model.output_stride, model.upsample, model.base_channels) == (4, "affine", 16)
+    assert model == load_config(None, ["model.hints=true"]).model
+
+
+def test_a_saved_config_carries_its_version() -> None:
+    saved = to_dict(load_config(None))
+    assert saved["version"] == 2
+    assert set(saved) == {"version", "data", "model", "loss", "optim", "train"}
+    with pytest.raises(ConfigError, match=r"^saved config: config version 3 is not one"):
+        from_dict({**saved, "version": 3})
+    with pytest.raises(ConfigError, match="unknown section 'version'"):
+        load_config(None, ["version.x=1"])
+
+
+def test_a_config_saved_before_the_recipe_was_the_default_keeps_its_meaning() -> None:
+    """A version-less saved config (written before version 2) that lacks the keys whose
+    default changed meant the version-1 defaults: a stride-1 model stays stride 1."""
+    saved = to_dict(load_config(None))
+    del saved["version"]
+    for key in ("output_stride", "base_channels", "upsample"):
+        del saved["model"][key]
+    model = from_dict(saved).model
+    assert (model.output_stride, model.base_channels, model.upsample) == (1, 32, "bilinear")
+    versioned = from_dict(to_dict(load_config(None))).model  # a version-2 one: today's
+    assert (versioned.output_stride, versioned.base_channels, versioned.upsample) == (
+        4,
+        16,
+        "affine",
+    )
+
+
+# A config saved by the code before the removals holds every removed key at its "off" value.
+OLD_KEYS = {
+    "model": {"decoder": "conv", "upsample": "bilinear", "output_stride": 1},
+    "loss": {"rebalance": 0.0, "instance_noise": 0.0, "real_label": 1.0},
+}
+
+
+def _old_saved(**changes: dict[str, object]) -> dict[str, object]:
+    """A version-less saved config with the removed keys, `changes` merged into its sections."""
+    saved = to_dict(load_config(None))
+    del saved["version"]
+    for section, values in (OLD_KEYS | changes).items():
+        saved[section] = {**saved[section], **OLD_KEYS.get(section, {}), **values}
+    return saved
+
+
+def test_removed_keys_at_their_old_off_value_load_silently() -> None:
+    assert from_dict(_old_saved()) == load_config(None, ["model.output_stride=1"])
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("model", "decoder", "separable"),
+        ("loss", "rebalance", 0.5),
+        ("loss", "instance_noise", 0.1),
+        ("loss", "real_label", 0.9),
+    ],
+)
+def test_removed_keys_are_refused_by_name(
+    tmp_path: Path, section: str, key: str, value: object
+) -> None:
+    name = f"{section}.{key}"
+    removed = rf"{name} was removed \(.*docs/RESULTS\.md\);"
+    with pytest.raises(ConfigError, match=rf"^--set: {removed} drop it from the config$"):
+        load_config(None, [f"{name}={value}"])
+    path = tmp_path / "old.yaml"
+    path.write_text(f"{section}:\n  {key}: {value}\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: {removed}"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=rf"^saved config: {removed} load it with the colorgan"):
+        from_dict(_old_saved(**{section: {key: value}}))
+
+
+def test_the_removed_guided_upsampling_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["model.upsample=guided"])
+    assert str(err.value) == (
+        "--set: model.upsample=guided was removed (it lost to affine: docs/RESULTS.md); use affine"
+    )
+    old = _old_saved(model={"upsample": "guided", "output_stride": 4})
+    with pytest.raises(ConfigError, match=r"^saved config: model\.upsample=guided was removed"):
+        from_dict(old)
+
+
+def test_a_checkpoint_with_a_removed_setting_is_refused_at_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from colorgan.checkpoint import save_checkpoint
+    from tests.conftest import make_tiny_checkpoint
+
+    path = make_tiny_checkpoint(tmp_path / "tiny.pt")
+    state = torch.load(path, weights_only=True)
+    del state["config"]["version"]
+    state["config"]["loss"]["rebalance"] = 0.5  # trained with a re-balanced L1
+    save_checkpoint(state, path)
+    run_dir = ["--run-dir", str(tmp_path / "run")]
+    code = main(["train", "--resume", str(path), "--data", str(tmp_path), *run_dir])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert "loss.rebalance was removed" in err
 
 
 def test_parse_set_reads_yaml_scalars() -> None:
@@ -146,12 +251,12 @@ def test_parse_set_reads_yaml_scalars() -> None:
     }
 
 
-def test_an_unknown_key_lists_a_short_sections_keys_or_points_to_the_readme() -> None:
+def test_an_unknown_key_lists_a_short_sections_keys_or_points_to_the_page() -> None:
     with pytest.raises(ConfigError) as short:
         load_config(None, ["optim.qqqqqqqqqq=1"])
     assert "(known in optim: lr, " in str(short.value)
     with pytest.raises(ConfigError) as long:
         load_config(None, ["model.qqqqqqqqqq=1"])
     keys = len(dataclasses.fields(ModelConfig))
-    expected = f"(known in model: {keys} keys, in the README's Configuration table)"
+    expected = f"(known in model: {keys} keys, in docs/configuration.md)"
     assert str(long.value).endswith(expected)

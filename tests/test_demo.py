@@ -21,7 +21,7 @@ from colorgan.demo import (
     run_demo,
     write_scenes,
 )
-from colorgan.evaluate import GRAY_KEYS, RESULT_KEYS
+from colorgan.scores import GRAY_KEYS, RESULT_KEYS
 
 # One short epoch at 32 px: seconds on a slow CPU.
 TINY = (

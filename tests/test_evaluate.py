@@ -14,9 +14,10 @@ from PIL import Image
 
 from colorgan import checkpoint, evaluate
 from colorgan.cli import main
-from colorgan.evaluate import GRAY_KEYS, RESULT_KEYS, colorize_crops
+from colorgan.evaluate import colorize_crops
 from colorgan.lite0 import WEIGHTS_PACKAGE
 from colorgan.metrics import METRIC_KEYS, PSNR_MAX
+from colorgan.scores import GRAY_KEYS, RESULT_KEYS
 from colorgan.set_distance import DISTRIBUTION_KEYS
 from tests.conftest import make_tiny_checkpoint
 

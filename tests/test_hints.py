@@ -224,7 +224,7 @@ def test_hint_generators_give_their_own_ab_beside_in_training_only() -> None:
 
 
 def test_lite0_hint_branch_leaves_the_imagenet_features_unchanged() -> None:
-    generator = Lite0UNet(base_channels=8, pretrained=False, hints=True).eval()
+    generator = Lite0UNet(base_channels=8, hints=True).eval()
     rgb = torch.rand(1, 3, 32, 32)
     hints = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
@@ -248,7 +248,7 @@ def test_colorizer_puts_a_point_where_it_is_given(tmp_path: Path) -> None:
 
 def test_a_model_without_hints_refuses_them_in_one_line(tmp_path: Path) -> None:
     colorizer = Colorizer.from_checkpoint(make_tiny_checkpoint(tmp_path / "t.pt"), "cpu")
-    assert not colorizer.hints
+    assert not colorizer.capabilities.hints
     with pytest.raises(ColorganError, match="trained without color points"):
         colorizer.colorize(Image.new("L", (32, 32)), hints=[Hint(1, 1, BLUE)])
     colorizer.colorize(Image.new("L", (32, 32)), hints=[])  # no points: as today

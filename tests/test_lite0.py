@@ -19,6 +19,7 @@ from colorgan.export import load_onnx
 from colorgan.generator import Lite0UNet
 from colorgan.lite0 import EfficientNetLite0, Lite0Features, load_lite0, weights_path
 from colorgan.losses import perceptual_loss
+from colorgan.models import build_generator
 from colorgan.state import build_state
 from colorgan.train import train_step
 from tests.conftest import make_color_image, train_args, write_color_folder
@@ -54,7 +55,8 @@ def test_missing_weights_package_is_one_clear_line(monkeypatch: pytest.MonkeyPat
 
 
 def test_unet_on_lite0_shapes_range_and_pretrained_encoder() -> None:
-    net = Lite0UNet(base_channels=8).eval()
+    model = load_config(None, ["model.base_channels=8", "model.output_stride=1"]).model
+    net = build_generator(model, pretrained=True).eval()
     l = torch.rand(2, 1, 64, 96) * 2 - 1
     with torch.no_grad():
         ab = net(l)

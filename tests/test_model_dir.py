@@ -23,7 +23,7 @@ from PIL import Image
 from colorgan import evaluate, serve
 from colorgan.checkpoint import load_checkpoint, save_checkpoint
 from colorgan.cli import main
-from colorgan.colorize import Colorizer
+from colorgan.colorize import Colorizer, join
 from colorgan.errors import ColorganError, HubError, MissingDependency, ModelFolderError
 from colorgan.files import Picture, to_picture
 from colorgan.modeldir import FILES
@@ -50,8 +50,11 @@ def pictures() -> list[Picture]:
 
 def same_colors(a: Colorizer, b: Colorizer, size: int | None = None) -> bool:
     """Whether two colorizers give the very same pixels."""
-    by_a, by_b = a.colorize_pictures(pictures(), size), b.colorize_pictures(pictures(), size)
-    return all(torch.equal(x, y) for x, y in zip(by_a, by_b, strict=True))
+    by_a, by_b = a.predict_pictures(pictures(), size), b.predict_pictures(pictures(), size)
+    return all(
+        torch.equal(join(la, x.ab), join(lb, y.ab))
+        for (la, x), (lb, y) in zip(by_a, by_b, strict=True)
+    )
 
 
 def trained_checkpoint(path: Path, data: Path) -> Path:

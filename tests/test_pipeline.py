@@ -17,13 +17,14 @@ import pytest
 import torch
 from PIL import Image
 
-from colorgan import pipeline
+from colorgan import pipeline, runtime
 from colorgan.cli import main
-from colorgan.colorize import Colorizer, Job, colorize_files, plan_jobs
+from colorgan.colorize import Colorizer
 from colorgan.config import load_config
 from colorgan.errors import ColorganError
-from colorgan.generator import build_generator
-from colorgan.pipeline import Decoded, _Batches, colorize_folder, shard
+from colorgan.jobs import Job, plan_jobs
+from colorgan.models import build_generator
+from colorgan.pipeline import Decoded, Output, _Batches, colorize_folder, shard
 from colorgan.speed import fast_model, fold_batchnorm
 from tests.conftest import UNET, make_color_image, make_tiny_checkpoint, scramble_batchnorm
 
@@ -55,19 +56,18 @@ def _pixels(path: Path) -> np.ndarray:
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_the_pipeline_writes_what_one_at_a_time_colorizing_writes(
+def test_the_pipeline_writes_what_colorizing_one_picture_gives(
     checkpoint: Path, tmp_path: Path, workers: int
 ) -> None:
     inputs = _inputs(tmp_path / "in")
     colorizer = Colorizer.from_checkpoint(checkpoint, device="cpu", batch_size=3)
-    jobs, _ = plan_jobs([inputs], tmp_path / "seq")
-    assert colorize_files(colorizer, jobs) == []
     jobs, _ = plan_jobs([inputs], tmp_path / "pipe")
-    summary = colorize_folder(colorizer, jobs, workers=workers)
+    summary = colorize_folder(colorizer, jobs, Output(workers=workers))
     assert summary.written == len(jobs) == 7 and not summary.failures
     for job in jobs:
-        sequential = tmp_path / "seq" / job.target.relative_to(tmp_path / "pipe")
-        assert np.array_equal(_pixels(job.target), _pixels(sequential)), job.target
+        with Image.open(job.source) as image:
+            alone = np.asarray(colorizer.colorize(image).convert("RGBA"))
+        assert np.array_equal(_pixels(job.target), alone), job.target
 
 
 def test_a_re_run_skips_complete_outputs_and_redoes_what_changed(
@@ -76,17 +76,17 @@ def test_a_re_run_skips_complete_outputs_and_redoes_what_changed(
     inputs = _inputs(tmp_path / "in", 4)
     colorizer = Colorizer.from_checkpoint(checkpoint, device="cpu")
     jobs, _ = plan_jobs([inputs], tmp_path / "out")
-    assert colorize_folder(colorizer, jobs, model_id="m1", workers=0).written == 4
+    assert colorize_folder(colorizer, jobs, Output(workers=0), model_id="m1").written == 4
     before = {job.target: job.target.stat().st_mtime_ns for job in jobs}
-    again = colorize_folder(colorizer, jobs, model_id="m1", workers=0)
+    again = colorize_folder(colorizer, jobs, Output(workers=0), model_id="m1")
     assert (again.written, again.skipped) == (0, 4)
     assert {job.target: job.target.stat().st_mtime_ns for job in jobs} == before
     time.sleep(0.01)
     make_color_image(9).save(jobs[0].source)  # a changed input is colorized again
-    assert colorize_folder(colorizer, jobs, model_id="m1", workers=0).written == 1
-    other = colorize_folder(colorizer, jobs, model_id="m2", workers=0)  # another model: all
+    assert colorize_folder(colorizer, jobs, Output(workers=0), model_id="m1").written == 1
+    other = colorize_folder(colorizer, jobs, Output(workers=0), model_id="m2")  # another model: all
     assert (other.written, other.skipped) == (4, 0)
-    bigger = colorize_folder(colorizer, jobs, size=64, model_id="m2", workers=0)
+    bigger = colorize_folder(colorizer, jobs, Output(size=64, workers=0), model_id="m2")
     assert bigger.written == 4  # another working size: all
 
 
@@ -99,7 +99,7 @@ def test_stale_temporaries_of_a_killed_run_are_removed(checkpoint: Path, tmp_pat
     for name in ["notes.tmp", *theirs]:  # a user's, or no output of this run's
         (out / name).write_text("not ours")
     jobs, _ = plan_jobs([inputs], out)
-    colorize_folder(Colorizer.from_checkpoint(checkpoint, device="cpu"), jobs, workers=0)
+    colorize_folder(Colorizer.from_checkpoint(checkpoint, device="cpu"), jobs, Output(workers=0))
     assert not (out / ".img0.png.colorgan-k3j_x8a1.tmp").exists()
     assert all((out / name).read_text() == "not ours" for name in ["notes.tmp", *theirs])
 
@@ -251,9 +251,9 @@ def test_an_encoding_process_that_dies_stops_the_run_with_one_line_and_a_re_run_
     colorizer = Colorizer.from_checkpoint(checkpoint, device="cpu", batch_size=2)
     jobs, _ = plan_jobs([inputs], tmp_path / "out")
     with pytest.raises(ColorganError, match=r"encoding process stopped .* run the command again"):
-        colorize_folder(colorizer, jobs, workers=1)
+        colorize_folder(colorizer, jobs, Output(workers=1))
     monkeypatch.undo()
-    again = colorize_folder(colorizer, jobs, workers=1)
+    again = colorize_folder(colorizer, jobs, Output(workers=1))
     assert again.written + again.skipped == 4 and again.written >= 1 and not again.failures
     assert not list((tmp_path / "out").glob(".*")), "a temporary was left behind"
 
@@ -265,11 +265,11 @@ def test_a_large_cpu_run_without_onnxruntime_says_how_to_get_it(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     inputs = _inputs(tmp_path / "in", 2)
-    monkeypatch.setattr(pipeline, "_onnx_available", lambda: False)
-    monkeypatch.setattr(pipeline, "ONNX_MIN_IMAGES", 2)
+    monkeypatch.setattr(runtime, "_onnx_available", lambda: False)
+    monkeypatch.setattr(runtime, "ONNX_MIN_IMAGES", 2)
     base = ["colorize", str(checkpoint), str(inputs), "--device", "cpu", "--workers", "0"]
     assert main([*base, "--out", str(tmp_path / "a")]) == 0
-    assert pipeline.ONNX_TIP in capsys.readouterr().out
+    assert runtime.ONNX_TIP in capsys.readouterr().out
     for other in (["--quiet"], ["--runtime", "torch"]):  # asked for quiet, or for torch
         assert main([*base, "--out", str(tmp_path / other[-1]), *other]) == 0
-        assert pipeline.ONNX_TIP not in capsys.readouterr().out
+        assert runtime.ONNX_TIP not in capsys.readouterr().out

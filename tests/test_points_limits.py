@@ -33,6 +33,7 @@ from colorgan.hints import (
     spread_bytes_per_pixel,
 )
 from colorgan.modeldir import load_folder
+from colorgan.request import NOTHING
 from colorgan.serve import create_app
 from tests.conftest import make_hint_checkpoint, make_tiny_checkpoint, write_color_folder
 
@@ -136,16 +137,16 @@ def test_points_for_a_model_without_them_are_one_line_from_the_cli(
 
 def test_a_runtime_without_points_refuses_them_instead_of_pasting_them() -> None:
     """A Colorizer over any runtime (an .onnx file's metadata says hints=False) refuses a
-    hint map in predict_maps, the path the folder pipeline takes, rather than pasting it."""
+    hint map in predict_batch, the path the folder pipeline takes, rather than pasting it."""
 
     def predict(batch: Batch) -> torch.Tensor:
         return torch.zeros(batch.l.shape[0], 2, *batch.l.shape[2:])
 
-    colorizer = Colorizer(predict, 32, 32, torch.device("cpu"), hints=False)
+    colorizer = Colorizer(predict, 32, 32, torch.device("cpu"))
     hint_map = torch.zeros(1, 3, 32, 32)
     hint_map[:, :, 4, 4] = 1.0
     with pytest.raises(HintError, match="trained without color points"):
-        colorizer.predict_maps(torch.zeros(1, 1, 32, 32), [hint_map])
+        colorizer.predict_batch(torch.zeros(1, 1, 32, 32), [NOTHING], [hint_map])
 
 
 @pytest.mark.parametrize(

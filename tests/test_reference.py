@@ -33,6 +33,7 @@ from colorgan.reference import (
     simulate,
     summarize,
 )
+from colorgan.request import NOTHING, Reference, Request
 from tests.conftest import (
     make_color_image,
     make_reference_checkpoint,
@@ -171,13 +172,9 @@ def test_simulated_reference_crops_anywhere_in_the_image() -> None:
 
 BUILDS: dict[str, Callable[[bool], nn.Module]] = {
     "unet": lambda reference: Generator(8, 3, reference=reference),
-    "lite0": lambda reference: Lite0UNet(8, pretrained=False, reference=reference),
-    "lite0_stride2": lambda reference: Lite0UNet(
-        8, pretrained=False, output_stride=2, reference=reference
-    ),
-    "lite0_stride4": lambda reference: Lite0UNet(
-        8, pretrained=False, output_stride=4, reference=reference
-    ),
+    "lite0": lambda reference: Lite0UNet(8, reference=reference),
+    "lite0_stride2": lambda reference: Lite0UNet(8, output_stride=2, reference=reference),
+    "lite0_stride4": lambda reference: Lite0UNet(8, output_stride=4, reference=reference),
 }
 
 
@@ -355,7 +352,7 @@ def _levels(a: Image.Image, b: Image.Image) -> np.ndarray:
 
 def test_colorize_with_a_reference_changes_the_colors(reference_model: Path) -> None:
     colorizer = Colorizer.from_checkpoint(reference_model, "cpu")
-    assert colorizer.reference
+    assert colorizer.capabilities.reference
     image = make_color_image(5, (48, 40)).convert("L")
     reference, other = make_color_image(7), Image.new("RGB", (30, 30), BLUE)
     plain = colorizer.colorize(image)
@@ -366,17 +363,20 @@ def test_colorize_with_a_reference_changes_the_colors(reference_model: Path) -> 
     assert _levels(plain, with_reference).mean() > 2.0  # visibly different colors
     assert _levels(with_reference, colorizer.colorize(image, reference=other)).mean() > 2.0
     assert _levels(with_reference, colorizer.colorize(image, reference=reference)).max() == 0
-    summary = colorizer.summarize(reference)
-    assert summary is not None and torch.equal(summary, from_image(reference))
-    assert colorizer.summarize(None) is None
+    assert torch.equal(Reference((reference,)).summary, from_image(reference))
     both = colorizer.colorize_batch([image, image.transpose(Image.Transpose.ROTATE_180)],
-                                    reference=reference)  # fmt: skip
+                                    request=Request.of(reference=reference))  # fmt: skip
     assert _levels(both[0], with_reference).max() == 0  # the one reference for every image
+    # several references: each counts equally (the mean of their summaries)
+    pair = Reference((reference, other)).summary
+    assert torch.allclose(pair, (from_image(reference) + from_image(other)) / 2)
+    mixed = colorizer.colorize(image, reference=[reference, other])
+    assert _levels(mixed, with_reference).mean() > 0.5
 
 
 def test_a_model_without_reference_refuses_one_in_one_line(tmp_path: Path) -> None:
     colorizer = Colorizer.from_checkpoint(make_tiny_checkpoint(tmp_path / "t.pt"), "cpu")
-    assert not colorizer.reference
+    assert not colorizer.capabilities.reference
     image = Image.new("L", (32, 32), 120)
     with pytest.raises(ReferenceImageError, match=r"model\.reference") as caught:
         colorizer.colorize(image, reference=Image.new("RGB", (8, 8), RED))
@@ -395,7 +395,7 @@ def test_old_checkpoints_colorize_as_before(tmp_path: Path) -> None:
     save_checkpoint(saved, old)
     image = make_color_image(6, (40, 48)).convert("L")
     colorizers = [Colorizer.from_checkpoint(path, "cpu") for path in (new, old)]
-    assert not any(c.reference for c in colorizers)
+    assert not any(c.capabilities.reference for c in colorizers)
     images = [c.colorize(image) for c in colorizers]
     assert _levels(*images).max() == 0
     assert np.asarray(images[0]).std(axis=2).mean() > 5  # colored (the orange cast), not gray
@@ -403,7 +403,7 @@ def test_old_checkpoints_colorize_as_before(tmp_path: Path) -> None:
     assert not config.model.reference and generator.reference is None
     assert not any(key.startswith("reference.") for key in generator.state_dict())
     l = torch.rand(1, 1, 32, 32) * 2 - 1
-    [prediction] = colorizers[1].predict_maps(l, [None])
+    [prediction] = colorizers[1].predict_batch(l, [NOTHING])
     with torch.no_grad():
         assert torch.allclose(prediction.ab, generator.eval()(l), atol=1e-6)
 
@@ -428,10 +428,10 @@ def test_onnx_with_reference_matches_pytorch_within_one_level(tmp_path: Path, en
         Colorizer.from_checkpoint(model, "cpu"),
         Colorizer.from_checkpoint(onnx_path, "cpu"),
     )
-    assert onnx.reference
+    assert onnx.capabilities.reference
     for given in (reference, None):  # batches of two: the reference's batch dim is dynamic
-        expected = by_pt.colorize_batch(images, reference=given)
-        got = onnx.colorize_batch(images, reference=given)
+        expected = by_pt.colorize_batch(images, request=Request.of(reference=given))
+        got = onnx.colorize_batch(images, request=Request.of(reference=given))
         for a, b in zip(expected, got, strict=True):
             assert (a.mode, a.size) == (b.mode, b.size)
             assert _levels(a, b).max() <= 1

@@ -4,6 +4,8 @@ output's key, and one-line usage errors (exit 2) before any image is processed."
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -13,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from colorgan.cli import main
-from colorgan.colorize import Colorizer, colorize_files, plan_jobs, read_reference
-from colorgan.pipeline import reference_key, run_key
+from colorgan.colorize import Colorizer
+from colorgan.jobs import plan_jobs, read_reference, run_key
+from colorgan.pipeline import Output, colorize_folder
 from colorgan.reference import ReferenceImageError
+from colorgan.request import NOTHING, Request
 from tests.conftest import (
     make_color_image,
     make_reference_checkpoint,
@@ -136,18 +139,15 @@ def test_the_same_reference_skips_and_another_or_none_colorizes_again(
 
 
 def test_the_reference_is_part_of_the_key(checkpoint: Path, hero: Path, villain: Path) -> None:
-    colorizer = Colorizer.from_checkpoint(checkpoint, device="cpu")
-    a = read_reference(colorizer, hero)
-    b = read_reference(colorizer, villain)
-    assert a is not None and b is not None and a.shape == (1, 257)
-    assert read_reference(colorizer, None) is None and reference_key(None) is None
-    assert reference_key(a) == reference_key(a.clone()) != reference_key(b)
-    legacy = run_key("m", None, "png", None, 0.25)
-    assert run_key("m", None, "png", None, 0.25, None) == legacy  # no reference: the old key
-    assert run_key("m", None, "png", None, 0.25, reference_key(a)) != legacy
-    assert run_key("m", None, "png", None, 0.0, reference_key(a)) != run_key(
-        "m", None, "png", None, 0.0, reference_key(b)
-    )
+    a, b = read_reference(hero), read_reference(villain)
+    assert a.summary.shape == (1, 257)
+    assert a.digest == read_reference(hero).digest != b.digest
+    legacy = json.dumps(["m", None, "png", [], 0.25], sort_keys=True)
+    legacy_key = hashlib.sha256(legacy.encode()).hexdigest()[:16]
+    assert run_key("m", None, "png", NOTHING, 0.25) == legacy_key  # no reference: the old key
+    with_a, with_b = NOTHING.with_reference(a), NOTHING.with_reference(b)
+    assert run_key("m", None, "png", with_a, 0.25) != legacy_key
+    assert run_key("m", None, "png", with_a, 0.0) != run_key("m", None, "png", with_b, 0.0)
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "I;16", "L"])
@@ -219,8 +219,9 @@ def test_a_model_without_model_reference_is_one_line_and_exit_2(
         assert not (tmp_path / "out").exists() or not _outputs(tmp_path / "out")
     colorizer = Colorizer.from_checkpoint(plain, device="cpu")
     jobs, _ = plan_jobs([inputs], tmp_path / "api")
+    asked = {job.source: Request().with_reference(read_reference(hero)) for job in jobs}
     with pytest.raises(ReferenceImageError, match=r"model\.reference=false"):
-        colorize_files(colorizer, jobs, reference=torch.zeros(1, 257))
+        colorize_folder(colorizer, jobs, Output(workers=0), asked)
 
 
 def test_the_pipeline_gives_the_sequential_images_with_a_reference(
@@ -229,8 +230,8 @@ def test_the_pipeline_gives_the_sequential_images_with_a_reference(
     inputs = write_color_folder(tmp_path / "pages", 5)
     colorizer = Colorizer.from_checkpoint(checkpoint, device="cpu", batch_size=2)
     jobs, _ = plan_jobs([inputs], tmp_path / "seq")
-    summary = read_reference(colorizer, hero)
-    assert colorize_files(colorizer, jobs, reference=summary) == []
+    asked = {job.source: Request().with_reference(read_reference(hero)) for job in jobs}
+    assert not colorize_folder(colorizer, jobs, Output(workers=0), asked).failures
     code, _, err = _colorize(
         checkpoint, inputs, tmp_path / "pipe", capsys, "--reference", str(hero),
         "--workers", "2", "--batch-size", "2",

@@ -20,7 +20,7 @@ import torch
 import colorgan.checkpoint as checkpoint_module
 from colorgan.cli import main
 from colorgan.config import load_config, to_dict
-from colorgan.generator import build_generator
+from colorgan.models import build_generator
 from tests.conftest import TINY, UNET, train_args, write_color_folder
 
 REPO = Path(__file__).resolve().parents[1]

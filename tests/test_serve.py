@@ -21,9 +21,10 @@ from starlette.testclient import TestClient
 from colorgan.batch import Batch
 from colorgan.cli import main
 from colorgan.colorize import Colorizer
+from colorgan.connections import listen
 from colorgan.errors import ColorganError
 from colorgan.hints import Hint
-from colorgan.serve import Limits, create_app, listen
+from colorgan.serve import Limits, create_app
 from tests.conftest import make_color_image, make_hint_checkpoint, make_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent

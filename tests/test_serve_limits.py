@@ -23,20 +23,18 @@ from starlette.testclient import TestClient
 from colorgan.batch import Batch
 from colorgan.cli import main
 from colorgan.colorize import Colorizer
-from colorgan.errors import ColorganError
-from colorgan.serve import (
+from colorgan.connections import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     ConnectionLimits,
-    Limits,
     connection_cap,
     connections_from_options,
-    create_app,
-    limits_from_options,
     listen,
     server,
 )
+from colorgan.errors import ColorganError
+from colorgan.serve import Limits, create_app, limits_from_options
 from tests.conftest import make_tiny_checkpoint
 from tests.test_serve import gray, png_bytes
 

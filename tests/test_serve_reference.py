@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from colorgan.checkpoint import save_checkpoint
 from colorgan.colorize import Colorizer
 from colorgan.config import load_config, to_dict
-from colorgan.generator import build_generator
+from colorgan.models import build_generator
 from colorgan.reference import PALETTE_SIZE, palette
 from colorgan.serve import Limits, create_app
 from tests.conftest import (

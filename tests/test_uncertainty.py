@@ -12,7 +12,7 @@ import torch
 from colorgan.batch import Batch, predict, split_output
 from colorgan.cli import main
 from colorgan.config import ModelConfig, load_config
-from colorgan.evaluate import evaluate_checkpoint, parse_cautions
+from colorgan.evaluate import Trial, evaluate_checkpoint, parse_cautions
 from colorgan.generator import Generator, Lite0UNet
 from colorgan.state import build_state
 from colorgan.train import train_step
@@ -38,7 +38,7 @@ def _batch(seed: int = 1, size: int = 32) -> Batch:
 @pytest.mark.parametrize("stride", [1, 4])
 def test_lite0_with_uncertainty_gives_ab_and_a_positive_scale(stride: int) -> None:
     torch.manual_seed(0)
-    model = Lite0UNet(8, pretrained=False, uncertainty=True, output_stride=stride).eval()
+    model = Lite0UNet(8, uncertainty=True, output_stride=stride).eval()
     prediction = predict(model, Batch(l=torch.rand(2, 1, 64, 64) * 2 - 1))
     assert prediction.ab.shape == (2, 2, 64, 64)
     assert prediction.uncertainty is not None
@@ -147,7 +147,8 @@ def test_evaluate_reports_by_caution_and_the_calibration(
     uncertainty_run: tuple[Path, Path],
 ) -> None:
     checkpoint, data = uncertainty_run
-    result = evaluate_checkpoint(checkpoint, data, quiet=True, cautions=[0.0, 0.05, 0.5, 1.0])
+    trial = Trial(cautions=(0.0, 0.05, 0.5, 1.0))
+    result = evaluate_checkpoint(checkpoint, data, quiet=True, trial=trial)
     assert set(result["by_caution"]) == {"0", "0.05", "0.5", "1"}
     assert -1.0 <= result["uncertainty_spearman"] <= 1.0
     assert result["caution"] == ModelConfig().caution == 0.05  # the default model.caution

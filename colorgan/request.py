@@ -1,0 +1,228 @@
+"""What a user asks for one picture, and what a model can take: two values and one check.
+
+A `Request` is everything a user gives besides the picture: color points, reference images,
+a caution. `Capabilities` is what a model accepts, read once from wherever the model came from
+(a checkpoint's or model folder's config, an ONNX file's metadata). `Capabilities.check` is
+the one place that refuses a request a model cannot honour, with the one "trained without"
+line; `Capabilities.caution` resolves the caution. The Colorizer, the folder runs, serve,
+evaluate, export and the model card pass these values, never loose parameter lists.
+
+A new user input (say, a second kind of hint) adds a field to `Request`, a row to `INPUTS`,
+and a flag to `Capabilities`; see docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import torch
+from PIL import Image
+
+from colorgan.config import ModelConfig, shown
+from colorgan.errors import ColorganError
+from colorgan.hints import Hint, HintError, check_inside
+from colorgan.reference import ReferenceImageError, from_image
+
+
+@dataclass(frozen=True)
+class Input:
+    """One kind of user input a model must have been trained for."""
+
+    key: str  # its model.* config key (and Capabilities field)
+    name: str  # what it is, for the model card and /api/info
+    lacks: str  # how a model without it is described: "this model {lacks}"
+    error: type[ColorganError]  # the error class its refusals raise
+
+
+INPUTS = {
+    "hints": Input("hints", "color points", "was trained without color points", HintError),
+    "reference": Input("reference", "a reference image",
+                       "was trained without a reference input", ReferenceImageError),
+    "uncertainty": Input("uncertainty", "how sure it is (uncertainty)",
+                         "does not predict how sure it is", ColorganError),
+}  # fmt: skip
+
+
+def check_caution(caution: object, what: str = "caution") -> float:
+    """`caution` as a float, or a ColorganError naming `what` unless it is a number 0 to 1."""
+    if isinstance(caution, bool) or not isinstance(caution, (int, float)):
+        raise ColorganError(f"{what} must be a number from 0 to 1, got {shown(caution)}")
+    if not (math.isfinite(caution) and 0.0 <= caution <= 1.0):
+        raise ColorganError(
+            f"{what} must be a number from 0 to 1 (0: the model's colors, 1: gray wherever it "
+            f"is unsure), got {caution:g}"
+        )
+    return float(caution)
+
+
+def parse_caution(text: str, what: str = "caution") -> float:
+    """A caution given as text (--caution, a form field), checked (check_caution)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ColorganError(f"{what} must be a number from 0 to 1, got {shown(text)}") from None
+    return check_caution(value, what)
+
+
+@dataclass(frozen=True, eq=False)
+class Reference:
+    """One or more reference images; their colors are summarized once, however many pictures
+    use them (each image counts equally: the mean of their summaries)."""
+
+    images: tuple[Image.Image, ...]
+
+    def __post_init__(self) -> None:
+        if not self.images:
+            raise ReferenceImageError("reference: give at least one image")
+        for image in self.images:
+            if not isinstance(image, Image.Image):
+                raise ReferenceImageError(
+                    f"reference must be a PIL image (PIL.Image.open(path)) or a list of them, "
+                    f"got {shown(image)}"
+                )
+
+    @cached_property
+    def summary(self) -> torch.Tensor:
+        """The summary a model takes (1, REFERENCE_CHANNELS) on the CPU (reference.py)."""
+        summaries = [from_image(image) for image in self.images]
+        return summaries[0] if len(summaries) == 1 else torch.cat(summaries).mean(0, True)
+
+    @cached_property
+    def digest(self) -> str:
+        """The summary's identity (sha256 of its float32 bytes): the same colors, the same key."""
+        data = self.summary.to(torch.float32).contiguous().numpy().tobytes()
+        return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a user asks for one picture: color points (pixels of the upright picture), a
+    reference (its colors), and a caution (0 to 1; None: the model's default)."""
+
+    points: tuple[Hint, ...] = ()
+    reference: Reference | None = None
+    caution: float | None = None
+
+    def __post_init__(self) -> None:
+        for point in self.points:
+            if not isinstance(point, Hint):
+                raise HintError(f"hints must be colorgan.Hint(x, y, color), got {shown(point)}")
+        if self.caution is not None:
+            object.__setattr__(self, "caution", check_caution(self.caution))
+
+    @classmethod
+    def of(
+        cls,
+        hints: Sequence[Hint] | None = None,
+        reference: Image.Image | Sequence[Image.Image] | Reference | None = None,
+        caution: float | None = None,
+    ) -> Request:
+        """A request from the public keyword API (`Colorizer.colorize(image, hints=...,
+        reference=..., caution=...)`): `reference` one image or a list of them."""
+        if hints is not None and not isinstance(hints, (list, tuple)):
+            raise HintError(f"hints must be a list of colorgan.Hint, got {shown(hints)}")
+        if reference is not None and not isinstance(reference, Reference):
+            images = reference if isinstance(reference, (list, tuple)) else (reference,)
+            reference = Reference(tuple(images))
+        return cls(tuple(hints or ()), reference, caution)
+
+    def with_points(self, points: Sequence[Hint] | None) -> Request:
+        """The same request with these points (a folder run: each image its own)."""
+        return dataclasses.replace(self, points=tuple(points or ()))
+
+    def with_reference(self, reference: Reference | None) -> Request:
+        """The same request with this reference (a folder run: one for every image)."""
+        return dataclasses.replace(self, reference=reference)
+
+    def asks(self) -> list[str]:
+        """The INPUTS this request needs a model to have been trained for."""
+        needs = ["hints"] if self.points else []
+        needs += ["reference"] if self.reference is not None else []
+        return needs + (["uncertainty"] if self.caution else [])
+
+    def check_inside(self, image_hw: tuple[int, int]) -> None:
+        """HintError naming the first point outside an image of `image_hw` (h, w) pixels."""
+        check_inside(self.points, image_hw)
+
+    def key(self, caution: float) -> list[object]:
+        """What an output depends on from this request, for a folder run's re-run key, with the
+        caution it was colorized with (resolved): no caution and no reference add nothing, so
+        keys of runs from before they existed still match."""
+        parts: list[object] = [[[h.x, h.y, h.color, h.radius] for h in self.points]]
+        if caution:
+            parts.append(caution)
+        if self.reference is not None:
+            parts.append({"reference": self.reference.digest})
+        return parts
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model accepts: color points, a reference, and whether it predicts how sure it
+    is (then `caution` is its default caution)."""
+
+    hints: bool = False
+    reference: bool = False
+    uncertainty: bool = False
+    caution: float = 0.0
+
+    @classmethod
+    def of(cls, model: ModelConfig) -> Capabilities:
+        """A model's, from its config (a checkpoint's or a model folder's)."""
+        caution = model.caution if model.uncertainty else 0.0
+        return cls(model.hints, model.reference, model.uncertainty, caution)
+
+    def refusal(self, name: str, what: str) -> ColorganError:
+        """The one line for `what` (e.g. "--hints pts.json") asking for INPUTS[name] of a
+        model trained without it."""
+        given = INPUTS[name]
+        return given.error(
+            f"{what}: this model {given.lacks} (model.{given.key}=false); "
+            f"drop {what}, or use a model trained with --set model.{given.key}=true"
+        )
+
+    def check(self, request: Request, what: dict[str, str] | None = None) -> None:
+        """Refuse (refusal) the first input of `request` the model cannot take; `what` names
+        each input as the user gave it (default: "color points", "reference", "caution")."""
+        names = {"hints": "color points", "reference": "reference", "uncertainty": "caution"}
+        names |= what or {}
+        for name in request.asks():
+            if not getattr(self, name):
+                raise self.refusal(name, names[name])
+
+    def need(self, name: str, what: str) -> None:
+        """Refuse `what` (an option or output that needs INPUTS[name]) unless the model has it."""
+        if not getattr(self, name):
+            raise self.refusal(name, what)
+
+    def resolve_caution(self, request: Request, what: str = "caution") -> float:
+        """The caution to colorize `request` with: its own (checked against the model), or the
+        model's default (0 for a model that does not predict its uncertainty)."""
+        if request.caution is None:
+            return self.caution
+        if request.caution > 0.0:
+            self.need("uncertainty", what)
+        return request.caution
+
+    def rows(self) -> list[tuple[str, bool]]:
+        """(input, taken) for the model card and serve's /api/info."""
+        return [(f"{given.name} (`model.{name}`)", getattr(self, name))
+                for name, given in INPUTS.items()]  # fmt: skip
+
+    def metadata(self) -> dict[str, Any]:
+        """The capabilities as JSON-ready values (ONNX metadata, /api/info)."""
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        return json.dumps(self.metadata(), sort_keys=True)
+
+
+PLAIN = Capabilities()  # a model that takes l alone and predicts ab alone
+NOTHING = Request()  # a request for the model's own colors: no points, no reference
