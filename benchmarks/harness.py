@@ -28,8 +28,8 @@ import torch  # noqa: E402
 from colorgan.batch import Batch  # noqa: E402
 from colorgan.checkpoint import save_checkpoint  # noqa: E402
 from colorgan.config import DataConfig, load_config, to_dict  # noqa: E402
-from colorgan.generator import build_generator  # noqa: E402
 from colorgan.hints import simulate  # noqa: E402
+from colorgan.models import build_generator  # noqa: E402
 
 
 def random_checkpoint(path: Path, size: int) -> Path:

@@ -17,7 +17,7 @@ from colorgan.batch import split_output
 from colorgan.cli import main
 from colorgan.config import load_config
 from colorgan.errors import ColorganError
-from colorgan.generator import Generator, Lite0UNet, build_generator
+from colorgan.generator import Generator, Lite0UNet
 from colorgan.hints import (
     HintError,
     HintSpread,
@@ -29,6 +29,7 @@ from colorgan.hints import (
     render,
     simulate,
 )
+from colorgan.models import build_generator
 from tests.conftest import (
     make_hint_checkpoint,
     make_tiny_checkpoint,

@@ -22,7 +22,8 @@ from colorgan.config import load_config
 from colorgan.data import ColorImages
 from colorgan.errors import ColorganError
 from colorgan.files import find_images
-from colorgan.generator import Generator, Lite0UNet, build_generator
+from colorgan.generator import Generator, Lite0UNet
+from colorgan.models import build_generator
 from colorgan.reference import (
     GATE_START,
     REFERENCE_BINS,
