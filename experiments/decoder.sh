@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# model.decoder=separable and model.upsample=guided were removed (#32; they lost): the variants
+# that set them run at the commits docs/journal/results.md names, e.g. git checkout 716b729.
 # The lighter-decoder experiments of docs/RESULTS.md ("A lighter decoder (output_stride)", its
 # "second round" and "third round"): cpu-small at SIZE px (default 64) for EPOCHS epochs
 # (default 5; batch 16, 450 steps), with model.output_stride 1 (the full-resolution decoder),

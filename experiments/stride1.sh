@@ -4,5 +4,4 @@
 # --config configs/cpu-small.yaml, so they reproduce those figures whatever cpu-small ships
 # now; experiments/decoder.sh's variants override it.
 # shellcheck shell=bash disable=SC2034
-STRIDE1=(--set model.output_stride=1 --set model.decoder=conv --set model.upsample=bilinear
-  --set model.base_channels=32)
+STRIDE1=(--set model.output_stride=1 --set model.upsample=bilinear --set model.base_channels=32)
