@@ -31,6 +31,7 @@ from colorize_throughput import _setup  # the same inputs and model
 from colorgan.color import AB_SCALE, _outside, lab_to_rgb
 from colorgan.colorize import PNG_LEVEL, Colorizer, join, lightness, resize_l
 from colorgan.files import load_picture, to_image
+from colorgan.request import NOTHING
 
 CPU = torch.device("cpu")
 
@@ -64,7 +65,7 @@ def main() -> None:
         smalls = [
             resize_l(l, colorizer.working_shape(p)) for l, p in zip(ls, pictures, strict=True)
         ]
-        abs_ = [colorizer.predict_maps(s, [None])[0].ab for s in smalls]
+        abs_ = [colorizer.predict_batch(s, [NOTHING])[0].ab for s in smalls]
         images = [to_image(join(l, ab), None) for l, ab in zip(ls, abs_, strict=True)]
         outside = []
         for l, ab in zip(ls, abs_, strict=True):

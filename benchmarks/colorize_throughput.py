@@ -37,21 +37,16 @@ from points_cost import POINTS, user_points
 
 from colorgan.batch import Batch
 from colorgan.checkpoint import load_generator, save_checkpoint
-from colorgan.colorize import (
-    Colorizer,
-    _generator_predict,
-    colorize_files,
-    lightness,
-    plan_jobs,
-    resize_l,
-)
+from colorgan.colorize import Colorizer, _generator_predict, lightness, resize_l
 from colorgan.config import load_config, to_dict
 from colorgan.device import resolve_device
 from colorgan.export import export_onnx
 from colorgan.files import find_images, load_picture
 from colorgan.hints import Hint
+from colorgan.jobs import plan_jobs
 from colorgan.models import build_generator, bytes_per_pixel
-from colorgan.pipeline import DEFAULT_WORKERS, colorize_folder
+from colorgan.pipeline import DEFAULT_WORKERS, Output, colorize_folder
+from colorgan.request import Request
 from tests.conftest import make_color_image
 
 
@@ -97,11 +92,11 @@ def _colorizers(model: Path, device: torch.device, batch: int) -> tuple[Colorize
 
 
 def _sequential(plain: Colorizer, inputs: Path, out: Path, size: int | None) -> float:
-    """Today's path: colorize_files, one batch after another."""
+    """The sequential path: the pipeline with --workers 0 (decode, model, encode in turn)."""
     jobs, _ = plan_jobs([inputs], out)
     start = time.perf_counter()
-    failures = colorize_files(plain, jobs, size=size)
-    return (len(jobs) - len(failures)) / (time.perf_counter() - start)
+    written = colorize_folder(plain, jobs, Output(size=size, workers=0)).written
+    return written / (time.perf_counter() - start)
 
 
 def _pipeline(
@@ -109,8 +104,9 @@ def _pipeline(
     hints: dict[Path, list[Hint]] | None = None,
 ) -> float:  # fmt: skip
     jobs, _ = plan_jobs([inputs], out)
+    requests = {source: Request(tuple(points)) for source, points in (hints or {}).items()}
     start = time.perf_counter()
-    written = colorize_folder(fast, jobs, size=size, workers=workers, hints=hints).written
+    written = colorize_folder(fast, jobs, Output(size=size, workers=workers), requests).written
     return written / (time.perf_counter() - start)
 
 

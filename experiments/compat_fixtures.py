@@ -82,9 +82,9 @@ def write(folder: Path, kinds: list[str]) -> None:
         generator = build_generator(config.model, pretrained=kind == "lite0")
         with torch.no_grad():  # zero-initialised branches made visible
             for name, tensor in generator.state_dict().items():
-                if tensor.is_floating_point() and tensor.numel() and not tensor.any():
-                    if "running" not in name:
-                        tensor.normal_(0.0, 0.3)
+                zero = tensor.is_floating_point() and tensor.numel() and not tensor.any()
+                if zero and "running" not in name:
+                    tensor.normal_(0.0, 0.3)
         path = folder / f"{kind}.pt"
         save_checkpoint({"config": to_dict(config), "generator": generator.state_dict()}, path)
         export_model_dir(path, folder / f"{kind}-folder")
@@ -106,8 +106,10 @@ def check(folder: Path) -> list[str]:
         for name, kwargs in requests().items():
             want = np.asarray(Image.open(folder / f"{model.name}.{name}.png"))
             got = np.asarray(colorizer.colorize(image, **kwargs))
-            if got.shape != want.shape or not np.array_equal(got, want):
-                diff = np.abs(got.astype(int) - want.astype(int)).max() if got.shape == want.shape else -1
+            if got.shape != want.shape:
+                differ.append(f"{model.name}.{name}: shape {got.shape}, not {want.shape}")
+            elif not np.array_equal(got, want):
+                diff = np.abs(got.astype(int) - want.astype(int)).max()
                 differ.append(f"{model.name}.{name}: max difference {diff}")
     return differ
 

@@ -251,7 +251,7 @@ def test_map_names_never_clash(tmp_path: Path) -> None:
         (False, ["--caution", "nan"], "got nan"),
         (False, ["--caution", "abc"], "--caution must be a number from 0 to 1, got 'abc'"),
         (True, ["--caution", "0.5"], "does not predict how sure it is (model.uncertainty=false)"),
-        (True, ["--uncertainty-map"], "--uncertainty-map: this model does not predict how sure it is"),
+        (True, ["--uncertainty-map"], "--uncertainty-map: this model does not predict"),
     ],
 )
 def test_cli_caution_errors_exit_2_with_one_line(

@@ -293,7 +293,7 @@ def test_onnx_with_hints_matches_pytorch_within_one_level(tmp_path: Path) -> Non
     points = [Hint(20, 20, BLUE), Hint(60, 40, "#ffcc00", radius=4)]
     by_pt = np.asarray(Colorizer.from_checkpoint(model, "cpu").colorize(image, hints=points))
     onnx = Colorizer.from_checkpoint(onnx_path, "cpu")
-    assert onnx.hints
+    assert onnx.capabilities.hints
     by_onnx = np.asarray(onnx.colorize(image, hints=points))
     assert np.abs(by_pt.astype(int) - by_onnx.astype(int)).max() <= 1
 
