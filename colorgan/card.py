@@ -17,9 +17,6 @@ from colorgan.errors import ColorganError
 from colorgan.files import read_bounded
 from colorgan.request import PLAIN, Capabilities
 
-# the Hub tags of what a model takes, in the order of Capabilities.rows
-TAGS = ("color-hints", "color-reference", "uncertainty")
-
 LIBRARY = "colorgan"
 TASK = "image-to-image"  # the Hub's pipeline tag for image in, image out
 MAX_EVAL_BYTES = 2**20  # an evaluate JSON is a few KiB
@@ -131,7 +128,7 @@ def metadata(facts: Facts) -> dict[str, Any]:
         "pix2pix",
         str(model["encoder"]).replace("_", "-"),
     ]
-    tags += [tag for tag, taken in zip(TAGS, facts.takes.rows(), strict=True) if taken[1]]
+    tags += facts.takes.tags()
     meta: dict[str, Any] = {"library_name": LIBRARY, "pipeline_tag": TASK, "tags": tags}
     results = []
     if facts.evaluation is not None:

@@ -138,18 +138,19 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from colorgan.jobs import Failure
-    from colorgan.request import parse_caution
+    from colorgan.request import Reference, Request, parse_caution
     from colorgan.runtime import ModelChoice
 
     def report(failure: Failure) -> None:
         tqdm.write(f"colorgan: {failure.path}: {failure.reason}", file=sys.stderr)
 
     caution = None if args.caution is None else parse_caution(args.caution, "--caution")
+    given = None if args.reference is None else Reference((args.reference,), args.max_pixels)
     model = ModelChoice(args.model, args.runtime, args.batch_size, args.compile)
     output = pipeline.Output(args.format, args.size, args.max_pixels, args.workers, args.overwrite)
     run = pipeline.FolderRun(
-        model, args.inputs, args.out, output, args.side_by_side, args.device, args.hints,
-        args.reference, caution, args.uncertainty_map, args.quiet,
+        model, args.inputs, args.out, output, Request(reference=given, caution=caution),
+        args.hints, args.side_by_side, args.uncertainty_map, args.device, args.quiet,
     )  # fmt: skip
     try:
         _, _, failed = pipeline.run_colorize(run, report)

@@ -35,12 +35,11 @@ from colorgan.files import (
     to_image,
     to_picture,
 )
-from colorgan.hints import Hint, no_points, render
+from colorgan.hints import Hint
 from colorgan.hub import PREFIX as HUB_PREFIX
 from colorgan.modeldir import ModelSource, load_model, resolve_model
 from colorgan.models import DEFAULT_BYTES_PER_PIXEL, bytes_per_pixel
-from colorgan.reference import REFERENCE_CHANNELS
-from colorgan.request import NOTHING, PLAIN, Capabilities, Request, check_caution
+from colorgan.request import INPUTS, NOTHING, PLAIN, Capabilities, Request, check_caution
 from colorgan.speed import fast_model
 from colorgan.uncertainty import fade, uncertainty_map
 
@@ -354,10 +353,10 @@ class Colorizer:
             )
         l_full = [lightness(p.rgb, self.device) for p in pictures]  # (1, 1, H, W) in [-1, 1]
         shapes = [working_shape(l.shape[2], l.shape[3], size, self.multiple) for l in l_full]
-        maps = [
-            render(r.points, (l.shape[2], l.shape[3]), shape)[None] if r.points else None
+        given = [
+            r.inputs((l.shape[2], l.shape[3]), shape)
             for r, l, shape in zip(requests, l_full, shapes, strict=True)
-        ]  # (1, 3, h, w) per picture, or None
+        ]  # the hint map and reference summary of each picture, where given
         predicted: dict[int, Prediction] = {}
         for shape in dict.fromkeys(shapes):
             self.check_shape(shape)
@@ -367,7 +366,7 @@ class Colorizer:
                 chunk = same[start : start + step]
                 l_small = torch.cat([resize_l(l_full[i], shape) for i in chunk])
                 found = self.predict_batch(
-                    l_small, [requests[i] for i in chunk], [maps[i] for i in chunk]
+                    l_small, [requests[i] for i in chunk], [given[i] for i in chunk]
                 )
                 predicted.update(zip(chunk, found, strict=True))
         return [(l, predicted[i]) for i, l in enumerate(l_full)]
@@ -376,15 +375,14 @@ class Colorizer:
         self,
         l_small: torch.Tensor,
         requests: Sequence[Request],
-        maps: Sequence[torch.Tensor | None] | None = None,
+        given: Sequence[dict[str, torch.Tensor]] | None = None,
     ) -> list[Prediction]:
         """The model's Prediction for each l of `l_small` (B, 1, h, w) in [-1, 1] and its
-        Request, whose points are rendered in `maps` (hint maps (1, 3, h, w) or None): ab
-        (1, 2, h, w) faded by the request's caution, then a point's own pixels get its color,
-        and there the uncertainty (1, 1, h, w) is 0 (the user's color is no guess)."""
+        Request, whose inputs at this working size (Request.inputs; None: l alone) are
+        `given`: ab (1, 2, h, w) faded by the request's caution, then a point's own pixels get
+        its color, and there the uncertainty (1, 1, h, w) is 0 (the user's color is no guess)."""
         cautions = [self.capabilities.resolve_caution(r) for r in requests]
-        hint_maps, summaries = self._hint_maps(l_small, maps), self._summaries(requests)
-        batch = Batch(l=l_small, hints=hint_maps, reference=summaries)
+        batch = Batch(l=l_small, **self._inputs(l_small, given or [{}] * len(requests)))
         prediction = split_output(self.predict(batch))
         ab, uncertainty = prediction.ab, prediction.uncertainty
         if any(cautions):  # at the working size, before `join`
@@ -401,24 +399,18 @@ class Colorizer:
             return [Prediction(a) for a in ab.split(1)]
         return [Prediction(a, u) for a, u in zip(ab.split(1), uncertainty.split(1), strict=True)]
 
-    def _hint_maps(
-        self, l_small: torch.Tensor, maps: Sequence[torch.Tensor | None] | None
-    ) -> torch.Tensor | None:
-        """The batch's hint maps (B, 3, h, w) on the device (zeros for no points), or None."""
-        if maps is None or all(m is None for m in maps):
-            return None
-        self.capabilities.need("hints", "color points")  # an ONNX model would only paste them
-        zeros = no_points(l_small[:1])
-        return torch.cat([m.to(l_small.device) if m is not None else zeros for m in maps])
-
-    def _summaries(self, requests: Sequence[Request]) -> torch.Tensor | None:
-        """The batch's reference summaries (B, 257) on the device (zeros: none), or None."""
-        if all(r.reference is None for r in requests):
-            return None
-        self.capabilities.need("reference", "reference")
-        none = torch.zeros(1, REFERENCE_CHANNELS)
-        rows = [r.reference.summary if r.reference else none for r in requests]
-        return torch.cat(rows).to(self.device)
+    def _inputs(
+        self, l_small: torch.Tensor, given: Sequence[dict[str, torch.Tensor]]
+    ) -> dict[str, torch.Tensor]:
+        """The batch's inputs by name, each stacked on the device, zeros ("none") for the
+        pictures that lack it; refused (one line) where the model does not take it."""
+        stacked = {}
+        for name in dict.fromkeys(name for inputs in given for name in inputs):
+            self.capabilities.need(name, INPUTS[name].name)  # an ONNX model would ignore it
+            like = next(inputs[name] for inputs in given if name in inputs)
+            rows = [inputs.get(name, torch.zeros_like(like)) for inputs in given]
+            stacked[name] = torch.cat(rows).to(l_small.device)
+        return stacked
 
 
 def _image(image: object) -> Image.Image:

@@ -343,5 +343,5 @@ def load_onnx(path: str | Path, device: str = "auto") -> OnnxModel:
         # pre- and post-processing beside the model, on its GPU, when this torch has CUDA too
         torch_device = resolve_device("cuda" if device == "auto" else device)
     predict = _session_predict(session, torch_device)
-    capabilities = Capabilities("hints" in inputs, "reference" in inputs, uncertainty, caution)
+    capabilities = Capabilities.of_graph(inputs, uncertainty, caution)
     return OnnxModel(predict, image_size, multiple, torch_device, provider, capabilities)

@@ -21,15 +21,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from colorgan.color import float_to_uint8
 from colorgan.colorize import PNG_LEVEL, gray_image, uncertainty_image
-from colorgan.errors import ColorganError, DataError, UnreadableImage
+from colorgan.errors import ColorganError, DataError
 from colorgan.files import (
-    DEFAULT_MAX_PIXELS,
     FORMATS,
     Picture,
     find_images,
-    load_picture,
     mark_options,
     output_key,
     save_image,
@@ -37,8 +34,7 @@ from colorgan.files import (
     written_by_colorgan,
 )
 from colorgan.hints import HintError, load_hints
-from colorgan.reference import ReferenceImageError
-from colorgan.request import Reference, Request
+from colorgan.request import Request
 
 log = logging.getLogger("colorgan")
 
@@ -248,18 +244,6 @@ def requests_for_jobs(
             hints, len(unmatched), unmatched[0],
         )  # fmt: skip
     return found, failures
-
-
-def read_reference(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Reference:
-    """`--reference IMAGE`: the file decoded once as colorize decodes its inputs (EXIF
-    orientation, over `max_pixels` refused before decoding), for every input; a
-    ReferenceImageError naming the file if it cannot be read."""
-    try:
-        picture = load_picture(path, max_pixels)
-    except UnreadableImage as err:
-        raise ReferenceImageError(f"--reference {path}: {err}") from None
-    rgb = picture.rgb if picture.rgb.dtype == torch.uint8 else float_to_uint8(picture.rgb)
-    return Reference((to_image(rgb, picture.alpha),))
 
 
 def refusal(job: Job, overwrite: bool) -> str | None:

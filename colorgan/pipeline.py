@@ -39,20 +39,19 @@ from colorgan.colorize import Colorizer, join, lightness, resize_l, working_shap
 from colorgan.device import check_fits, free_memory
 from colorgan.errors import ColorganError, DoesNotFit, Interrupted, UnreadableImage
 from colorgan.files import DEFAULT_MAX_PIXELS, Picture, load_picture, stale_temporary_of
-from colorgan.hints import Hint, HintError, check_inside, render
+from colorgan.hints import HintError
 from colorgan.jobs import (
     Failure,
     Job,
     is_complete,
     model_identity,
     plan_jobs,
-    read_reference,
     refusal,
     requests_for_jobs,
     run_key,
     save_results,
 )
-from colorgan.request import Capabilities, Request, check_caution
+from colorgan.request import NOTHING, Capabilities, Request
 from colorgan.runtime import ModelChoice, load_for_folder
 
 log = logging.getLogger("colorgan")
@@ -69,12 +68,13 @@ def shard(jobs: Sequence[Job], rank: int, world_size: int) -> list[Job]:
 @dataclass
 class Decoded:
     """One input as the decoding workers give it: the picture, its L at the working size and
-    its hint map; or why it could not be read."""
+    what its request gives the model there; or why it could not be read."""
 
     index: int
     picture: Picture | None = None
     l_small: torch.Tensor | None = None  # (1, 1, h, w) in [-1, 1]
-    hint_map: torch.Tensor | None = None  # (1, 3, h, w)
+    # what its Request gives the model at that size (Request.inputs): a hint map, a summary
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -111,10 +111,10 @@ class _DecodeFiles(Dataset[Decoded]):
         jobs: Sequence[Job],
         shapes: _Shapes,
         max_pixels: int,
-        points: dict[Path, tuple[Hint, ...]],
+        requests: dict[Path, Request],
     ) -> None:
         self.jobs, self.shapes = list(jobs), shapes
-        self.max_pixels, self.points = max_pixels, points
+        self.max_pixels, self.requests = max_pixels, requests
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -124,15 +124,13 @@ class _DecodeFiles(Dataset[Decoded]):
         try:
             picture = load_picture(job.source, self.max_pixels)
             height, width = picture.rgb.shape[1:]
-            points = self.points.get(job.source)
-            if points:
-                check_inside(points, (height, width))
+            request = self.requests[job.source]
+            request.check_inside((height, width))
             shape = self.shapes.shape(picture)
         except (UnreadableImage, HintError, DoesNotFit) as err:
             return Decoded(index, error=str(err))
         l_small = resize_l(lightness(picture.rgb, torch.device("cpu")), shape)
-        hint_map = render(points, (height, width), shape)[None] if points else None
-        return Decoded(index, picture, l_small, hint_map)
+        return Decoded(index, picture, l_small, request.inputs((height, width), shape))
 
 
 def _identity(item: Decoded) -> Decoded:
@@ -333,14 +331,13 @@ def colorize_folder(
     workers = min(output.workers, len(jobs))  # 2 files need no 128 processes
     bar = tqdm(total=len(todo), desc="colorizing", unit="img", disable=None if progress else True)
     writer = _Writer(workers, colorizer.batch_size, fail, lambda: _advance(bar))
-    points = {job.source: asked[job.source].points for job in todo}
-    decode = _DecodeFiles(todo, _Shapes(colorizer, output.size), output.max_pixels, points)
+    decode = _DecodeFiles(todo, _Shapes(colorizer, output.size), output.max_pixels, asked)
     try:
         for group in _decoded_groups(decode, colorizer, workers, fail, bar):
             l_small = torch.cat([item.l_small for item in group]).to(colorizer.device)  # type: ignore[misc]
             group_requests = [asked[todo[item.index].source] for item in group]
-            maps = [item.hint_map for item in group]
-            predicted = colorizer.predict_batch(l_small, group_requests, maps)
+            given = [item.inputs for item in group]
+            predicted = colorizer.predict_batch(l_small, group_requests, given)
             for item, prediction in zip(group, predicted, strict=True):
                 job = todo[item.index]
                 assert item.picture is not None
@@ -413,12 +410,11 @@ class FolderRun:
     inputs: list[Path]
     out: Path
     output: Output = Output()
-    side_by_side: bool = False
-    device: str = "auto"
+    request: Request = NOTHING  # what every picture is asked with (a reference, a caution)
     hints: Path | None = None  # --hints FILE|DIR: the points of every image, or each its own
-    reference: Path | None = None  # --reference IMAGE: its colors for every input
-    caution: float | None = None  # None: the model's default (model.caution)
+    side_by_side: bool = False
     uncertainty_map: bool = False  # also write <name>.uncertainty.png
+    device: str = "auto"
     quiet: bool = False
 
     def plan(self) -> tuple[list[Job], dict[Path, Request], list[Failure]]:
@@ -428,19 +424,19 @@ class FolderRun:
         jobs, failures = plan_jobs(
             self.inputs, self.out, output.fmt, self.side_by_side, self.uncertainty_map
         )
-        caution = None if self.caution is None else check_caution(self.caution, "--caution")
-        base = Request(caution=caution)
-        requests, unusable = requests_for_jobs(jobs, base, self.hints)  # a bad file fails its image
-        refused = {failure.path for failure in unusable}
+        requests, unusable = requests_for_jobs(jobs, self.request, self.hints)
+        refused = {failure.path for failure in unusable}  # a bad file fails its image alone
         return [job for job in jobs if job.source not in refused], requests, failures + unusable
 
     def check(self, capabilities: Capabilities) -> None:
-        """Refuse what the model cannot take, naming the option (before any file is read)."""
-        asked = {"hints": self.hints, "reference": self.reference, "uncertainty": self.caution}
-        for name, value in asked.items():
-            if value:
-                option = {"hints": "--hints", "uncertainty": "--caution"}.get(name, "--reference")
-                capabilities.need(name, option if name == "uncertainty" else f"{option} {value}")
+        """Refuse what the model cannot take, naming the option, before any file is read; then
+        read the reference once (a file that cannot be read: one line naming it)."""
+        if self.hints is not None:
+            capabilities.need("hints", f"--hints {self.hints}")
+        options = {"reference": f"--reference {self.request.reference}", "uncertainty": "--caution"}
+        capabilities.check(self.request, options)
+        if self.request.reference is not None:
+            self.request.reference.summary  # noqa: B018 (decoded and summarized once, here)
 
 
 def run_colorize(run: FolderRun, report: Callable[[Failure], None]) -> tuple[int, int, int]:
@@ -451,12 +447,10 @@ def run_colorize(run: FolderRun, report: Callable[[Failure], None]) -> tuple[int
     try:
         with _signals_interrupt():
             jobs, requests, failures = run.plan()
-            colorizer = load_for_folder(run.model, device, len(jobs), run.quiet or not info.is_main)
+            quiet = run.quiet or not info.is_main
+            colorizer = load_for_folder(run.model, device, len(jobs), quiet)
             run.check(colorizer.capabilities)  # usage errors come first
             run.output.check(colorizer, jobs)
-            if run.reference is not None:  # read once (on each rank), summarized once
-                reference = read_reference(run.reference, run.output.max_pixels)
-                requests = {s: r.with_reference(reference) for s, r in requests.items()}
             if info.is_main:
                 if colorizer.revision is not None and not run.quiet:
                     print(f"model {colorizer.source}")  # the commit: the run can be repeated

@@ -20,14 +20,17 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
+from colorgan.color import float_to_uint8
 from colorgan.config import ModelConfig, shown
-from colorgan.errors import ColorganError
-from colorgan.hints import Hint, HintError, check_inside
+from colorgan.errors import ColorganError, UnreadableImage
+from colorgan.files import DEFAULT_MAX_PIXELS, load_picture, to_image
+from colorgan.hints import Hint, HintError, check_inside, render
 from colorgan.reference import ReferenceImageError, from_image
 
 
@@ -39,14 +42,19 @@ class Input:
     name: str  # what it is, for the model card and /api/info
     lacks: str  # how a model without it is described: "this model {lacks}"
     error: type[ColorganError]  # the error class its refusals raise
+    tag: str  # the model card's Hub tag for a model that takes it
 
 
+# The model.* switches a user's request may need: the generator inputs (named as in
+# batch.INPUT_NAMES) and the uncertainty output that a caution needs.
 INPUTS = {
-    "hints": Input("hints", "color points", "was trained without color points", HintError),
+    "hints": Input("hints", "color points", "was trained without color points", HintError,
+                   "color-hints"),
     "reference": Input("reference", "a reference image",
-                       "was trained without a reference input", ReferenceImageError),
+                       "was trained without a reference input", ReferenceImageError,
+                       "color-reference"),
     "uncertainty": Input("uncertainty", "how sure it is (uncertainty)",
-                         "does not predict how sure it is", ColorganError),
+                         "does not predict how sure it is", ColorganError, "uncertainty"),
 }  # fmt: skip
 
 
@@ -73,20 +81,31 @@ def parse_caution(text: str, what: str = "caution") -> float:
 
 @dataclass(frozen=True, eq=False)
 class Reference:
-    """One or more reference images; their colors are summarized once, however many pictures
-    use them (each image counts equally: the mean of their summaries)."""
+    """One or more reference images (PIL images, or files decoded on first use, each under
+    `max_pixels`); their colors are summarized once, however many pictures use them (each
+    image counts equally: the mean of their summaries)."""
 
-    images: tuple[Image.Image, ...]
+    sources: tuple[Image.Image | Path, ...]
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
-        if not self.images:
+        if not self.sources:
             raise ReferenceImageError("reference: give at least one image")
-        for image in self.images:
-            if not isinstance(image, Image.Image):
+        for source in self.sources:
+            if not isinstance(source, (Image.Image, Path)):
                 raise ReferenceImageError(
-                    f"reference must be a PIL image (PIL.Image.open(path)) or a list of them, "
-                    f"got {shown(image)}"
+                    f"reference must be a PIL image (PIL.Image.open(path)), a path, or a list "
+                    f"of them, got {shown(source)}"
                 )
+
+    def __str__(self) -> str:
+        return ", ".join(str(s) if isinstance(s, Path) else "an image" for s in self.sources)
+
+    @cached_property
+    def images(self) -> tuple[Image.Image, ...]:
+        """The reference images; a file is decoded as colorize decodes its inputs (EXIF
+        orientation, alpha kept, over `max_pixels` refused): a ReferenceImageError naming it."""
+        return tuple(_open(s, self.max_pixels) if isinstance(s, Path) else s for s in self.sources)
 
     @cached_property
     def summary(self) -> torch.Tensor:
@@ -99,6 +118,16 @@ class Reference:
         """The summary's identity (sha256 of its float32 bytes): the same colors, the same key."""
         data = self.summary.to(torch.float32).contiguous().numpy().tobytes()
         return hashlib.sha256(data).hexdigest()
+
+
+def _open(path: Path, max_pixels: int) -> Image.Image:
+    """A reference file as an upright PIL image (8-bit; alpha kept)."""
+    try:
+        picture = load_picture(path, max_pixels)
+    except UnreadableImage as err:
+        raise ReferenceImageError(f"reference {path}: {err}") from None
+    rgb = picture.rgb if picture.rgb.dtype == torch.uint8 else float_to_uint8(picture.rgb)
+    return to_image(rgb, picture.alpha)
 
 
 @dataclass(frozen=True)
@@ -121,16 +150,16 @@ class Request:
     def of(
         cls,
         hints: Sequence[Hint] | None = None,
-        reference: Image.Image | Sequence[Image.Image] | Reference | None = None,
+        reference: Image.Image | Path | Sequence[Image.Image | Path] | Reference | None = None,
         caution: float | None = None,
     ) -> Request:
         """A request from the public keyword API (`Colorizer.colorize(image, hints=...,
-        reference=..., caution=...)`): `reference` one image or a list of them."""
+        reference=..., caution=...)`): `reference` one image (or file) or a list of them."""
         if hints is not None and not isinstance(hints, (list, tuple)):
             raise HintError(f"hints must be a list of colorgan.Hint, got {shown(hints)}")
         if reference is not None and not isinstance(reference, Reference):
-            images = reference if isinstance(reference, (list, tuple)) else (reference,)
-            reference = Reference(tuple(images))
+            given = reference if isinstance(reference, (list, tuple)) else (reference,)
+            reference = Reference(tuple(Path(g) if isinstance(g, str) else g for g in given))
         return cls(tuple(hints or ()), reference, caution)
 
     def with_points(self, points: Sequence[Hint] | None) -> Request:
@@ -146,6 +175,20 @@ class Request:
         needs = ["hints"] if self.points else []
         needs += ["reference"] if self.reference is not None else []
         return needs + (["uncertainty"] if self.caution else [])
+
+    def inputs(
+        self, image_hw: tuple[int, int], working_hw: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
+        """The generator inputs this request gives (by batch.INPUT_NAMES) for a picture of
+        `image_hw` run at `working_hw`, each (1, ...) on the CPU: the hint map (1, 3, h, w)
+        and the reference summary (1, REFERENCE_CHANNELS). One not given is absent; a model
+        that takes it then sees zeros, which mean "none" for every input."""
+        given = {}
+        if self.points:
+            given["hints"] = render(self.points, image_hw, working_hw)[None]
+        if self.reference is not None:
+            given["reference"] = self.reference.summary
+        return given
 
     def check_inside(self, image_hw: tuple[int, int]) -> None:
         """HintError naming the first point outside an image of `image_hw` (h, w) pixels."""
@@ -177,7 +220,13 @@ class Capabilities:
     def of(cls, model: ModelConfig) -> Capabilities:
         """A model's, from its config (a checkpoint's or a model folder's)."""
         caution = model.caution if model.uncertainty else 0.0
-        return cls(model.hints, model.reference, model.uncertainty, caution)
+        return cls(**{name: bool(getattr(model, name)) for name in INPUTS}, caution=caution)
+
+    @classmethod
+    def of_graph(cls, names: Sequence[str], uncertainty: bool, caution: float) -> Capabilities:
+        """An exported model's, from its graph's input names and its metadata."""
+        takes = {name: name in names for name in INPUTS if name != "uncertainty"}
+        return cls(**takes, uncertainty=uncertainty, caution=caution if uncertainty else 0.0)
 
     def refusal(self, name: str, what: str) -> ColorganError:
         """The one line for `what` (e.g. "--hints pts.json") asking for INPUTS[name] of a
@@ -212,9 +261,13 @@ class Capabilities:
         return request.caution
 
     def rows(self) -> list[tuple[str, bool]]:
-        """(input, taken) for the model card and serve's /api/info."""
+        """(input, taken) for the model card."""
         return [(f"{given.name} (`model.{name}`)", getattr(self, name))
                 for name, given in INPUTS.items()]  # fmt: skip
+
+    def tags(self) -> list[str]:
+        """The model card's Hub tags of what the model takes."""
+        return [given.tag for name, given in INPUTS.items() if getattr(self, name)]
 
     def metadata(self) -> dict[str, Any]:
         """The capabilities as JSON-ready values (ONNX metadata, /api/info)."""

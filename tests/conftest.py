@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import atexit
+import functools
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,9 +42,36 @@ SMALL_STEP = [
     "train.device=cpu",
 ]
 
+# (maker, its arguments) -> the session's checkpoint and torch's RNG state after building it
+_BUILT: dict[tuple[object, ...], tuple[Path, torch.Tensor]] = {}
+
+
+def built_once(make: Callable[..., Path]) -> Callable[..., Path]:
+    """A checkpoint maker whose checkpoint is built once per test session (the first call) and
+    copied to each later call's path: the same bytes, without building a model again. The RNG
+    is left as building leaves it (the makers seed it), so a test sees what it saw before."""
+
+    @functools.wraps(make)
+    def copy(path: Path, *args: Any, **kwargs: Any) -> Path:
+        key = (make.__name__, args, tuple(sorted(kwargs.items())))
+        if key not in _BUILT:
+            folder = Path(tempfile.mkdtemp(prefix="colorgan-test-models-"))
+            atexit.register(shutil.rmtree, folder, True)
+            built = make(folder / path.name, *args, **kwargs)
+            _BUILT[key] = (built, torch.random.get_rng_state())
+        built, rng = _BUILT[key]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(built, path)
+        torch.random.set_rng_state(rng)
+        return path
+
+    return copy
+
+
 AB_BIAS = (0.25, 0.35)  # the tiny model's colors: a clear orange cast, so outputs are not gray
 
 
+@built_once
 def make_tiny_checkpoint(path: Path, ab_bias: tuple[float, float] | None = AB_BIAS) -> Path:
     """An untrained 32 px checkpoint (width 8, depth 3), seeded; with `ab_bias` its output is
     visibly colored."""
@@ -55,6 +87,7 @@ def make_tiny_checkpoint(path: Path, ab_bias: tuple[float, float] | None = AB_BI
     return path
 
 
+@built_once
 def make_hint_checkpoint(path: Path, encoder: str = "efficientnet_lite0") -> Path:
     """An untrained 32 px checkpoint that takes color points (model.hints), seeded; Lite0
     encoder by default (its encoder's hint branch starts at zero) or the from-scratch U-Net."""
@@ -117,6 +150,7 @@ def color_folder(tmp_path: Path) -> Path:
     return write_color_folder(tmp_path / "images", 20)
 
 
+@built_once
 def make_uncertainty_checkpoint(path: Path, caution: float = 0.25, hints: bool = False) -> Path:
     """An untrained 32 px checkpoint with model.uncertainty (from-scratch U-Net, width 8, depth
     3, the orange cast of AB_BIAS; with `hints`, model.hints too) whose uncertainty head is set
@@ -148,6 +182,7 @@ def make_uncertainty_checkpoint(path: Path, caution: float = 0.25, hints: bool =
     return path
 
 
+@built_once
 def make_reference_checkpoint(path: Path, encoder: str = "unet") -> Path:
     """An untrained 32 px checkpoint with model.reference (from-scratch U-Net, width 8, depth
     3, the orange cast of AB_BIAS; or the Lite0 encoder), seeded, whose FiLM output layers are

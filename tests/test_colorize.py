@@ -441,6 +441,7 @@ def test_cli_help_and_bad_format(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_info.value.code == 2
 
 
+@pytest.mark.slow
 def test_console_script(checkpoint: Path, tmp_path: Path) -> None:
     make_color_image(0, (40, 32)).save(tmp_path / "a b.png")
     script = Path(sys.executable).parent / "colorgan"

@@ -24,6 +24,7 @@ def test_single_process_helpers_are_no_ops() -> None:
     assert any_rank(True, Dist(), torch.device("cpu")) is True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "extra",
     [

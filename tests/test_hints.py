@@ -284,6 +284,7 @@ def test_cli_hints_file_and_folder(tmp_path: Path, capsys: pytest.CaptureFixture
     assert code == 2 and f"{single}: point 0: color" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_onnx_with_hints_matches_pytorch_within_one_level(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     model = make_hint_checkpoint(tmp_path / "h.pt", encoder="unet")

@@ -116,6 +116,7 @@ def test_lite0_perceptual_loss_is_zero_for_truth_differentiable_and_frozen() -> 
     assert loss.item() > 0 and ab_fake.grad is not None and ab_fake.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_train_resume_colorize_export_with_lite0(tmp_path: Path) -> None:
     data = write_color_folder(tmp_path / "data", 20)
     lite0 = ["--set", "model.encoder=efficientnet_lite0", "--set", "model.depth=5"]

@@ -104,6 +104,7 @@ def test_stale_temporaries_of_a_killed_run_are_removed(checkpoint: Path, tmp_pat
     assert all((out / name).read_text() == "not ours" for name in ["notes.tmp", *theirs])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ctrl_c", [False, True], ids=["sigterm", "ctrl-c"])
 def test_sigterm_leaves_no_half_written_file_and_a_re_run_finishes(
     checkpoint: Path, tmp_path: Path, ctrl_c: bool
@@ -159,6 +160,7 @@ def test_shards_are_disjoint_and_cover_every_job(tmp_path: Path) -> None:
         assert len(flat) == len(set(flat))
 
 
+@pytest.mark.slow
 def test_torchrun_ranks_write_every_input_exactly_once(checkpoint: Path, tmp_path: Path) -> None:
     inputs = _inputs(tmp_path / "in")
     out = tmp_path / "out"

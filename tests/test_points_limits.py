@@ -146,7 +146,7 @@ def test_a_runtime_without_points_refuses_them_instead_of_pasting_them() -> None
     hint_map = torch.zeros(1, 3, 32, 32)
     hint_map[:, :, 4, 4] = 1.0
     with pytest.raises(HintError, match="trained without color points"):
-        colorizer.predict_batch(torch.zeros(1, 1, 32, 32), [NOTHING], [hint_map])
+        colorizer.predict_batch(torch.zeros(1, 1, 32, 32), [NOTHING], [{"hints": hint_map}])
 
 
 @pytest.mark.parametrize(

@@ -413,6 +413,7 @@ def test_old_checkpoints_colorize_as_before(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- ONNX
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("encoder", ["unet", "efficientnet_lite0"])
 def test_onnx_with_reference_matches_pytorch_within_one_level(tmp_path: Path, encoder: str) -> None:
     onnxruntime = pytest.importorskip("onnxruntime")

@@ -197,6 +197,7 @@ def test_a_relative_data_folder_is_stored_absolute(
 # -- items 2 and 8: metrics.jsonl agrees with the checkpoints, whatever kills the run ---------
 
 
+@pytest.mark.slow
 def test_sigkill_while_writing_a_checkpoint_then_resume(
     straight: Path, data: Path, tmp_path: Path
 ) -> None:
@@ -253,6 +254,7 @@ def test_sigkill_between_the_checkpoint_and_its_metrics_row_then_resume(
     _same_rows(run_dir, straight)
 
 
+@pytest.mark.slow
 def test_sigterm_mid_epoch_keeps_the_whole_epoch_in_its_row(
     straight: Path, data: Path, tmp_path: Path
 ) -> None:

@@ -182,6 +182,7 @@ def test_empty_folder_is_clear_error(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "no image files found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sigterm_writes_resumable_checkpoint(data: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     args = [
