@@ -501,7 +501,7 @@ def test_serve_answers_a_hints_field_over_the_limit_with_413(hint_model: Path) -
     ("kwargs", "reason"),
     [
         ({"image": [[0, 1], [2, 3]]}, "image must be a PIL image"),
-        ({"reference": "page.png"}, "reference must be a PIL image"),
+        ({"reference": 42}, "reference must be a PIL image"),
         ({"hints": [(1, 2, "#fff")]}, "hints must be colorgan.Hint"),
         ({"size": "512"}, "working size must be a positive whole number"),
         ({"size": 0}, "working size must be a positive whole number"),
