@@ -11,7 +11,7 @@ Models (eval mode, float32, `torch.inference_mode`, batch --batch, one --size x 
   and without hints=true): the Lite0 U-Net (ImageNet encoder weights) with
   `model.output_stride=S`, `model.base_channels=W` and each `model.KEY=VALUE`; 1/32 is the conv
   decoder at full resolution. (The separable decoder and guided upsampling this also measured
-  were removed; docs/PERFORMANCE.md's commands for them run at the commits it names.)
+  were removed; docs/journal/performance.md's commands for them run at the commits it names.)
 - Lite0 encoder alone: the ImageNet encoder's features of the same input and nothing else, the
   floor under any decoder on it.
 

@@ -2,8 +2,8 @@
 implementation: for-loop (torch's CPU default), foreach (its CUDA default) and fused.
 
 The three compute the same update; only the kernels differ. On a CPU the optimizer step is
-about a sixth of a 128 px training step (see docs/PERFORMANCE.md), so this isolates the part of
-training that an implementation choice can speed up without touching the math.
+about a sixth of a 128 px training step (see docs/journal/performance.md), so this isolates the
+part of training that an implementation choice can speed up without touching the math.
 
     python benchmarks/optimizer_step.py --depth 7 --runs 10 --json optimizer.json
 """

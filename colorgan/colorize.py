@@ -54,7 +54,7 @@ MAX_ASPECT = 4  # the working image's long side is at most this many times the w
 _STRIP_PIXELS = 4_000_000  # full-resolution color math runs on row strips of about this size
 # PNG at zlib level 3, not Pillow's 6: 3x faster to encode 512-px colorized photos and anime
 # (27 against 82 ms, the largest cost of a folder run) for files 0.3 % larger (24 % on flat
-# generated scenes); docs/PERFORMANCE.md
+# generated scenes); docs/journal/performance.md
 PNG_LEVEL = 3
 _OPTIONS: dict[str, dict[str, Any]] = {
     "png": {"compress_level": PNG_LEVEL}, "jpg": {"quality": 95}, "webp": {"quality": 95},

@@ -50,15 +50,16 @@ SEED_MAX = 2**32 - 1
 CONFIG_VERSION = 2
 SAVED = "saved config"  # how errors in one name it
 VERSION_1_MODEL = {"output_stride": 1, "base_channels": 32, "upsample": "bilinear"}
-# Keys that lost in docs/RESULTS.md and were removed: the value that meant "off" (a config
+JOURNAL = "docs/journal/results.md"  # the experiments, dated, with their commands
+# Keys that lost in docs/journal/results.md and were removed: the value that meant "off" (a config
 # saved before holds every key, and one at this value loads as if it were absent) and why.
 REMOVED_KEYS: dict[str, tuple[object, str]] = {
-    "model.decoder": ("conv", "it lost to conv: docs/RESULTS.md"),
-    "loss.rebalance": (0.0, "it made anime colors worse: docs/RESULTS.md"),
-    "loss.instance_noise": (0.0, "it moved nothing beyond seed noise: docs/RESULTS.md"),
-    "loss.real_label": (1.0, "label smoothing moved nothing beyond seed noise: docs/RESULTS.md"),
+    "model.decoder": ("conv", f"it lost to conv: {JOURNAL}"),
+    "loss.rebalance": (0.0, f"it made anime colors worse: {JOURNAL}"),
+    "loss.instance_noise": (0.0, f"it moved nothing beyond seed noise: {JOURNAL}"),
+    "loss.real_label": (1.0, f"label smoothing moved nothing beyond seed noise: {JOURNAL}"),
 }
-REMOVED_VALUES = {"model.upsample": {"guided": ("it lost to affine: docs/RESULTS.md", "affine")}}
+REMOVED_VALUES = {"model.upsample": {"guided": (f"it lost to affine: {JOURNAL}", "affine")}}
 
 
 def largest_disc_layers(image_size: int) -> int:
@@ -85,11 +86,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    # The defaults are the recipe both shipped configs use (docs/RESULTS.md, "A lighter decoder,
-    # third round"): the U-Net on the ImageNet-pretrained EfficientNet-Lite0 encoder (weights
-    # ship with a package: no download), a decoder of width 16 that predicts ab at stride 4,
-    # brought to full size by a learned per-cell affine model of L. pix2pix's from-scratch
-    # U-Net is model.encoder=unet with base_channels=64.
+    # The defaults are the recipe both shipped configs use (docs/journal/results.md, "A lighter
+    # decoder, third round"): the U-Net on the ImageNet-pretrained EfficientNet-Lite0 encoder
+    # (weights ship with a package: no download), a decoder of width 16 that predicts ab at stride
+    # 4, brought to full size by a learned per-cell affine model of L. pix2pix's from-scratch U-Net
+    # is model.encoder=unet with base_channels=64.
     encoder: Literal["unet", "efficientnet_lite0"] = "efficientnet_lite0"
     base_channels: int = 16
     depth: int = 0  # number of 2x downsamplings in the U-Net; 0: the encoder's (DEFAULT_DEPTH)
@@ -115,8 +116,8 @@ class ModelConfig:
     uncertainty: bool = False
     # model.uncertainty: colorize's default caution (0: colors as predicted; 1: fade toward gray
     # wherever the predicted error is as large as the color itself). 0.05: the largest that kept
-    # anime/val's colorfulness within 15% of the originals' (docs/RESULTS.md, "Knowing when it
-    # is guessing")
+    # anime/val's colorfulness within 15% of the originals' (docs/journal/results.md, "Knowing
+    # when it is guessing")
     caution: float = 0.05
     # the generator also takes a reference image's colors (an ab histogram; see reference.py)
     reference: bool = False

@@ -319,7 +319,7 @@ def load_onnx(path: str | Path, device: str = "auto") -> OnnxModel:
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: its warnings would break the one-line reports
     # its threads sleep between runs instead of spinning: in a folder run the decoding and
-    # encoding processes need those cores (21.4 against 18.9 images/s, docs/PERFORMANCE.md)
+    # encoding processes need those cores (21.4 against 18.9 images/s, docs/journal/performance.md)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = onnxruntime.InferenceSession(str(path), options, providers=providers)

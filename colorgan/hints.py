@@ -327,7 +327,7 @@ class HintSpread(nn.Module):
         """`ab` (B, 2, H, W), the generator's, moved toward the points of `hint_map`
         (B, 3, H, W) near each pixel of lightness `l` (B, 1, H, W). At stride 1 in training it
         is recomputed in backward instead of keeping its float32 full-resolution tensors (about
-        1 GiB at 512 px, batch 8; docs/PERFORMANCE.md)."""
+        1 GiB at 512 px, batch 8; docs/journal/performance.md)."""
         if self.stride > 1:
             own = F.avg_pool2d(ab, self.stride)
             moved = self._spread(own, l, hint_map) - own  # (B, 2, H / stride, W / stride)

@@ -20,7 +20,7 @@ log = logging.getLogger("colorgan")
 RUNTIMES = ("auto", "torch", "onnx")
 # --runtime auto exports to ONNX (once, about a minute; cached) for a CPU run of this many
 # images: onnxruntime ran the default model 3.3x faster than folded PyTorch on 2 CPU cores
-# (docs/PERFORMANCE.md), so the export pays for itself within a few dozen images.
+# (docs/journal/performance.md), so the export pays for itself within a few dozen images.
 ONNX_MIN_IMAGES = 100
 
 

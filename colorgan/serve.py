@@ -98,7 +98,8 @@ def _working_size(raw: str | None, colorizer: Colorizer, limits: Limits) -> int:
     digits = raw.lstrip("0") if raw.isascii() and raw.isdigit() else ""
     if not digits:  # not a number, or 0
         raise UploadRefused(400, refusal)
-    if len(digits) > 9 or int(digits) > limits.max_size:  # too large: 413, as the README says
+    # too large: 413, as docs/deploying.md says
+    if len(digits) > 9 or int(digits) > limits.max_size:
         raise UploadRefused(413, refusal)
     return int(digits)
 

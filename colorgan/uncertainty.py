@@ -6,10 +6,10 @@ predicted mean absolute error of each ab channel, in ab's units (Lab ab / 110). 
 * the Laplace scale b of Kendall and Gal (2017): a small head trained with the negative
   log-likelihood of the truth's ab under Laplace(ab_fake, b) (`laplace_nll`), whose optimum is
   each pixel's expected |ab error|. Its scale is bounded (MIN_SCALE, MAX_SCALE), so one step
-  costs a bounded loss (docs/RESULTS.md has the variants tried). The head reads the generator's
-  last features *detached*, and its weights are drawn from their own random stream, so it never
-  changes the colors: with the same seed, a model with the head paints exactly what one without
-  it paints. It learns where the training images' colors were hard to tell.
+  costs a bounded loss (docs/journal/results.md has the variants tried). The head reads the
+  generator's last features *detached*, and its weights are drawn from their own random stream,
+  so it never changes the colors: with the same seed, a model with the head paints exactly what
+  one without it paints. It learns where the training images' colors were hard to tell.
 * the image's novelty (`Novelty`): how unlike the training images it is, as the Mahalanobis
   distance `z` of its stride-8 feature style (channel means and spreads) from the training
   images' (fitted at the end of every epoch, `fit_novelty`), in units of the training images'
@@ -46,9 +46,9 @@ from colorgan.color import AB_SCALE
 MIN_SCALE, MAX_SCALE = 0.01, 2.0
 INITIAL_SCALE = 0.1  # the head's scale before training (~ a trained model's mean |ab error|)
 NOVELTY_QUANTILE = 0.95  # the training images' distance quantile that `Novelty` scales to 1
-# p rises from 0 at 1.1x that distance to 1 at 1.3x (chosen on docs/RESULTS.md's sets: anime/val
-# images lie at a median 0.81, anime/unseen 0.86, photos 1.33-1.37, see "Knowing when it is
-# guessing")
+# p rises from 0 at 1.1x that distance to 1 at 1.3x (chosen on docs/journal/results.md's sets:
+# anime/val images lie at a median 0.81, anime/unseen 0.86, photos 1.33-1.37, see "Knowing when it
+# is guessing")
 NOVELTY_START, NOVELTY_RAMP = 1.1, 0.2
 GUESS_ERROR = 2.0  # a guess's mean |ab error| per channel, as a multiple of its |ab|
 MAP_FULL_SCALE = 25.0  # the uncertainty map is white at this mean |ab error| (Lab units) or more

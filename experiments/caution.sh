@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The caution experiment of docs/RESULTS.md ("Knowing when it is guessing"): cpu-small with
+# The caution experiment of docs/journal/results.md ("Knowing when it is guessing"): cpu-small with
 # model.uncertainty, beside the L1-only and pix2pix baselines, all at 64 px, 5 epochs, batch 16,
 # trained on anime/train (validated on anime/val); `colorgan evaluate` scores each last.pt on
 # anime/unseen, anime/val and photos/val (the uncertainty model at every caution of CAUTIONS).
@@ -10,7 +10,7 @@
 # NAME is VARIANT-sSEED, VARIANT one of unc (cpu-small + model.uncertainty; at caution 0 its
 # colors are exactly plain cpu-small's, the head never changes them), plain (cpu-small),
 # l1only (configs/l1-only.yaml) and pix2pix (configs/pix2pix-baseline.yaml); the from-scratch
-# U-Nets use depth 6 (64 px is not a multiple of 2**7). The runs of docs/RESULTS.md used a copy
+# U-Nets use depth 6 (64 px is not a multiple of 2**7). The runs of docs/journal/results.md used a copy
 # of the code and one torch thread, as experiments/decoder.sh says:
 #   mkdir /tmp/caution-src && cp -r colorgan /tmp/caution-src/
 #   OMP_NUM_THREADS=1 PYTHONPATH=/tmp/caution-src experiments/caution.sh l1only-s0 pix2pix-s0

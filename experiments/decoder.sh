@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # model.decoder=separable and model.upsample=guided were removed (#32; they lost): the variants
 # that set them run at the commits docs/journal/results.md names, e.g. git checkout 716b729.
-# The lighter-decoder experiments of docs/RESULTS.md ("A lighter decoder (output_stride)", its
+# The lighter-decoder experiments of docs/journal/results.md ("A lighter decoder (output_stride)", its
 # "second round" and "third round"): cpu-small at SIZE px (default 64) for EPOCHS epochs
 # (default 5; batch 16, 450 steps), with model.output_stride 1 (the full-resolution decoder),
 # 2 and 4, model.decoder and model.upsample as the variant says; trained on anime/train
@@ -15,7 +15,7 @@
 # NAME is VARIANT-sSEED, VARIANT one of stride1, stride2, stride4, stride4w16 (decoder width
 # 16), stride4sep (model.decoder=separable), stride4g (model.upsample=guided), stride4sepg
 # (both), stride2sep and stride2sepw24 (width 24); stride4sepa, stride4w16a and stride2sepw24a
-# are those with model.upsample=affine. The runs of docs/RESULTS.md used a copy of
+# are those with model.upsample=affine. The runs of docs/journal/results.md used a copy of
 # the code (so that other edits of the tree could not change a run midway) and one torch
 # thread (two stalled beside another session's tests on 2 cores):
 #   mkdir /tmp/dec-src && cp -r colorgan /tmp/dec-src/

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The color-point experiment of docs/RESULTS.md ("Color points"): cpu-small with and without
+# The color-point experiment of docs/journal/results.md ("Color points"): cpu-small with and without
 # model.hints at equal budget (64 px, 5 epochs, batch 16), trained on anime/train (scored on
 # anime/val and anime/unseen) and on photos/train (scored on photos/val), each scored with
 # 0, 1, 2, 5, 10 and 20 test points per image.
@@ -15,7 +15,7 @@ COUNTS=0,1,2,5,10,20
 EPOCHS=${EPOCHS:-5}  # the budget; names of longer runs end in -eEPOCHS
 source experiments/stride1.sh
 # DECODER=stride1 (default): cpu-small's decoder as the runs before 2026-12-05 had it;
-# DECODER=recipe: the one cpu-small ships now (docs/RESULTS.md, "A lighter decoder, third round")
+# DECODER=recipe: the one cpu-small ships now (docs/journal/results.md, "A lighter decoder, third round")
 decoder=("${STRIDE1[@]}"); [[ ${DECODER:-stride1} == recipe ]] && decoder=()
 
 for name in "$@"; do

@@ -5,7 +5,7 @@ number of color points, beside the gray image and the model trained without poin
         [--no-hint anime/unseen=12.13,12.29 ...]
 
 --no-hint gives the no-hint model's ΔE00 on a set (one value a seed) where RUNS holds no
-{domain}-nohint-s{seed} run: quoted from docs/RESULTS.md, for the plot's lines.
+{domain}-nohint-s{seed} run: quoted from docs/journal/results.md, for the plot's lines.
 """
 
 from __future__ import annotations

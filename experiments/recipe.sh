@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # loss.real_label, loss.instance_noise and loss.rebalance were removed (#32; they lost): the
 # smooth, noise and rebal variants run at the commits docs/journal/results.md names (716b729).
-# The recipe experiments of docs/RESULTS.md: each variant trains 5 epochs at 64 px on
+# The recipe experiments of docs/journal/results.md: each variant trains 5 epochs at 64 px on
 # anime/train with the same seed and data order, then `colorgan evaluate` scores its last.pt on
 # anime/val and photos/val.
 #

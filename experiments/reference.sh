@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The reference-image experiment of docs/RESULTS.md ("Colors from a reference image"):
+# The reference-image experiment of docs/journal/results.md ("Colors from a reference image"):
 # cpu-small with model.reference at experiments' budget (64 px, 5 epochs, batch 16), trained
 # on anime/train (validated on anime/val) or photos/train (photos/val), then scored by
 # experiments/reference_pairs.py: no reference, each image's own colors (self), another image
@@ -8,7 +8,7 @@
 #   experiments/reference.sh NAME [NAME ...]     NAME is {anime,photos}-{ref,plain}-sSEED
 #   python experiments/reference_table.py runs/reference      the tables
 #
-# The runs of docs/RESULTS.md used a copy of the code and one torch thread, as
+# The runs of docs/journal/results.md used a copy of the code and one torch thread, as
 # experiments/decoder.sh says:
 #   mkdir /tmp/reference-src && cp -r colorgan /tmp/reference-src/
 #   OMP_NUM_THREADS=1 PYTHONPATH=/tmp/reference-src experiments/reference.sh anime-ref-s0

@@ -1,4 +1,4 @@
-"""The tables of docs/RESULTS.md ("Colors from a reference image") from the runs of
+"""The tables of docs/journal/results.md ("Colors from a reference image") from the runs of
 experiments/reference.sh, and (--figure) a picture of a few images: gray | no reference |
 reference | truth, and the reference itself.
 

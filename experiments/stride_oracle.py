@@ -5,7 +5,7 @@ image average-pooled to the stride and brought back to full size the way `Lite0U
 head could predict), scored against the
 original by CIEDE2000 like `colorgan evaluate` (center crops at --sizes, through uint8 RGB).
 The floor under any `model.output_stride` decoder, per training/evaluation size: the 64-px
-experiments of docs/RESULTS.md are harsher on a stride than 512-px use.
+experiments of docs/journal/results.md are harsher on a stride than 512-px use.
 
     python experiments/stride_oracle.py ../shared/data/anime/unseen --sizes 64,128,256
 """
@@ -57,7 +57,7 @@ def guided_upsample(
 ) -> torch.Tensor:
     """`coarse` ab (B, 2, H/stride, W/stride) brought to l's (B, 1, H, W) size along l's edges:
     the fast guided filter (He & Sun 2015), what `model.upsample=guided` was until it lost to
-    affine (docs/RESULTS.md). In each window of cells, ab ~ a * L + b is fitted against L
+    affine (docs/journal/results.md). In each window of cells, ab ~ a * L + b is fitted against L
     average-pooled to the stride; a and b, averaged over the windows that hold a cell, are
     upsampled bilinearly and applied to the full-resolution L. In float32; clamped to [-1, 1]."""
     ab, guide = coarse.float(), F.avg_pool2d(l.float(), stride)

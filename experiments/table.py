@@ -3,7 +3,7 @@
     python experiments/table.py runs/recipe NAME [NAME ...]
 
 reads RUN/NAME/metrics.jsonl (training minutes) and RUN/NAME/eval-{anime,photos}.json
-(`colorgan evaluate --json`) and prints the tables docs/RESULTS.md holds.
+(`colorgan evaluate --json`) and prints the tables docs/journal/results.md holds.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ def test_defaults_are_the_founding_schedule_and_the_winning_model() -> None:
     config = load_config(None)
     assert (config.optim.lr, config.train.batch_size, config.train.epochs) == (2e-4, 8, 10)
     assert config.loss.l1_weight == 100.0
-    # the shipped recipe (docs/RESULTS.md): Lite0 encoder, ab at stride 4 from a decoder of
+    # the shipped recipe (docs/journal/results.md): Lite0 encoder, ab at stride 4 from a decoder of
     # width 16, the affine upsampling, no perceptual term (no download)
     model = config.model
     assert (model.encoder, model.base_channels, model.depth) == ("efficientnet_lite0", 16, 5)
@@ -125,7 +125,7 @@ def test_seed_config_is_the_founding_recipe() -> None:
     assert (config.train.batch_size, config.train.epochs) == (8, 10)
     assert config.optim.lr == 2e-4
     assert config.loss.perceptual_weight > 0 and config.loss.adversarial_weight > 0
-    assert config.model.hints  # color points: docs/RESULTS.md, "Color points"
+    assert config.model.hints  # color points: docs/journal/results.md, "Color points"
 
 
 def test_cpu_small_takes_color_points() -> None:
@@ -135,8 +135,8 @@ def test_cpu_small_takes_color_points() -> None:
 
 @pytest.mark.parametrize("name", ["cpu-small.yaml", "seed-anime512.yaml"])
 def test_the_recipes_use_the_lighter_generator(name: str) -> None:
-    """docs/RESULTS.md, "A lighter decoder, third round": ab at stride 4 from a width-16 conv
-    decoder, upsampled by the learned affine model of L; the default generator."""
+    """docs/journal/results.md, "A lighter decoder, third round": ab at stride 4 from a width-16
+    conv decoder, upsampled by the learned affine model of L; the default generator."""
     model = load_config(REPO / "configs" / name).model
     assert (model.output_stride, model.upsample, model.base_channels) == (4, "affine", 16)
     assert model == load_config(None, ["model.hints=true"]).model
@@ -217,7 +217,8 @@ def test_the_removed_guided_upsampling_is_refused_by_name() -> None:
     with pytest.raises(ConfigError) as err:
         load_config(None, ["model.upsample=guided"])
     assert str(err.value) == (
-        "--set: model.upsample=guided was removed (it lost to affine: docs/RESULTS.md); use affine"
+        "--set: model.upsample=guided was removed (it lost to affine: docs/journal/results.md); "
+        "use affine"
     )
     old = _old_saved(model={"upsample": "guided", "output_stride": 4})
     with pytest.raises(ConfigError, match=r"^saved config: model\.upsample=guided was removed"):

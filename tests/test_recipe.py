@@ -120,7 +120,7 @@ def test_the_switches_that_lost_are_refused_by_name(key: str) -> None:
     message = str(err.value)
     assert message.startswith(f"--set: {name} was removed (")
     assert message.endswith("; drop it from the config") and "\n" not in message
-    assert "docs/RESULTS.md" in message
+    assert "docs/journal/results.md" in message
 
 
 @pytest.mark.parametrize("name", ["l1-only", "pix2pix-baseline", "cpu-small", "seed-anime512"])
