@@ -202,7 +202,7 @@ def test_removed_keys_are_refused_by_name(
     tmp_path: Path, section: str, key: str, value: object
 ) -> None:
     name = f"{section}.{key}"
-    removed = rf"{name} was removed \(.*docs/RESULTS\.md\);"
+    removed = rf"{name} was removed \(.*docs/journal/results\.md\);"
     with pytest.raises(ConfigError, match=rf"^--set: {removed} drop it from the config$"):
         load_config(None, [f"{name}={value}"])
     path = tmp_path / "old.yaml"
