@@ -384,7 +384,10 @@ def check_finite(weights: Mapping[str, Any], source: str) -> None:
 def generator_from(state: dict[str, Any], source: str) -> tuple[ColorModel, Config]:
     """The generator of a loaded checkpoint dict (EMA weights when it has them), on the CPU, in
     eval mode, with the config it was trained with; `source` names it in errors."""
-    config = from_dict(state["config"])
+    try:
+        config = from_dict(state["config"])
+    except ConfigError as err:  # a removed option, a newer format: the file is named
+        raise CheckpointError(f"{source}: {err}") from None
     weights = state.get("generator_ema") or state["generator"]
     if isinstance(weights, Mapping):  # checked before anything as large as the config says
         shapes = {k: v.shape for k, v in weights.items() if isinstance(v, torch.Tensor)}

@@ -231,7 +231,7 @@ def test_a_checkpoint_with_a_removed_setting_is_refused_at_the_cli(
     import torch
 
     from colorgan.checkpoint import save_checkpoint
-    from tests.conftest import make_tiny_checkpoint
+    from tests.conftest import make_color_image, make_tiny_checkpoint
 
     path = make_tiny_checkpoint(tmp_path / "tiny.pt")
     state = torch.load(path, weights_only=True)
@@ -243,6 +243,13 @@ def test_a_checkpoint_with_a_removed_setting_is_refused_at_the_cli(
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0
     assert "loss.rebalance was removed" in err
+    image = tmp_path / "in" / "a.png"  # colorize names the checkpoint whose config it refuses
+    image.parent.mkdir()
+    make_color_image(0).save(image)
+    code = main(["colorize", str(path), str(image), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert f"{path}: saved config: loss.rebalance was removed" in err
 
 
 def test_parse_set_reads_yaml_scalars() -> None:
