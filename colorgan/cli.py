@@ -145,7 +145,7 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
         tqdm.write(f"colorgan: {failure.path}: {failure.reason}", file=sys.stderr)
 
     caution = None if args.caution is None else parse_caution(args.caution, "--caution")
-    given = None if args.reference is None else Reference((args.reference,), args.max_pixels)
+    given = None if args.reference is None else Reference(tuple(args.reference), args.max_pixels)
     model = ModelChoice(args.model, args.runtime, args.batch_size, args.compile)
     output = pipeline.Output(args.format, args.size, args.max_pixels, args.workers, args.overwrite)
     run = pipeline.FolderRun(

@@ -173,8 +173,10 @@ def _reference_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--reference",
         type=Path,
+        nargs="+",
+        action="extend",
         metavar="IMAGE",
         help="for a model trained with model.reference: an image whose colors every input "
         "gets (the same character on another page, a color photo of the same place; read once, "
-        "need not match the inputs' size or framing)",
+        "need not match the inputs' size or framing); several count equally",
     )

@@ -136,6 +136,8 @@ def test_the_same_reference_skips_and_another_or_none_colorizes_again(
     assert run("--reference", str(hero)) == (3, 0)
     for name, pixels in first.items():  # hero's colors back, as the first time
         assert np.abs(_pixels(out / name) - pixels).max() <= 1, name
+    assert run("--reference", str(hero), str(villain)) == (3, 0)  # both: other colors again
+    assert run("--reference", str(hero), "--reference", str(villain)) == (0, 3)  # the same two
 
 
 def test_the_reference_is_part_of_the_key(checkpoint: Path, hero: Path, villain: Path) -> None:
