@@ -285,7 +285,7 @@ class Colorizer:
         size: int | None = None,
         hints: Sequence[Hint] | None = None,
         caution: float | None = None,
-        reference: Image.Image | Sequence[Image.Image] | None = None,
+        reference: Image.Image | Path | Sequence[Image.Image | Path] | None = None,
     ) -> Image.Image:
         """A color version of `image` at its own (upright) size; RGBA if it had alpha. `hints`:
         color points in pixels of the upright image (a model trained with model.hints).
@@ -303,7 +303,7 @@ class Colorizer:
         size: int | None = None,
         hints: Sequence[Hint] | None = None,
         caution: float | None = None,
-        reference: Image.Image | Sequence[Image.Image] | None = None,
+        reference: Image.Image | Path | Sequence[Image.Image | Path] | None = None,
     ) -> tuple[Image.Image, Image.Image]:
         """`colorize`'s image and, from the same run of the model, the map of how sure it is at
         the image's size: grayscale ('L'), black where sure, white where it is guessing (a mean

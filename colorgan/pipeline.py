@@ -5,9 +5,10 @@ DataLoader worker processes; the main process groups the pictures by working sha
 batches for the model; the full-resolution color math and the encoding run in as many other
 processes (one torch thread each), each output written (atomically) as it finishes. What is in
 flight is bounded (the loader's prefetch, one batch per working shape, a batch and a few
-outputs being written), never the folder. A re-run skips the
-outputs that are complete for the same model and settings; under torchrun each rank takes its
-own share of the files.
+outputs being written), never the folder. With --workers 0 everything runs in this process,
+one step after another: the sequential path (there is no other folder runner). Each job is
+colorized for its Request; a re-run skips the outputs that are complete for the same model,
+settings and request (jobs.run_key); under torchrun each rank takes its own share of the files.
 """
 
 from __future__ import annotations
@@ -320,7 +321,7 @@ def colorize_folder(
             on_failure(summary.failures[-1])
 
     output.check(colorizer, jobs)
-    asked = {job.source: requests.get(job.source, Request()) for job in jobs}
+    asked = {job.source: requests.get(job.source, NOTHING) for job in jobs}
     keys = {}
     for source, request in asked.items():
         colorizer.capabilities.check(request)

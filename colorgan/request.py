@@ -4,7 +4,7 @@ A `Request` is everything a user gives besides the picture: color points, refere
 a caution. `Capabilities` is what a model accepts, read once from wherever the model came from
 (a checkpoint's or model folder's config, an ONNX file's metadata). `Capabilities.check` is
 the one place that refuses a request a model cannot honour, with the one "trained without"
-line; `Capabilities.caution` resolves the caution. The Colorizer, the folder runs, serve,
+line; `Capabilities.resolve_caution` resolves the caution. The Colorizer, the folder runs, serve,
 evaluate, export and the model card pass these values, never loose parameter lists.
 
 A new user input (say, a second kind of hint) adds a field to `Request`, a row to `INPUTS`,
@@ -39,7 +39,7 @@ class Input:
     """One kind of user input a model must have been trained for."""
 
     key: str  # its model.* config key (and Capabilities field)
-    name: str  # what it is, for the model card and /api/info
+    name: str  # what it is, for the model card and a refusal that names no option
     lacks: str  # how a model without it is described: "this model {lacks}"
     error: type[ColorganError]  # the error class its refusals raise
     tag: str  # the model card's Hub tag for a model that takes it
