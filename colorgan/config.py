@@ -44,15 +44,14 @@ MAX_WORKERS = 256  # train.num_workers: processes
 COUNT_MAX = 2**31 - 1  # counts (epochs, images, ...): more means nothing and overflows C ints
 # train.seed: torch.manual_seed takes < 2**64, and data.EpochSampler seeds with seed * 100_003
 SEED_MAX = 2**32 - 1
-
 # A saved config's format (to_dict's top-level "version"; none: 1). Version 2 made the recipe
 # the default: a version-1 config without these model keys meant these values (from_dict).
 CONFIG_VERSION = 2
 SAVED = "saved config"  # how errors in one name it
 VERSION_1_MODEL = {"output_stride": 1, "base_channels": 32, "upsample": "bilinear"}
 JOURNAL = "docs/journal/results.md"  # the experiments, dated, with their commands
-# Keys that lost in docs/journal/results.md and were removed: the value that meant "off" (a config
-# saved before holds every key, and one at this value loads as if it were absent) and why.
+# Keys that lost there and were removed: the value that meant "off" (a config saved before holds
+# every key, and one at this value loads as if it were absent), and why.
 REMOVED_KEYS: dict[str, tuple[object, str]] = {
     "model.decoder": ("conv", f"it lost to conv: {JOURNAL}"),
     "loss.rebalance": (0.0, f"it made anime colors worse: {JOURNAL}"),
