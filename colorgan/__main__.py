@@ -2,6 +2,10 @@
 
 import sys
 
+from colorgan import ddp
 from colorgan.cli import main
 
-sys.exit(main())
+code = main()
+if ddp.launched_by_torchrun():
+    ddp.leave(code)  # a rank ends without the interpreter's teardown (see ddp.leave)
+sys.exit(code)
