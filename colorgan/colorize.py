@@ -41,6 +41,7 @@ from colorgan.modeldir import ModelSource, load_model, resolve_model
 from colorgan.models import DEFAULT_BYTES_PER_PIXEL, bytes_per_pixel
 from colorgan.request import INPUTS, NOTHING, PLAIN, Capabilities, Request, check_caution
 from colorgan.speed import fast_model
+from colorgan.suggest import MAX_SUGGESTIONS, suggest
 from colorgan.uncertainty import fade, uncertainty_map
 
 # The model as a function: Batch (l at the working size, + conditioning) -> the model's whole
@@ -315,6 +316,29 @@ class Colorizer:
         assert prediction.uncertainty is not None
         colored = to_image(join(l, prediction.ab), picture.alpha)
         return colored, uncertainty_image(prediction.uncertainty, (l.shape[2], l.shape[3]))
+
+    def suggest_points(
+        self,
+        image: Image.Image,
+        n: int,
+        hints: Sequence[Hint] | None = None,
+        reference: Image.Image | Path | Sequence[Image.Image | Path] | None = None,
+        size: int | None = None,
+    ) -> list[Hint]:
+        """The `n` places where one more color point would help most (suggest.py: where the
+        model is least sure, and a point would reach the most of it; spread apart), each with
+        the model's current color there, in pixels of the upright image; after the `hints`
+        already given. Without model.uncertainty every pixel counts the same."""
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_SUGGESTIONS:
+            raise ColorganError(f"n must be a whole number from 0 to {MAX_SUGGESTIONS}, got {n!r}")
+        picture = to_picture(_image(image))
+        request = Request.of(hints, reference, caution=0.0)  # the model's own colors
+        [(l, prediction)] = self.predict_pictures([picture], size, [request])
+        shape = (prediction.ab.shape[2], prediction.ab.shape[3])
+        image_hw = (l.shape[2], l.shape[3])
+        given = request.inputs(image_hw, shape).get("hints")
+        mask = None if given is None else given[:, 2:] > 0
+        return suggest(resize_l(l, shape), prediction.ab, prediction.uncertainty, mask, n, image_hw)
 
     def colorize_batch(
         self,

@@ -16,7 +16,7 @@ LAYERS = [
     {"files", "batch", "connections", "device", "hub", "lite0", "overrides", "reference",
      "uncertainty", "uploads"},
     {"config", "ddp", "figures", "hints", "losses", "set_distance", "speed"},
-    {"data", "generator", "request", "runlog", "scores"},
+    {"data", "generator", "request", "runlog", "scores", "suggest"},
     {"card", "discriminator", "models", "prepare"},
     {"state"},
     {"checkpoint"},

@@ -1,0 +1,80 @@
+"""Suggested color points (suggest.py, Colorizer.suggest_points): where the model is unsure,
+spread apart, after the points a user gave, each with the model's color there."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from colorgan import Colorizer, Hint
+from colorgan.errors import ColorganError
+from colorgan.hints import parse_color
+from colorgan.suggest import suggest
+from tests.conftest import make_tiny_checkpoint, make_uncertainty_checkpoint
+
+SIZE = (64, 40)  # width, height: dark on the left (the model is sure), light on the right
+
+
+def split_image() -> Image.Image:
+    gray = np.full((SIZE[1], SIZE[0]), 40, dtype=np.uint8)
+    gray[:, SIZE[0] // 2 :] = 230
+    return Image.fromarray(gray)
+
+
+@pytest.fixture(scope="module")
+def unsure(tmp_path_factory: pytest.TempPathFactory) -> Colorizer:
+    """A model.uncertainty + model.hints model, unsure where the image is light."""
+    path = tmp_path_factory.mktemp("model") / "unsure.pt"
+    return Colorizer.from_checkpoint(make_uncertainty_checkpoint(path, hints=True), "cpu")
+
+
+def test_suggestions_go_where_the_model_is_unsure_and_carry_its_colors(unsure: Colorizer) -> None:
+    image = split_image()
+    points = unsure.suggest_points(image, 3)
+    assert len(points) == 3 and all(isinstance(p, Hint) for p in points)
+    assert all(p.x >= SIZE[0] // 2 for p in points), points  # the light half
+    assert len({(p.x, p.y) for p in points}) == 3  # not the same place twice
+    colored = np.asarray(unsure.colorize(image, caution=0).convert("RGB"), dtype=int)
+    for point in points:  # the model's own color at that place, up to rounding and resizing
+        here = colored[int(point.y), int(point.x)]
+        assert np.abs(here - np.array(parse_color(point.color))).max() <= 3, (point, here)
+
+
+def test_a_given_point_takes_its_place_out_of_the_suggestions(unsure: Colorizer) -> None:
+    image = split_image()
+    [first] = unsure.suggest_points(image, 1)
+    given = Hint(first.x, first.y, "#3366ff")
+    after = unsure.suggest_points(image, 3, hints=[given])
+    reach = min(SIZE) / 8
+    assert all(math.dist((p.x, p.y), (first.x, first.y)) > reach for p in after), after
+
+
+def test_without_uncertainty_the_suggestions_spread_over_the_picture(tmp_path: Path) -> None:
+    colorizer = Colorizer.from_checkpoint(make_tiny_checkpoint(tmp_path / "t.pt"), "cpu")
+    image = Image.new("L", (64, 64), 128)  # one lightness band: only distance keeps them apart
+    points = colorizer.suggest_points(image, 4)
+    assert len(points) == 4
+    closest = min(math.dist((a.x, a.y), (b.x, b.y)) for a in points for b in points if a != b)
+    assert closest > 64 / 8, points
+
+
+def test_nothing_left_to_gain_gives_fewer() -> None:
+    l = torch.zeros(1, 1, 16, 16)
+    ab = torch.zeros(1, 2, 16, 16)
+    assert suggest(l, ab, torch.zeros(1, 1, 16, 16), None, 5, (16, 16)) == []
+    unsure = torch.zeros(1, 1, 16, 16)
+    unsure[..., 2, 3] = 1.0  # one unsure pixel: one suggestion there, then nothing to gain
+    [point] = suggest(l, ab, unsure, None, 5, (32, 32))
+    assert (point.x, point.y) == (7, 5)  # pixel (row 2, col 3) of 16 is about (7, 5) of 32
+
+
+@pytest.mark.parametrize("n", [-1, 101, 2.5, True])
+def test_a_bad_count_is_one_line(unsure: Colorizer, n: object) -> None:
+    with pytest.raises(ColorganError, match="n must be a whole number from 0 to 100"):
+        unsure.suggest_points(split_image(), n)  # type: ignore[arg-type]
+    assert unsure.suggest_points(split_image(), 0) == []
