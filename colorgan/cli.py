@@ -147,7 +147,9 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
     caution = None if args.caution is None else parse_caution(args.caution, "--caution")
     given = None if args.reference is None else Reference(tuple(args.reference), args.max_pixels)
     model = ModelChoice(args.model, args.runtime, args.batch_size, args.compile)
-    output = pipeline.Output(args.format, args.size, args.max_pixels, args.workers, args.overwrite)
+    output = pipeline.Output(
+        args.format, args.size, args.max_pixels, args.workers, args.overwrite, args.suggest
+    )
     run = pipeline.FolderRun(
         model, args.inputs, args.out, output, Request(reference=given, caution=caution),
         args.hints, args.side_by_side, args.uncertainty_map, args.device, args.quiet,

@@ -129,6 +129,21 @@ def hints_from_json(data: object, where: str) -> list[Hint]:
     return hints
 
 
+def hints_to_text(hints: Sequence[Hint]) -> str:
+    """Points as a hints file's JSON, one point a line (what load_hints reads back)."""
+    entries = []
+    for hint in hints:
+        entry: dict[str, Any] = {
+            "x": hint.x,
+            "y": hint.y,
+            "color": "#{:02x}{:02x}{:02x}".format(*parse_color(hint.color)),
+        }
+        if hint.radius is not None:
+            entry["radius"] = hint.radius
+        entries.append(json.dumps(entry))
+    return "[\n" + ",\n".join(f"  {e}" for e in entries) + ("\n]\n" if entries else "]\n")
+
+
 def hints_from_text(text: str, where: str) -> list[Hint]:
     """The points of a hints file's text (at most MAX_HINT_FILE_BYTES); HintError naming
     `where` (and the entry) otherwise."""

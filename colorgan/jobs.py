@@ -21,11 +21,13 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from colorgan.colorize import PNG_LEVEL, gray_image, uncertainty_image
+from colorgan.colorize import PNG_LEVEL, Colorizer, gray_image, uncertainty_image
 from colorgan.errors import ColorganError, DataError
 from colorgan.files import (
+    DEFAULT_MAX_PIXELS,
     FORMATS,
     Picture,
+    atomic_write,
     find_images,
     mark_options,
     output_key,
@@ -33,15 +35,48 @@ from colorgan.files import (
     to_image,
     written_by_colorgan,
 )
-from colorgan.hints import HintError, load_hints
+from colorgan.hints import Hint, HintError, hints_to_text, load_hints
 from colorgan.request import Request
+from colorgan.suggest import MAX_SUGGESTIONS
 
 log = logging.getLogger("colorgan")
 
 _OPTIONS: dict[str, dict[str, object]] = {
     "png": {"compress_level": PNG_LEVEL}, "jpg": {"quality": 95}, "webp": {"quality": 95},
 }  # fmt: skip
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)  # decoding processes (and as many encoding ones)
+MAX_WORKERS = 64  # and never more than there are files
 UNCERTAINTY_SUFFIX = ".uncertainty.png"  # <name>.uncertainty.png: the map beside <name>.<format>
+SUGGEST_SUFFIX = ".suggest.json"  # <name>.suggest.json: suggested points, as a hints file
+
+
+@dataclass(frozen=True)
+class Output:
+    """How a folder run makes its outputs."""
+
+    fmt: str = "png"
+    size: int | None = None  # working size (None: the model's training size)
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger inputs are refused before decoding
+    workers: int = DEFAULT_WORKERS  # decoding processes, and as many encoding ones
+    overwrite: bool = False  # replace outputs colorize did not write
+    suggest: int = 0  # points suggested in <name>.suggest.json (0: no such file)
+
+    def check(self, colorizer: Colorizer, jobs: Sequence[Job]) -> None:
+        """ColorganError for a bad option (before any work)."""
+        if not 0 <= self.suggest <= MAX_SUGGESTIONS:
+            raise ColorganError(
+                f"--suggest must be from 0 to {MAX_SUGGESTIONS} points, got {self.suggest}"
+            )
+        if self.max_pixels < 1:
+            raise ColorganError(f"--max-pixels must be positive, got {self.max_pixels}")
+        if self.size is not None and self.size < 1:
+            raise ColorganError(f"--size must be a positive number of pixels, got {self.size}")
+        if not 0 <= self.workers <= MAX_WORKERS:
+            raise ColorganError(f"--workers must be from 0 to {MAX_WORKERS}, got {self.workers}")
+        if any(job.uncertainty is not None for job in jobs):
+            colorizer.capabilities.need("uncertainty", "--uncertainty-map")
+        if self.size is not None:
+            colorizer.check_shape((self.size, self.size))  # the least any image needs
 
 
 @dataclass(frozen=True)
@@ -53,11 +88,13 @@ class Job:
     side_by_side: Path | None  # <out>/<relative folder>/<stem>_side_by_side.<format>
     relative: Path = Path()  # the source's path inside its input folder (its name for a file)
     uncertainty: Path | None = None  # <out>/<relative folder>/<stem>.uncertainty.png: the map
+    suggest: Path | None = None  # <out>/<relative folder>/<stem>.suggest.json: suggested points
 
     @property
     def outputs(self) -> tuple[Path, ...]:
         """Every file the job writes."""
-        return tuple(p for p in (self.target, self.side_by_side, self.uncertainty) if p)
+        paths = (self.target, self.side_by_side, self.uncertainty, self.suggest)
+        return tuple(p for p in paths if p)
 
 
 @dataclass(frozen=True)
@@ -119,11 +156,13 @@ def name_outputs(
     fmt: str,
     side_by_side: bool,
     uncertainty_map: bool = False,
+    suggest: bool = False,
 ) -> list[Job]:
     """Output paths for (file, relative folder) pairs (with `uncertainty_map`, also
-    <name>.uncertainty.png). Files whose outputs would clash (a.png and a.jpg in one folder)
-    get their own suffix in the name (a_png.png, a_jpg.png); a clash still left gets _2, _3,
-    ... Raises if an output would overwrite an input."""
+    <name>.uncertainty.png; with `suggest`, <name>.suggest.json). Files whose outputs would
+    clash (a.png and a.jpg in one folder) get their own suffix in the name (a_png.png,
+    a_jpg.png); a clash still left gets _2, _3, ... Raises if an output would overwrite an
+    input."""
     bases = [out / relative / path.stem for path, relative in sources]
     counts = Counter(_key(base) for base in bases)
     taken: set[str] = set()
@@ -136,13 +175,14 @@ def name_outputs(
             target = base.with_name(f"{name}.{fmt}")
             pair = base.with_name(f"{name}_side_by_side.{fmt}") if side_by_side else None
             guess = base.with_name(name + UNCERTAINTY_SUFFIX) if uncertainty_map else None
-            keys = {_key(p) for p in (target, pair, guess) if p is not None}
+            where = base.with_name(name + SUGGEST_SUFFIX) if suggest else None
+            keys = {_key(p) for p in (target, pair, guess, where) if p is not None}
             if not keys & taken:
                 break
             number += 1
             name = f"{base.name}_{number}"
         taken |= keys
-        jobs.append(Job(path, target, pair, relative / path.name, guess))
+        jobs.append(Job(path, target, pair, relative / path.name, guess, where))
     inputs = {path.resolve(): path for path, _ in sources}
     for job in jobs:
         for written in job.outputs:
@@ -160,6 +200,7 @@ def plan_jobs(
     fmt: str = "png",
     side_by_side: bool = False,
     uncertainty_map: bool = False,
+    suggest: bool = False,
 ) -> tuple[list[Job], list[Failure]]:
     """The jobs for files and folders given on the command line, and the inputs that failed."""
     if fmt not in FORMATS:
@@ -167,7 +208,7 @@ def plan_jobs(
     if out.exists() and not out.is_dir():
         raise ColorganError(f"{out}: exists and is not a folder; give an output folder")
     sources, failures = find_inputs(inputs, out)
-    return name_outputs(sources, out, fmt, side_by_side, uncertainty_map), failures
+    return name_outputs(sources, out, fmt, side_by_side, uncertainty_map, suggest), failures
 
 
 def side_by_side_image(gray: Image.Image, color: Image.Image) -> Image.Image:
@@ -185,10 +226,12 @@ def save_results(
     fmt: str,
     key: str = "",
     uncertainty: torch.Tensor | None = None,
+    suggested: Sequence[Hint] = (),
 ) -> None:
-    """Write the colorized image (and gray | color, and the uncertainty map, if asked) for one
-    job, tagged as colorgan's with `key` (so a re-run knows it may replace them, or skip them
-    when the key matches). `uncertainty`: the model's (1, 1, h, w), for the map."""
+    """Write the colorized image (and gray | color, the uncertainty map and the suggested
+    points, if asked) for one job, the images tagged as colorgan's with `key` (so a re-run
+    knows it may replace them, or skip them when the key matches). `uncertainty`: the model's
+    (1, 1, h, w), for the map."""
     kind = FORMATS[fmt]
     options = _OPTIONS[fmt] | mark_options(kind, key)
     color = to_image(rgb, picture.alpha)  # rgb: (3, H, W) uint8
@@ -200,15 +243,29 @@ def save_results(
         assert uncertainty is not None, "the model gives no uncertainty"
         guess = uncertainty_image(uncertainty, (rgb.shape[1], rgb.shape[2]))
         save_image(guess, job.uncertainty, "PNG", **_OPTIONS["png"], **mark_options("PNG", key))
+    if job.suggest is not None:  # after the image, whose key says how many were asked
+        text = hints_to_text(suggested)
+        atomic_write(job.suggest, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def foreign_output(job: Job) -> Path | None:
     """An output path of `job` that holds a file colorize did not write (None if none):
     colorize never replaces such a file unless told to overwrite."""
     for path in job.outputs:
-        if path.exists() and not written_by_colorgan(path):
+        ours = _is_points_file if path == job.suggest else written_by_colorgan
+        if path.exists() and not ours(path):
             return path
     return None
+
+
+def _is_points_file(path: Path) -> bool:
+    """Whether `path` is a hints file (a JSON list of points): what --suggest writes. A JSON
+    file holds no tag, so one there that is not a list of points is someone else's."""
+    try:
+        load_hints(path)
+    except HintError:
+        return False
+    return True
 
 
 def requests_for_jobs(
@@ -255,11 +312,15 @@ def refusal(job: Job, overwrite: bool) -> str | None:
     return f"{foreign} exists and colorgan did not write it: skipped (--overwrite replaces it)"
 
 
-def run_key(model_id: str, size: int | None, fmt: str, request: Request, caution: float) -> str:
+def run_key(
+    model_id: str, size: int | None, fmt: str, request: Request, caution: float, suggest: int = 0
+) -> str:
     """What an output depends on besides its input file: the model, the working size, the
-    format and the request (Request.key, with the `caution` it was colorized with), as a
-    short hash (written into each output's tag)."""
+    format, the request (Request.key, with the `caution` it was colorized with) and how many
+    points are suggested, as a short hash (written into each output's tag)."""
     parts: list[object] = [model_id, size, fmt, *request.key(caution)]
+    if suggest:  # none keeps the keys of the runs from before suggestions existed
+        parts.append({"suggest": suggest})
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -283,7 +344,9 @@ def is_complete(job: Job, key: str) -> bool:
         return False
     for path in job.outputs:
         try:
-            if path.stat().st_mtime_ns < source_time or output_key(path) != key:
+            if path.stat().st_mtime_ns < source_time:
+                return False
+            if path != job.suggest and output_key(path) != key:  # the image's key covers it
                 return False
         except OSError:
             return False

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from colorgan import colorize, files, pipeline, runtime
+from colorgan import colorize, files, jobs, runtime
 from colorgan.device import DEVICE_CHOICES
 
 MODEL_HELP = (
@@ -123,16 +123,25 @@ def _caution_options(p: argparse.ArgumentParser) -> None:
         help="also write <name>.uncertainty.png (model.uncertainty): a grayscale map at the "
         "image's size, black where the model is sure of its colors, white where it is guessing",
     )
+    p.add_argument(
+        "--suggest",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write <name>.suggest.json: the N places where one more color point would "
+        "help most (where the model is least sure, with model.uncertainty), each with the "
+        "model's color there, as a --hints file to edit and give back",
+    )
 
 
 def _pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers",
         type=int,
-        default=pipeline.DEFAULT_WORKERS,
+        default=jobs.DEFAULT_WORKERS,
         metavar="N",
         help="processes decoding the inputs while the model runs, and as many encoding the "
-        f"outputs (default {pipeline.DEFAULT_WORKERS}; 0: all in this process)",
+        f"outputs (default {jobs.DEFAULT_WORKERS}; 0: all in this process)",
     )
     p.add_argument(
         "--compile",

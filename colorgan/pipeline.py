@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
-import os
 import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -39,11 +38,12 @@ from colorgan.batch import Prediction
 from colorgan.colorize import Colorizer, join, lightness, resize_l, working_shape
 from colorgan.device import check_fits, free_memory
 from colorgan.errors import ColorganError, DoesNotFit, Interrupted, UnreadableImage
-from colorgan.files import DEFAULT_MAX_PIXELS, Picture, load_picture, stale_temporary_of
-from colorgan.hints import HintError
+from colorgan.files import Picture, load_picture, stale_temporary_of
+from colorgan.hints import Hint, HintError
 from colorgan.jobs import (
     Failure,
     Job,
+    Output,
     is_complete,
     model_identity,
     plan_jobs,
@@ -54,10 +54,10 @@ from colorgan.jobs import (
 )
 from colorgan.request import NOTHING, Capabilities, Request
 from colorgan.runtime import ModelChoice, load_for_folder
+from colorgan.suggest import suggest
 
 log = logging.getLogger("colorgan")
-DEFAULT_WORKERS = min(4, os.cpu_count() or 1)  # decoding processes (and as many encoding ones)
-MAX_WORKERS = 64  # and never more than there are files
+OUTPUT = Output()  # png at the training size, DEFAULT_WORKERS, nothing replaced
 
 
 def shard(jobs: Sequence[Job], rank: int, world_size: int) -> list[Job]:
@@ -172,10 +172,12 @@ class Summary:
     failures: list[Failure] = field(default_factory=list)
 
 
-def _finish(job: Job, picture: Picture, prediction: Prediction, fmt: str, key: str) -> None:
+def _finish(
+    job: Job, picture: Picture, prediction: Prediction, fmt: str, key: str, suggested: list[Hint]
+) -> None:
     """Full-resolution colors (the picture's own L + the model's ab) and the outputs."""
     rgb = join(lightness(picture.rgb, torch.device("cpu")), prediction.ab)
-    save_results(job, picture, rgb, fmt, key, prediction.uncertainty)
+    save_results(job, picture, rgb, fmt, key, prediction.uncertainty, suggested)
 
 
 def _finisher_started() -> None:
@@ -216,11 +218,14 @@ class _Writer:
         self.written = 0
 
     def submit(
-        self, job: Job, picture: Picture, prediction: Prediction, fmt: str, key: str
+        self, job: Job, item: Decoded, prediction: Prediction, fmt: str, key: str, suggest: int
     ) -> None:
         uncertainty = prediction.uncertainty  # CPU copies: the encoding process gets their memory
         cpu = Prediction(prediction.ab.cpu(), None if uncertainty is None else uncertainty.cpu())
-        self.pending.append((job, self.pool.submit(_finish, job, picture, cpu, fmt, key)))
+        suggested = _suggested(item, cpu, suggest) if job.suggest is not None else []
+        assert item.picture is not None
+        work = self.pool.submit(_finish, job, item.picture, cpu, fmt, key, suggested)
+        self.pending.append((job, work))
         while len(self.pending) > self.limit:
             self._collect(*self.pending.pop(0))
 
@@ -276,34 +281,10 @@ def _plan(
     return todo
 
 
-@dataclass(frozen=True)
-class Output:
-    """How a folder run makes its outputs."""
-
-    fmt: str = "png"
-    size: int | None = None  # working size (None: the model's training size)
-    max_pixels: int = DEFAULT_MAX_PIXELS  # larger inputs are refused before decoding
-    workers: int = DEFAULT_WORKERS  # decoding processes, and as many encoding ones
-    overwrite: bool = False  # replace outputs colorize did not write
-
-    def check(self, colorizer: Colorizer, jobs: Sequence[Job]) -> None:
-        """ColorganError for a bad option (before any work)."""
-        if self.max_pixels < 1:
-            raise ColorganError(f"--max-pixels must be positive, got {self.max_pixels}")
-        if self.size is not None and self.size < 1:
-            raise ColorganError(f"--size must be a positive number of pixels, got {self.size}")
-        if not 0 <= self.workers <= MAX_WORKERS:
-            raise ColorganError(f"--workers must be from 0 to {MAX_WORKERS}, got {self.workers}")
-        if any(job.uncertainty is not None for job in jobs):
-            colorizer.capabilities.need("uncertainty", "--uncertainty-map")
-        if self.size is not None:
-            colorizer.check_shape((self.size, self.size))  # the least any image needs
-
-
 def colorize_folder(
     colorizer: Colorizer,
     jobs: Sequence[Job],
-    output: Output = Output(),
+    output: Output = OUTPUT,
     requests: Mapping[Path, Request] | None = None,
     model_id: str = "",
     on_failure: Callable[[Failure], None] | None = None,
@@ -326,7 +307,7 @@ def colorize_folder(
     for source, request in asked.items():
         colorizer.capabilities.check(request)
         caution = colorizer.capabilities.resolve_caution(request, "--caution")
-        keys[source] = run_key(model_id, output.size, output.fmt, request, caution)
+        keys[source] = run_key(model_id, output.size, output.fmt, request, caution, output.suggest)
     clean_temporaries(jobs)
     todo = _plan(jobs, keys, output.overwrite, summary, fail)
     workers = min(output.workers, len(jobs))  # 2 files need no 128 processes
@@ -341,13 +322,22 @@ def colorize_folder(
             predicted = colorizer.predict_batch(l_small, group_requests, given)
             for item, prediction in zip(group, predicted, strict=True):
                 job = todo[item.index]
-                assert item.picture is not None
-                writer.submit(job, item.picture, prediction, output.fmt, keys[job.source])
+                writer.submit(job, item, prediction, output.fmt, keys[job.source], output.suggest)
     finally:
         writer.close()
         bar.close()
     summary.written = writer.written
     return summary
+
+
+def _suggested(item: Decoded, prediction: Prediction, n: int) -> list[Hint]:
+    """The `n` points suggested for a decoded picture from the model's output (suggest.py),
+    after the points it was given."""
+    assert item.picture is not None and item.l_small is not None
+    hints = item.inputs.get("hints")
+    given = None if hints is None else hints[:, 2:] > 0
+    image_hw = (item.picture.rgb.shape[1], item.picture.rgb.shape[2])
+    return suggest(item.l_small, prediction.ab, prediction.uncertainty, given, n, image_hw)
 
 
 def _advance(bar: tqdm) -> None:
@@ -410,7 +400,7 @@ class FolderRun:
     model: ModelChoice
     inputs: list[Path]
     out: Path
-    output: Output = Output()
+    output: Output = OUTPUT
     request: Request = NOTHING  # what every picture is asked with (a reference, a caution)
     hints: Path | None = None  # --hints FILE|DIR: the points of every image, or each its own
     side_by_side: bool = False
@@ -423,8 +413,9 @@ class FolderRun:
         bad hints file of one image)."""
         output = self.output
         jobs, failures = plan_jobs(
-            self.inputs, self.out, output.fmt, self.side_by_side, self.uncertainty_map
-        )
+            self.inputs, self.out, output.fmt, self.side_by_side, self.uncertainty_map,
+            output.suggest > 0,
+        )  # fmt: skip
         requests, unusable = requests_for_jobs(jobs, self.request, self.hints)
         refused = {failure.path for failure in unusable}  # a bad file fails its image alone
         return [job for job in jobs if job.source not in refused], requests, failures + unusable

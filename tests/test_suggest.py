@@ -78,3 +78,53 @@ def test_a_bad_count_is_one_line(unsure: Colorizer, n: object) -> None:
     with pytest.raises(ColorganError, match="n must be a whole number from 0 to 100"):
         unsure.suggest_points(split_image(), n)  # type: ignore[arg-type]
     assert unsure.suggest_points(split_image(), 0) == []
+
+
+# ---- colorize --suggest N
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, list[str]]:
+    from colorgan.cli import main
+
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err.splitlines()
+
+
+def test_cli_writes_suggestions_a_user_can_give_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from colorgan.hints import load_hints
+
+    model = make_uncertainty_checkpoint(tmp_path / "m.pt", hints=True)
+    split_image().save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    base = ["colorize", str(model), str(tmp_path / "a.png"), "--out", str(out), "--workers", "0"]
+    code, _, err = _run([*base, "--suggest", "3"], capsys)
+    assert code == 0 and err == []
+    points = load_hints(out / "a.suggest.json")  # the hints-file format
+    alone = Colorizer.from_checkpoint(model, "cpu").suggest_points(split_image(), 3)
+    assert [(p.x, p.y) for p in points] == [(p.x, p.y) for p in alone]
+    code, text, _ = _run([*base, "--suggest", "3"], capsys)
+    assert code == 0 and "1 already complete" in text
+    code, text, _ = _run([*base, "--suggest", "2"], capsys)  # another count: done again
+    assert code == 0 and "colorized 1 of 1" in text and len(load_hints(out / "a.suggest.json")) == 2
+    given = ["--hints", str(out / "a.suggest.json"), "--out", str(tmp_path / "again")]
+    code, _, err = _run([*base[:3], *given, "--workers", "0"], capsys)  # the points given back
+    assert code == 0 and err == []
+
+
+def test_cli_never_replaces_someone_elses_suggest_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = make_uncertainty_checkpoint(tmp_path / "m.pt", hints=True)
+    split_image().save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.suggest.json").write_text("my notes")
+    args = ["colorize", str(model), str(tmp_path / "a.png"), "--out", str(out), "--suggest", "2"]
+    code, _, err = _run(args, capsys)
+    assert code == 1 and "a.suggest.json exists and colorgan did not write it" in err[0]
+    assert (out / "a.suggest.json").read_text() == "my notes"
+    code, _, err = _run([*args, "--suggest", "101"], capsys)
+    assert code == 2 and "--suggest must be from 0 to 100" in err[0]
