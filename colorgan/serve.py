@@ -11,8 +11,9 @@ multipart fields `hints` (a hints file's JSON), `caution` (0 to 1; also `?cautio
 the model's default) and `reference` (an image file whose colors a model.reference model uses;
 decoded as the image is, under the same limits); POST /api/uncertainty takes the same and
 answers the grayscale map of where a model.uncertainty model is guessing. POST /api/palette
-takes a `reference` file and answers the colors the model is given, as JSON. GET /api/info says
-what the model supports.
+takes a `reference` file and answers the colors the model is given, as JSON. POST
+/api/suggest?n=N takes what /api/colorize takes and answers the N places where one more point
+would help most, as JSON. GET /api/info says what the model supports.
 
 Connections are guarded by connections.py (header and body timeouts, a connection cap).
 """
@@ -20,6 +21,7 @@ Connections are guarded by connections.py (header and body timeouts, a connectio
 from __future__ import annotations
 
 import io
+import json
 import math
 import threading
 from collections.abc import Callable, Mapping
@@ -33,7 +35,7 @@ from PIL import Image
 
 from colorgan.batch import Prediction
 from colorgan.color import float_to_uint8
-from colorgan.colorize import PNG_LEVEL, Colorizer, join, uncertainty_image
+from colorgan.colorize import PNG_LEVEL, Colorizer, join, resize_l, uncertainty_image
 from colorgan.connections import INSTALL_HINT, ConnectionLimits, listen, server, url_of
 from colorgan.errors import (
     ColorganError,
@@ -43,10 +45,11 @@ from colorgan.errors import (
     UploadRefused,
 )
 from colorgan.files import Picture, load_picture, to_image
-from colorgan.hints import MAX_HINT_FILE_BYTES, Hint, HintError, hints_from_text
+from colorgan.hints import MAX_HINT_FILE_BYTES, Hint, HintError, hints_from_text, hints_to_text
 from colorgan.reference import palette
 from colorgan.request import Capabilities, Reference, parse_caution
 from colorgan.request import Request as ColorRequest
+from colorgan.suggest import MAX_SUGGESTIONS, suggest
 from colorgan.uploads import (
     MULTIPART_SLACK,
     NO_FILE,
@@ -59,6 +62,7 @@ from colorgan.uploads import (
 DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_MB = 25.0
 DEFAULT_MAX_PIXELS = 40_000_000  # about 7300x5500; more is refused before decoding
+DEFAULT_SUGGESTIONS = 5  # /api/suggest without ?n=
 MAX_WORKING_SIZE = 2048  # the largest ?size= accepted: the model's cost grows with its square
 MAX_UPLOAD_MB = 4096.0  # the largest --max-upload-mb accepted: the body is held in memory
 MAX_PIXELS = 1_000_000_000  # the largest --max-pixels accepted
@@ -249,6 +253,31 @@ def uncertainty_bytes(
     return _png(uncertainty_image(prediction.uncertainty, (l.shape[2], l.shape[3])))
 
 
+def suggest_json(
+    colorizer: Colorizer, upload: Upload, size: int, max_pixels: int, n: int
+) -> dict[str, Any]:
+    """POST /api/suggest?n=N: {"points": [{"x", "y", "color"}, ...]}, the N places where one
+    more point would help most (suggest.py), after the upload's own points; a hints file's
+    entries, so the page (or a script) can send them back as `hints` once colored."""
+    picture, l, prediction = _predict(colorizer, upload, size, max_pixels)
+    shape = (prediction.ab.shape[2], prediction.ab.shape[3])
+    image_hw = (picture.rgb.shape[1], picture.rgb.shape[2])
+    given = ColorRequest(tuple(upload.hints or ())).inputs(image_hw, shape).get("hints")
+    mask = None if given is None else given[:, 2:] > 0
+    l_small = resize_l(l, shape)
+    points = suggest(l_small, prediction.ab, prediction.uncertainty, mask, n, image_hw)
+    return {"points": json.loads(hints_to_text(points))}
+
+
+def _count(raw: str | None) -> int:
+    """The ?n= query parameter of /api/suggest (default DEFAULT_SUGGESTIONS), checked."""
+    if raw is None or raw == "":
+        return DEFAULT_SUGGESTIONS
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and int(raw) <= MAX_SUGGESTIONS):
+        raise UploadRefused(400, f"n must be a whole number from 0 to {MAX_SUGGESTIONS}")
+    return int(raw)
+
+
 def _check_length(data: bytes | None, limits: Limits, field: str = "") -> None:
     """413 for a file over the upload limit (`field`: the form field it came in)."""
     if data is not None and len(data) > limits.max_upload_bytes:
@@ -339,23 +368,29 @@ def _takes(capabilities: Capabilities) -> dict[str, Any]:
     return takes | {"caution": takes["caution"] if capabilities.uncertainty else None}
 
 
-def _png_route(work: Callable[[Upload, int], bytes], colorizer: Colorizer, limits: Limits) -> Any:
-    """A POST endpoint: the upload and ?size=, checked, through `work` (in a worker thread)
-    -> the PNG it makes; refusals as JSON."""
+Work = Callable[[Upload, int, Mapping[str, str]], "bytes | dict[str, Any]"]
+
+
+def _png_route(work: Work, colorizer: Colorizer, limits: Limits) -> Any:
+    """A POST endpoint: the upload, ?size= (checked) and the other query parameters through
+    `work` (in a worker thread) -> the PNG it makes (or its JSON); refusals as JSON."""
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import ClientDisconnect, Request
-    from starlette.responses import Response
+    from starlette.responses import JSONResponse, Response
 
     async def answer(request: Request) -> Response:
         try:
             size = _working_size(request.query_params.get("size"), colorizer, limits)
             upload = await _upload(request, limits)
-            png = await run_in_threadpool(work, upload, size)
+            made = await run_in_threadpool(work, upload, size, request.query_params)
         except UploadRefused as err:
             return _json_error(err.status, str(err))
         except ClientDisconnect:  # gone, or closed for a stalled body (and answered 408)
             return _json_error(400, "the client closed the connection")  # goes nowhere
-        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+        headers = {"Cache-Control": "no-store"}
+        if isinstance(made, dict):
+            return JSONResponse(made, headers=headers)
+        return Response(made, media_type="image/png", headers=headers)
 
     return answer
 
@@ -396,7 +431,7 @@ def create_app(colorizer: Colorizer, limits: Limits | None = None) -> Any:
     lock = threading.Lock()  # one model: requests take turns, each with its own tensors
     html = page()
 
-    def colorize_locked(upload: Upload, size: int) -> bytes:
+    def colorize_locked(upload: Upload, size: int, query: Mapping[str, str]) -> bytes:
         with lock:
             return colorize_bytes(
                 colorizer,
@@ -408,11 +443,16 @@ def create_app(colorizer: Colorizer, limits: Limits | None = None) -> Any:
                 upload.reference,
             )
 
-    def uncertainty_locked(upload: Upload, size: int) -> bytes:
+    def uncertainty_locked(upload: Upload, size: int, query: Mapping[str, str]) -> bytes:
         with lock:
             return uncertainty_bytes(
                 colorizer, upload.data, size, limits.max_pixels, upload.hints, upload.reference
             )
+
+    def suggest_locked(upload: Upload, size: int, query: Mapping[str, str]) -> dict[str, Any]:
+        count = _count(query.get("n"))
+        with lock:
+            return suggest_json(colorizer, upload, size, limits.max_pixels, count)
 
     async def index(request: Request) -> Response:
         return HTMLResponse(html)
@@ -428,6 +468,7 @@ def create_app(colorizer: Colorizer, limits: Limits | None = None) -> Any:
             "/api/uncertainty", _png_route(uncertainty_locked, colorizer, limits), methods=["POST"]
         ),
         Route("/api/palette", _palette_route(colorizer, limits), methods=["POST"]),
+        Route("/api/suggest", _png_route(suggest_locked, colorizer, limits), methods=["POST"]),
     ]
     return Starlette(routes=routes, exception_handlers=_error_handlers())
 

@@ -3,6 +3,7 @@ spread apart, after the points a user gave, each with the model's color there.""
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -128,3 +129,29 @@ def test_cli_never_replaces_someone_elses_suggest_file(
     assert (out / "a.suggest.json").read_text() == "my notes"
     code, _, err = _run([*args, "--suggest", "101"], capsys)
     assert code == 2 and "--suggest must be from 0 to 100" in err[0]
+
+
+# ---- POST /api/suggest
+
+
+def test_the_web_api_suggests_what_the_python_api_does(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from colorgan.serve import create_app
+
+    model = make_uncertainty_checkpoint(tmp_path / "m.pt", hints=True)
+    colorizer = Colorizer.from_checkpoint(model, "cpu", batch_size=1)
+    client = TestClient(create_app(colorizer))
+    buffer = io.BytesIO()
+    split_image().save(buffer, format="PNG")
+    given = '[{"x": 50, "y": 10, "color": "#3366ff"}]'
+    files = {"image": ("a.png", buffer.getvalue())}
+    response = client.post("/api/suggest?n=3", files=files, data={"hints": given})
+    assert response.status_code == 200, response.text
+    points = response.json()["points"]
+    expected = colorizer.suggest_points(split_image(), 3, hints=[Hint(50, 10, "#3366ff")])
+    assert [(p["x"], p["y"]) for p in points] == [(p.x, p.y) for p in expected]
+    assert all(set(p) == {"x", "y", "color"} for p in points)  # a hints file's entries
+    assert len(client.post("/api/suggest", files=files).json()["points"]) == 5  # the default
+    refused = client.post("/api/suggest?n=1000", files=files)
+    assert refused.status_code == 400 and "n must be a whole number" in refused.json()["error"]
