@@ -190,13 +190,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         default=evaluate.DEFAULT_BATCH_SIZE,
         help=f"images per batch (default {evaluate.DEFAULT_BATCH_SIZE})",
     )
-    p.add_argument(
-        "--hints",
-        metavar="N,N,...",
-        help="also score the model with this many color points per image (e.g. 0,1,2,5,10,20; "
-        "points drawn from each image's own colors, 6x6 px at 256 px, seeded by its file name): "
-        "by_hints in the JSON, with hint_fidelity (mean CIEDE2000 inside the points)",
-    )
+    _evaluate_hints_options(p)
     p.add_argument(
         "--caution",
         metavar="C,C,...",
@@ -217,6 +211,24 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="also compute FID (needs the torch-fidelity package and Inception weights)",
     )
     options.quiet_option(p)
+
+
+def _evaluate_hints_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--hints",
+        metavar="N,N,...",
+        help="also score the model with this many color points per image (e.g. 0,1,2,5,10,20; "
+        "points drawn from each image's own colors, 6x6 px at 256 px, seeded by its file name): "
+        "by_hints in the JSON, with hint_fidelity (mean CIEDE2000 inside the points)",
+    )
+    p.add_argument(
+        "--hint-placement",
+        choices=["random", "suggested"],
+        default="random",
+        help="where --hints' points go: random (default; around the center, as Zhang et al.'s "
+        "simulated user) or suggested (each next one where suggest_points would put it, given "
+        "the truth's color there, as a user following the suggestions would)",
+    )
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -247,6 +259,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             tuple(parse_cautions(args.caution)) if args.caution is not None else (),
             args.reference,
             args.fid,
+            args.hint_placement,
         ),
     )
     print(format_table(result))

@@ -37,7 +37,7 @@ from colorgan.device import check_fits, resolve_device
 from colorgan.errors import EvaluateError
 from colorgan.files import DECODE_ERRORS, decode_reason, load_rgb
 from colorgan.generator import ColorModel
-from colorgan.hints import eval_points
+from colorgan.hints import EVAL_PATCH, HINT_CHANNELS, eval_points, patch_side
 from colorgan.losses import l1_loss
 from colorgan.metrics import METRIC_KEYS, colorfulness, delta_e2000_pixels, image_metrics
 from colorgan.modeldir import ModelSource, load_model, resolve_model
@@ -55,6 +55,7 @@ from colorgan.set_distance import (
     DISTRIBUTION_KEYS,
     lite0_features,
 )
+from colorgan.suggest import suggest
 from colorgan.uncertainty import fade
 
 log = logging.getLogger("colorgan")
@@ -207,19 +208,29 @@ class Scoring:
     reference: References | None = None
 
 
+# where evaluate's test points go: random (Zhang et al.'s simulated user: around the center),
+# or suggested (where Colorizer.suggest_points would put each next one)
+PLACEMENTS = ("random", "suggested")
+
+
 @dataclass(frozen=True)
 class Trial:
     """What evaluate measures besides the model's own colors (the CLI's options): `hints`
-    (numbers of test points: by_hints), `cautions` (by_caution), `reference` ("self", "sibling"
-    or an image file: every crop colorized with it) and `fid`."""
+    (numbers of test points: by_hints, placed as `placement` says), `cautions` (by_caution),
+    `reference` ("self" or an image file: every crop colorized with it) and `fid`."""
 
     hints: tuple[int, ...] = ()
     cautions: tuple[float, ...] = ()
     reference: str | Path | None = None
     fid: bool = False
+    placement: str = "random"  # PLACEMENTS
 
     def check(self, capabilities: Capabilities) -> None:
         """Refuse (one line naming the option) what the model was trained without."""
+        if self.placement not in PLACEMENTS:
+            raise EvaluateError(
+                f"--hint-placement {self.placement!r}: use {' or '.join(PLACEMENTS)}"
+            )
         asked = {"hints": self.hints, "uncertainty": self.cautions, "reference": self.reference}
         options = {"hints": "--hints", "uncertainty": "--caution", "reference": "--reference"}
         for name, value in asked.items():
@@ -297,19 +308,45 @@ def _point_maps(rgb: torch.Tensor, names: Sequence[str], count: int) -> torch.Te
     return torch.stack([eval_points(a, count, seed) for a, seed in zip(ab, seeds, strict=True)])
 
 
+def _suggested_maps(
+    generator: ColorModel, rgb: torch.Tensor, most: int, scoring: Scoring, reference: Any
+) -> list[torch.Tensor]:
+    """The hint maps (B, 3, S, S) of 0, 1, ... `most` suggested points per crop: a simulated
+    user who gives the truth's mean color over an EVAL_PATCH patch at each place
+    Colorizer.suggest_points would suggest, one after another, each after the last applied."""
+    ab = to_batch(rgb, torch.device("cpu")).ab_real
+    side = patch_side(EVAL_PATCH, ab.shape[-1])
+    maps = [torch.zeros(ab.shape[0], HINT_CHANNELS, *ab.shape[2:])]
+    for _ in range(most):
+        crops = colorize_crops(generator, rgb, scoring.device, maps[-1], reference)
+        placed = maps[-1].clone()
+        for i, crop_map in enumerate(placed):
+            given = crop_map[None, 2:] > 0
+            u = None if crops.uncertainty is None else crops.uncertainty[i : i + 1]
+            l, ab_fake = crops.l[i : i + 1], crops.ab_fake[i : i + 1]
+            hw = (ab.shape[2], ab.shape[3])
+            found = suggest(l, ab_fake, u, given if given.any() else None, 1, hw)
+            for point in found:  # none when nothing is left to gain
+                top = min(max(0, int(point.y) - side // 2), ab.shape[2] - side)
+                left = min(max(0, int(point.x) - side // 2), ab.shape[3] - side)
+                rows, cols = slice(top, top + side), slice(left, left + side)
+                crop_map[:2, rows, cols] = ab[i, :, rows, cols].mean(dim=(1, 2))[:, None, None]
+                crop_map[2, rows, cols] = 1.0
+        maps.append(placed)
+    return maps
+
+
 def _points_batch(
     generator: ColorModel,
     rgb: torch.Tensor,
-    names: Sequence[str],
-    count: int,
+    maps: torch.Tensor,
     device: torch.device,
     caution: float = 0.0,
     reference: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], float, int]:
-    """One batch with `count` test points per crop (and its `reference` summaries): the 8-bit
-    output (at `caution`), its metrics, and the CIEDE2000 summed over the hinted pixels with
-    their number."""
-    maps = _point_maps(rgb, names, count)
+    """One batch with its test points `maps` (B, 3, S, S) (and its `reference` summaries): the
+    8-bit output (at `caution`), its metrics, and the CIEDE2000 summed over the hinted pixels
+    with their number."""
     fake = colorize_crops(generator, rgb, device, maps, reference).at_caution(caution)
     real = uint8_to_float(rgb)
     mask = maps[:, 2] > 0
@@ -318,11 +355,17 @@ def _points_batch(
 
 
 def hint_scores(
-    generator: ColorModel, paths: Sequence[Path], scoring: Scoring, counts: Sequence[int]
+    generator: ColorModel,
+    paths: Sequence[Path],
+    scoring: Scoring,
+    counts: Sequence[int],
+    placement: str = "random",
 ) -> dict[str, dict[str, Any]]:
     """`by_hints`: for each number of points (as a string key), the model's metrics with
-    that many test points per image (see Scoring), and `hint_fidelity`, the mean CIEDE2000
-    inside them. Each crop is decoded (and its Lite0 features taken) once for all counts."""
+    that many test points per image (see Scoring; `placement` PLACEMENTS: random, Zhang et
+    al.'s simulated user, or where the model suggests them, one after another), and
+    `hint_fidelity`, the mean CIEDE2000 inside them. Each crop is decoded (and its Lite0
+    features taken) once for all counts."""
     size, device, quiet = scoring.size, scoring.device, scoring.quiet
     caution, reference = scoring.caution, scoring.reference
     loader = DataLoader(ColorImages(paths, size, train=False), batch_size=scoring.batch_size)
@@ -340,9 +383,13 @@ def hint_scores(
         summaries = None if reference is None else reference(batch_paths, rgb)
         if network is not None:
             real_features.append(lite0_features(network, uint8_to_float(rgb)))
+        suggested = []
+        if placement == "suggested":
+            suggested = _suggested_maps(generator, rgb, max(counts), scoring, summaries)
         for count in counts:
+            maps = suggested[count] if suggested else _point_maps(rgb, names, count)
             fake, values, error, pixels = _points_batch(
-                generator, rgb, names, count, device, caution, summaries
+                generator, rgb, maps, device, caution, summaries
             )
             for key, value in values.items():
                 sums[count][key] += float(value.sum())
@@ -405,7 +452,10 @@ def evaluate_checkpoint(
     if trial.reference is not None:
         result["reference"] = str(trial.reference)
     if trial.hints:
-        result["by_hints"] = hint_scores(generator, scan.usable, scoring, trial.hints)
+        result["by_hints"] = hint_scores(
+            generator, scan.usable, scoring, trial.hints, trial.placement
+        )
+        result["hint_placement"] = trial.placement
     return result
 
 

@@ -155,3 +155,50 @@ def test_the_web_api_suggests_what_the_python_api_does(tmp_path: Path) -> None:
     assert len(client.post("/api/suggest", files=files).json()["points"]) == 5  # the default
     refused = client.post("/api/suggest?n=1000", files=files)
     assert refused.status_code == 400 and "n must be a whole number" in refused.json()["error"]
+
+
+# ---- evaluate --hint-placement suggested
+
+
+def test_suggested_test_points_follow_the_suggestions_with_the_truths_colors(
+    tmp_path: Path,
+) -> None:
+    from colorgan.batch import to_batch
+    from colorgan.checkpoint import load_generator
+    from colorgan.evaluate import Scoring, _suggested_maps
+    from tests.conftest import make_color_image
+
+    generator, _ = load_generator(make_uncertainty_checkpoint(tmp_path / "m.pt", hints=True))
+    crops = [np.asarray(make_color_image(i, (32, 32))) for i in (1, 2)]
+    rgb = torch.stack([torch.from_numpy(crop).permute(2, 0, 1) for crop in crops])
+    maps = _suggested_maps(generator.eval(), rgb, 3, Scoring(32, torch.device("cpu")), None)
+    truth = to_batch(rgb, torch.device("cpu")).ab_real
+    for count, hint_map in enumerate(maps):  # k points after k steps, each the truth's color
+        placed = hint_map[:, 2] > 0
+        assert placed.flatten(1).sum(1).tolist() == [count, count]
+        assert torch.allclose(hint_map[:, :2][placed.unsqueeze(1).expand(-1, 2, -1, -1)],
+                              truth[placed.unsqueeze(1).expand(-1, 2, -1, -1)])  # fmt: skip
+    assert torch.equal(maps[2][:, 2] > 0, (maps[2][:, 2] > 0) & (maps[3][:, 2] > 0))  # kept
+
+
+def test_evaluate_records_the_placement(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from colorgan.cli import main
+    from tests.conftest import write_color_folder
+
+    model = make_uncertainty_checkpoint(tmp_path / "m.pt", hints=True)
+    data = write_color_folder(tmp_path / "data", 4, size=(32, 32))
+    results = {}
+    for placement in ("random", "suggested"):
+        out = tmp_path / f"{placement}.json"
+        args = ["evaluate", str(model), "--data", str(data), "--hints", "0,2", "--quiet"]
+        assert main([*args, "--hint-placement", placement, "--json", str(out)]) == 0
+        results[placement] = json.loads(out.read_text())
+        assert results[placement]["hint_placement"] == placement
+    random, suggested = results["random"]["by_hints"], results["suggested"]["by_hints"]
+    assert random["0"] == suggested["0"]  # no points: the same
+    assert random["2"]["delta_e"] != suggested["2"]["delta_e"]  # the points went elsewhere
+    with pytest.raises(SystemExit) as refused:  # argparse's usage error
+        main([*args, "--hint-placement", "best"])
+    assert refused.value.code == 2
