@@ -582,3 +582,30 @@ def test_a_reference_image_colors_every_result_until_removed(
 def test_a_model_without_a_reference_has_no_reference_zone(page: Any) -> None:
     assert not page.is_visible("#reference-tools")
     assert "trained without a reference image" in page.inner_text("#reference-note")
+
+
+def test_suggested_points_are_hollow_markers_a_click_turns_into_points(
+    hint_page: Any, tmp_path: Path
+) -> None:
+    page = hint_page
+    upload_scene(page, tmp_path)
+    page.click(".card .suggest-points")
+    page.wait_for_selector(".card .point.suggested")
+    rings = page.eval_on_selector_all(
+        ".card .point.suggested", "rs => rs.map(r => [r.style.left, r.style.top, r.title])"
+    )
+    assert len(rings) == 5  # the API's default
+    assert all("click to add" in title for _, _, title in rings)
+    assert not page.query_selector(".card .point:not(.suggested)")  # no point placed yet
+    asked = page.evaluate("fetched.filter(u => u.includes('api/suggest')).length")
+    assert asked == 1
+    sent = hints_sent(page, lambda: page.click(".card .point.suggested >> nth=0"))
+    assert len(sent) == 1 and sent[0]["color"].startswith("#")  # the model's color there
+    left, top, _ = rings[0]
+    x, y = sent[0]["x"], sent[0]["y"]
+    assert (float(left[:-1]), float(top[:-1])) == pytest.approx(
+        (100 * x / PICTURE[0], 100 * y / PICTURE[1]), abs=1e-3
+    )
+    wait_results(page, 2)
+    assert len(page.query_selector_all(".card .point.suggested")) == 4  # the others stay
+    assert page.input_value("#point-color") == sent[0]["color"]  # selected: change it at will
