@@ -169,7 +169,7 @@ def test_suggested_test_points_follow_the_suggestions_with_the_truths_colors(
     from tests.conftest import make_color_image
 
     generator, _ = load_generator(make_uncertainty_checkpoint(tmp_path / "m.pt", hints=True))
-    crops = [np.asarray(make_color_image(i, (32, 32))) for i in (1, 2)]
+    crops = [np.array(make_color_image(i, (32, 32))) for i in (1, 2)]  # writable copies
     rgb = torch.stack([torch.from_numpy(crop).permute(2, 0, 1) for crop in crops])
     maps = _suggested_maps(generator.eval(), rgb, 3, Scoring(32, torch.device("cpu")), None)
     truth = to_batch(rgb, torch.device("cpu")).ab_real
