@@ -334,11 +334,7 @@ class Colorizer:
         picture = to_picture(_image(image))
         request = Request.of(hints, reference, caution=0.0)  # the model's own colors
         [(l, prediction)] = self.predict_pictures([picture], size, [request])
-        shape = (prediction.ab.shape[2], prediction.ab.shape[3])
-        image_hw = (l.shape[2], l.shape[3])
-        given = request.inputs(image_hw, shape).get("hints")
-        mask = None if given is None else given[:, 2:] > 0
-        return suggest(resize_l(l, shape), prediction.ab, prediction.uncertainty, mask, n, image_hw)
+        return suggestions(l, prediction, request, n)
 
     def colorize_batch(
         self,
@@ -435,6 +431,15 @@ class Colorizer:
             rows = [inputs.get(name, torch.zeros_like(like)) for inputs in given]
             stacked[name] = torch.cat(rows).to(l_small.device)
         return stacked
+
+
+def suggestions(l: torch.Tensor, prediction: Prediction, request: Request, n: int) -> list[Hint]:
+    """The `n` points suggest.py suggests for a picture from its full-resolution l (1, 1, H, W)
+    and the model's Prediction at the working size for `request`, after the request's points."""
+    shape = (prediction.ab.shape[2], prediction.ab.shape[3])
+    image_hw = (l.shape[2], l.shape[3])
+    hint_map = request.inputs(image_hw, shape).get("hints")
+    return suggest(resize_l(l, shape), prediction.ab, prediction.uncertainty, hint_map, n, image_hw)
 
 
 def _image(image: object) -> Image.Image:

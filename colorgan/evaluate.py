@@ -37,7 +37,7 @@ from colorgan.device import check_fits, resolve_device
 from colorgan.errors import EvaluateError
 from colorgan.files import DECODE_ERRORS, decode_reason, load_rgb
 from colorgan.generator import ColorModel
-from colorgan.hints import EVAL_PATCH, HINT_CHANNELS, eval_points, patch_side
+from colorgan.hints import EVAL_PATCH, HINT_CHANNELS, eval_points, patch_side, place_patch
 from colorgan.losses import l1_loss
 from colorgan.metrics import METRIC_KEYS, colorfulness, delta_e2000_pixels, image_metrics
 from colorgan.modeldir import ModelSource, load_model, resolve_model
@@ -321,17 +321,13 @@ def _suggested_maps(
         crops = colorize_crops(generator, rgb, scoring.device, maps[-1], reference)
         placed = maps[-1].clone()
         for i, crop_map in enumerate(placed):
-            given = crop_map[None, 2:] > 0
             u = None if crops.uncertainty is None else crops.uncertainty[i : i + 1]
             l, ab_fake = crops.l[i : i + 1], crops.ab_fake[i : i + 1]
             hw = (ab.shape[2], ab.shape[3])
-            found = suggest(l, ab_fake, u, given if given.any() else None, 1, hw)
-            for point in found:  # none when nothing is left to gain
+            for point in suggest(l, ab_fake, u, crop_map[None], 1, hw):  # none: nothing to gain
                 top = min(max(0, int(point.y) - side // 2), ab.shape[2] - side)
                 left = min(max(0, int(point.x) - side // 2), ab.shape[3] - side)
-                rows, cols = slice(top, top + side), slice(left, left + side)
-                crop_map[:2, rows, cols] = ab[i, :, rows, cols].mean(dim=(1, 2))[:, None, None]
-                crop_map[2, rows, cols] = 1.0
+                place_patch(crop_map, ab[i], top, left, side)
         maps.append(placed)
     return maps
 

@@ -242,10 +242,16 @@ def draw_points(
         centre = torch.randn(2, generator=gen) * torch.tensor([height, width]) / 4.0
         top = int((centre[0] + height / 2 - side / 2).round().clamp(0, height - side))
         left = int((centre[1] + width / 2 - side / 2).round().clamp(0, width - side))
-        rows, cols = slice(top, top + side), slice(left, left + side)
-        out[:2, rows, cols] = ab[:, rows, cols].mean(dim=(1, 2))[:, None, None]
-        out[2, rows, cols] = 1.0
+        place_patch(out, ab, top, left, side)
     return out
+
+
+def place_patch(hint_map: torch.Tensor, ab: torch.Tensor, top: int, left: int, side: int) -> None:
+    """Put a simulated user's point into `hint_map` (3, S, S), in place: the `side` x `side`
+    patch at (top, left) gets the truth's mean ab over it (`ab`: (2, S, S)) and the mask."""
+    rows, cols = slice(top, top + side), slice(left, left + side)
+    hint_map[:2, rows, cols] = ab[:, rows, cols].mean(dim=(1, 2))[:, None, None]
+    hint_map[2, rows, cols] = 1.0
 
 
 def draw_count(p: float, gen: torch.Generator, most: int = 64) -> int:

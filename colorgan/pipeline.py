@@ -334,10 +334,9 @@ def _suggested(item: Decoded, prediction: Prediction, n: int) -> list[Hint]:
     """The `n` points suggested for a decoded picture from the model's output (suggest.py),
     after the points it was given."""
     assert item.picture is not None and item.l_small is not None
-    hints = item.inputs.get("hints")
-    given = None if hints is None else hints[:, 2:] > 0
     image_hw = (item.picture.rgb.shape[1], item.picture.rgb.shape[2])
-    return suggest(item.l_small, prediction.ab, prediction.uncertainty, given, n, image_hw)
+    hint_map = item.inputs.get("hints")
+    return suggest(item.l_small, prediction.ab, prediction.uncertainty, hint_map, n, image_hw)
 
 
 def _advance(bar: tqdm) -> None:

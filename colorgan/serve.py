@@ -35,7 +35,7 @@ from PIL import Image
 
 from colorgan.batch import Prediction
 from colorgan.color import float_to_uint8
-from colorgan.colorize import PNG_LEVEL, Colorizer, join, resize_l, uncertainty_image
+from colorgan.colorize import PNG_LEVEL, Colorizer, join, suggestions, uncertainty_image
 from colorgan.connections import INSTALL_HINT, ConnectionLimits, listen, server, url_of
 from colorgan.errors import (
     ColorganError,
@@ -49,7 +49,7 @@ from colorgan.hints import MAX_HINT_FILE_BYTES, Hint, HintError, hints_from_text
 from colorgan.reference import palette
 from colorgan.request import Capabilities, Reference, parse_caution
 from colorgan.request import Request as ColorRequest
-from colorgan.suggest import MAX_SUGGESTIONS, suggest
+from colorgan.suggest import MAX_SUGGESTIONS
 from colorgan.uploads import (
     MULTIPART_SLACK,
     NO_FILE,
@@ -186,9 +186,9 @@ def request_of(colorizer: Colorizer, upload: Upload, max_pixels: int) -> ColorRe
 
 def _predict(
     colorizer: Colorizer, upload: Upload, size: int, max_pixels: int
-) -> tuple[Picture, torch.Tensor, Prediction]:
+) -> tuple[Picture, torch.Tensor, Prediction, ColorRequest]:
     """Decode the upload (files.py) and run the model: (the picture, its full-resolution l,
-    the Prediction), every refusal an UploadRefused."""
+    the Prediction, the upload's Request), every refusal an UploadRefused."""
     if not upload.data:
         raise UploadRefused(400, "empty upload: send an image file as the request body")
     picture = _decode(upload.data, max_pixels)
@@ -199,7 +199,7 @@ def _predict(
         raise UploadRefused(400, str(err)) from None
     except DoesNotFit as err:  # the working size needs more memory than is free
         raise UploadRefused(413, str(err)) from None
-    return picture, l, prediction
+    return picture, l, prediction, request
 
 
 def palette_json(colorizer: Colorizer, data: bytes, max_pixels: int) -> dict[str, Any]:
@@ -227,7 +227,7 @@ def colorize_bytes(
     """Image file bytes (and color points, the caution, a reference image file) -> the
     colorized PNG (alpha kept), through files.py's decoding."""
     upload = Upload(data, hints, caution, reference)
-    picture, l, prediction = _predict(colorizer, upload, size, max_pixels)
+    picture, l, prediction, _ = _predict(colorizer, upload, size, max_pixels)
     return _png(to_image(join(l, prediction.ab), picture.alpha))
 
 
@@ -246,7 +246,7 @@ def uncertainty_bytes(
         colorizer.capabilities.need("uncertainty", "the uncertainty map")
     except ColorganError as err:
         raise UploadRefused(400, str(err)) from None
-    _, l, prediction = _predict(
+    _, l, prediction, _ = _predict(
         colorizer, Upload(data, hints, reference=reference), size, max_pixels
     )
     assert prediction.uncertainty is not None
@@ -259,13 +259,8 @@ def suggest_json(
     """POST /api/suggest?n=N: {"points": [{"x", "y", "color"}, ...]}, the N places where one
     more point would help most (suggest.py), after the upload's own points; a hints file's
     entries, so the page (or a script) can send them back as `hints` once colored."""
-    picture, l, prediction = _predict(colorizer, upload, size, max_pixels)
-    shape = (prediction.ab.shape[2], prediction.ab.shape[3])
-    image_hw = (picture.rgb.shape[1], picture.rgb.shape[2])
-    given = ColorRequest(tuple(upload.hints or ())).inputs(image_hw, shape).get("hints")
-    mask = None if given is None else given[:, 2:] > 0
-    l_small = resize_l(l, shape)
-    points = suggest(l_small, prediction.ab, prediction.uncertainty, mask, n, image_hw)
+    _, l, prediction, request = _predict(colorizer, upload, size, max_pixels)
+    points = suggestions(l, prediction, request, n)
     return {"points": json.loads(hints_to_text(points))}
 
 

@@ -57,14 +57,15 @@ def suggest(
     l: torch.Tensor,
     ab: torch.Tensor,
     uncertainty: torch.Tensor | None,
-    given: torch.Tensor | None,
+    hint_map: torch.Tensor | None,
     n: int,
     image_hw: tuple[int, int],
 ) -> list[Hint]:
     """The `n` places (pixels of an image of `image_hw`) where a point would help most, each
     with the model's color there, from its output at the working size: l (1, 1, h, w) in
-    [-1, 1], ab (1, 2, h, w) in [-1, 1], uncertainty (1, 1, h, w) > 0 or None, and the points
-    already given (a mask (1, 1, h, w), or None). Fewer when nothing is left to gain."""
+    [-1, 1], ab (1, 2, h, w) in [-1, 1], uncertainty (1, 1, h, w) > 0 or None, and the hint
+    map of the points already given (1, 3, h, w), or None. Fewer when nothing is left to
+    gain."""
     if not 0 <= n <= MAX_SUGGESTIONS:
         raise ValueError(f"suggestions must be from 0 to {MAX_SUGGESTIONS}, got {n}")
     l, ab = l.float().cpu(), ab.float().cpu()
@@ -72,8 +73,8 @@ def suggest(
     half = max(1, round(min(h, w) * REACH))
     bands = _bands(l)
     weight = torch.ones_like(l) if uncertainty is None else uncertainty.float().cpu().clone()
-    if given is not None:
-        for row, col in torch.nonzero(given[0, 0].cpu()).tolist():
+    if hint_map is not None:
+        for row, col in torch.nonzero(hint_map[0, 2].cpu() > 0).tolist():
             _cover(weight, bands, row, col, half)
     rgb = float_to_uint8(lab_in_gamut(l, ab))[0]  # (3, h, w): its colors, as colorize joins them
     height, width = image_hw
