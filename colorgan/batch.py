@@ -12,6 +12,8 @@ Shapes and ranges, for every generator:
                                          None: no points (a model.hints generator sees zeros)
     reference (B, 257)                   a reference image's colors: its ab histogram and a
                                          "given" flag (reference.py); None: no reference
+    exemplar (B, R, 4, H', W')           the reference images themselves, Lab and a "given"
+                                         channel, for model.reference_match (matching.py)
     ab     (B, 2, H, W) in about [-1, 1] Lab ab / 110 (the truth; the generator's output, tanh)
     uncertainty (B, 1, H, W) > 0         a model.uncertainty generator's third output channel:
                                          its predicted mean |ab error| (uncertainty.py)
@@ -29,7 +31,12 @@ from torch import nn
 
 from colorgan.color import rgb_to_l_ab, uint8_to_float
 
-INPUT_NAMES = ("l", "hints", "reference")  # the generator's inputs (forward's and ONNX's names)
+INPUT_NAMES = (
+    "l",
+    "hints",
+    "reference",
+    "exemplar",
+)  # the generator's inputs (forward's and ONNX's names)
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,7 @@ class Batch:
     ab: torch.Tensor | None = None  # (B, 2, H, W) in about [-1, 1]: the truth; None at inference
     hints: torch.Tensor | None = None  # (B, 3, H, W): color points (hints.py); None: none
     reference: torch.Tensor | None = None  # (B, REFERENCE_CHANNELS) (reference.py); None: none
+    exemplar: torch.Tensor | None = None  # (B, R, 4, H', W') (matching.py); None: none
 
     @property
     def ab_real(self) -> torch.Tensor:
@@ -65,19 +73,18 @@ def to_batch(item: torch.Tensor | Mapping[str, torch.Tensor], device: torch.devi
     rgb = item if isinstance(item, torch.Tensor) else item["rgb"]
     l, ab = rgb_to_l_ab(uint8_to_float(rgb.to(device, non_blocking=True)))
     extra = {} if isinstance(item, torch.Tensor) else item
-    hints, reference = extra.get("hints"), extra.get("reference")
-    return Batch(
-        l=l,
-        ab=ab,
-        hints=None if hints is None else hints.to(device, non_blocking=True),
-        reference=None if reference is None else reference.to(device, non_blocking=True),
-    )
+    given = {
+        name: extra[name].to(device, non_blocking=True)
+        for name in INPUT_NAMES[1:]
+        if extra.get(name) is not None
+    }
+    return Batch(l=l, ab=ab, **given)
 
 
 def model_inputs(batch: Batch) -> dict[str, torch.Tensor]:
     """The tensors a generator's forward takes, by name in the order of INPUT_NAMES (those
     present): `generator(**model_inputs(batch))`."""
-    inputs = {"l": batch.l, "hints": batch.hints, "reference": batch.reference}
+    inputs = {name: getattr(batch, name) for name in INPUT_NAMES}
     return {name: t for name in INPUT_NAMES if (t := inputs[name]) is not None}
 
 

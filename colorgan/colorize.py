@@ -37,6 +37,7 @@ from colorgan.files import (
 )
 from colorgan.hints import Hint
 from colorgan.hub import PREFIX as HUB_PREFIX
+from colorgan.matching import stack_exemplars
 from colorgan.modeldir import ModelSource, load_model, resolve_model
 from colorgan.models import DEFAULT_BYTES_PER_PIXEL, bytes_per_pixel
 from colorgan.request import INPUTS, NOTHING, PLAIN, Capabilities, Request, check_caution
@@ -374,9 +375,9 @@ class Colorizer:
         l_full = [lightness(p.rgb, self.device) for p in pictures]  # (1, 1, H, W) in [-1, 1]
         shapes = [working_shape(l.shape[2], l.shape[3], size, self.multiple) for l in l_full]
         given = [
-            r.inputs((l.shape[2], l.shape[3]), shape)
-            for r, l, shape in zip(requests, l_full, shapes, strict=True)
-        ]  # the hint map and reference summary of each picture, where given
+            r.for_picture(p.rgb).inputs((l.shape[2], l.shape[3]), shape)
+            for r, p, l, shape in zip(requests, pictures, l_full, shapes, strict=True)
+        ]  # the hint map and reference of each picture, where given
         predicted: dict[int, Prediction] = {}
         for shape in dict.fromkeys(shapes):
             self.check_shape(shape)
@@ -426,6 +427,10 @@ class Colorizer:
         pictures that lack it; refused (one line) where the model does not take it."""
         stacked = {}
         for name in dict.fromkeys(name for inputs in given for name in inputs):
+            if name == "exemplar":
+                if self.capabilities.match:  # else the reference's summary alone
+                    stacked[name] = stack_exemplars(given).to(l_small.device)
+                continue
             self.capabilities.need(name, INPUTS[name].name)  # an ONNX model would ignore it
             like = next(inputs[name] for inputs in given if name in inputs)
             rows = [inputs.get(name, torch.zeros_like(like)) for inputs in given]

@@ -17,7 +17,16 @@ import yaml
 
 from colorgan.errors import ConfigError
 from colorgan.files import read_bounded
-from colorgan.overrides import MAX_CONFIG_BYTES, apply, parse_set, parse_text, shown
+from colorgan.overrides import (
+    CONFIG_VERSION,
+    MAX_CONFIG_BYTES,
+    SAVED,
+    apply,
+    current,
+    parse_set,
+    parse_text,
+    shown,
+)
 
 log = logging.getLogger("colorgan")
 
@@ -44,21 +53,6 @@ MAX_WORKERS = 256  # train.num_workers: processes
 COUNT_MAX = 2**31 - 1  # counts (epochs, images, ...): more means nothing and overflows C ints
 # train.seed: torch.manual_seed takes < 2**64, and data.EpochSampler seeds with seed * 100_003
 SEED_MAX = 2**32 - 1
-# A saved config's format (to_dict's top-level "version"; none: 1). Version 2 made the recipe
-# the default: a version-1 config without these model keys meant these values (from_dict).
-CONFIG_VERSION = 2
-SAVED = "saved config"  # how errors in one name it
-VERSION_1_MODEL = {"output_stride": 1, "base_channels": 32, "upsample": "bilinear"}
-JOURNAL = "docs/journal/results.md"  # the experiments, dated, with their commands
-# Keys that lost there and were removed: the value that meant "off" (a config saved before holds
-# every key, and one at this value loads as if it were absent), and why.
-REMOVED_KEYS: dict[str, tuple[object, str]] = {
-    "model.decoder": ("conv", f"it lost to conv: {JOURNAL}"),
-    "loss.rebalance": (0.0, f"it made anime colors worse: {JOURNAL}"),
-    "loss.instance_noise": (0.0, f"it moved nothing beyond seed noise: {JOURNAL}"),
-    "loss.real_label": (1.0, f"label smoothing moved nothing beyond seed noise: {JOURNAL}"),
-}
-REMOVED_VALUES = {"model.upsample": {"guided": (f"it lost to affine: {JOURNAL}", "affine")}}
 
 
 def largest_disc_layers(image_size: int) -> int:
@@ -81,6 +75,9 @@ class DataConfig:
     # crop's) of the random crop whose colors are the sample's reference (reference.simulate)
     reference_drop: float = 0.5
     reference_crop: float = 0.5
+    # model.reference_match: where a sample's reference image comes from (pairs.py): the same
+    # picture warped (self), another picture of its sub-folder (sibling), or either (both)
+    reference_source: Literal["self", "sibling", "both"] = "self"
 
 
 @dataclass(frozen=True)
@@ -120,6 +117,10 @@ class ModelConfig:
     caution: float = 0.05
     # the generator also takes a reference image's colors (an ab histogram; see reference.py)
     reference: bool = False
+    # model.reference also matches the picture to the reference images place by place and
+    # takes their colors where they correspond (matching.py). Lite0 encoder only (the U-Net
+    # has no features that match across pictures: it takes the histogram alone)
+    reference_match: bool = True
 
 
 @dataclass(frozen=True)
@@ -321,7 +322,8 @@ def _read_yaml(path: Path) -> Any:
 
 def _resolve(config: Config) -> Config:
     """model.depth and model.output_stride 0 (not given) become the encoder's own; at output
-    stride 1, model.upsample is bilinear (nothing is upsampled)."""
+    stride 1, model.upsample is bilinear (nothing is upsampled); the U-Net has no
+    model.reference_match."""
     m = config.model
     stride = m.output_stride or DEFAULT_STRIDE[m.encoder]
     model = dataclasses.replace(
@@ -329,6 +331,7 @@ def _resolve(config: Config) -> Config:
         depth=m.depth or DEFAULT_DEPTH[m.encoder],
         output_stride=stride,
         upsample="bilinear" if stride == 1 else m.upsample,
+        reference_match=m.reference_match and m.encoder == "efficientnet_lite0",
     )
     return dataclasses.replace(config, model=model)
 
@@ -415,9 +418,9 @@ def load_config(
     if path is not None:
         path = Path(path)
         raw = _read_yaml(path)
-        config = apply(config, _current(raw or {}, str(path), CONFIG_VERSION), str(path))
+        config = apply(config, current(raw or {}, str(path), CONFIG_VERSION), str(path))
     if assignments:
-        config = apply(config, _current(parse_set(assignments), "--set", None), "--set")
+        config = apply(config, current(parse_set(assignments), "--set", None), "--set")
     return validate(config)
 
 
@@ -444,55 +447,7 @@ def from_dict(values: dict[str, Any]) -> Config:
     """The Config a saved config means, validated: every saved config (a checkpoint's, a model
     folder's config.json, a run's config.yaml) is read back through here. One without a
     version is version 1 (_current)."""
-    return validate(apply(Config(), _current(values, SAVED, 1), SAVED))
-
-
-def _current(values: Any, source: str, missing: int | None) -> Any:
-    """Overrides (`values`: {section: {key: value}}) as this version means them: the top-level
-    `version` taken off (`missing` when there is none; None: a version is not allowed, as in
-    --set); a version-1 config's model section gets the version-1 values of the keys it lacks
-    (VERSION_1_MODEL, and the from-scratch U-Net when it is older than model.encoder); then the
-    removed keys (_without_removed)."""
-    if not isinstance(values, dict):
-        return values  # apply says what is wrong
-    values = dict(values)
-    version = CONFIG_VERSION if missing is None else values.pop("version", missing)
-    if type(version) is not int or not 1 <= version <= CONFIG_VERSION:
-        raise ConfigError(
-            f"{source}: config version {shown(version)} is not one this colorgan reads "
-            f"(1 to {CONFIG_VERSION}); was it written by a newer colorgan?"
-        )
-    model = values.get("model")
-    if version == 1 and (model is None or isinstance(model, dict)):
-        older = {} if model and "encoder" in model else {"encoder": "unet"}
-        values["model"] = {**VERSION_1_MODEL, **older, **(model or {})}
-    return _without_removed(values, source)
-
-
-def _without_removed(values: dict[str, Any], source: str) -> dict[str, Any]:
-    """`values` less the removed keys at the value that meant "off" (REMOVED_KEYS); ConfigError
-    naming any other use of a removed key or value (REMOVED_VALUES)."""
-    saved = source == SAVED
-    advice = "load it with the colorgan that wrote it" if saved else "drop it from the config"
-    kept: dict[str, Any] = {}
-    for section, keys in values.items():
-        if not isinstance(keys, dict):
-            kept[section] = keys  # apply says what is wrong
-            continue
-        kept[section] = {}
-        for key, value in keys.items():
-            full = f"{section}.{key}"
-            off, why = REMOVED_KEYS.get(full, (None, ""))
-            if why and value != off:
-                raise ConfigError(f"{source}: {full} was removed ({why}); {advice}")
-            gone = REMOVED_VALUES.get(full, {})
-            if isinstance(value, str) and value in gone:
-                why, instead = gone[value]
-                fix = advice if saved else f"use {instead}"
-                raise ConfigError(f"{source}: {full}={value} was removed ({why}); {fix}")
-            if not why:
-                kept[section][key] = value
-    return kept
+    return validate(apply(Config(), current(values, SAVED, 1), SAVED))
 
 
 def save_config(config: Config, path: Path) -> None:

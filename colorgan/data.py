@@ -21,6 +21,8 @@ from colorgan.config import Config
 from colorgan.errors import DataError
 from colorgan.files import DECODE_ERRORS, IMAGE_SUFFIXES, decode_reason, find_images, load_rgb
 from colorgan.hints import simulate
+from colorgan.pairs import empty_exemplar, exemplar_of, self_exemplar, siblings
+from colorgan.reference import REFERENCE_CHANNELS, summarize
 from colorgan.reference import simulate as simulate_reference
 
 log = logging.getLogger("colorgan")
@@ -142,6 +144,7 @@ class ColorImages(Dataset[Item]):
         train: bool,
         hints: tuple[float, int] | None = None,
         reference: tuple[float, float] | None = None,
+        reference_source: str | None = None,
     ) -> None:
         if not paths:
             raise DataError("no images to load")
@@ -150,6 +153,8 @@ class ColorImages(Dataset[Item]):
         self.train = train
         self.hints = hints
         self.reference = reference
+        self.reference_source = reference_source
+        self._siblings = siblings(self.paths) if reference_source else []
         self._warned: set[Path] = set()
 
     def __len__(self) -> int:
@@ -158,23 +163,51 @@ class ColorImages(Dataset[Item]):
     def load(self, index: int, seed: int) -> Item:
         """The crop of image `index` (and its conditioning); raises if the file cannot be
         decoded."""
-        size = self.image_size
-        image = resize_short_side(load_rgb(self.paths[index], min_side=size), size)
         gen = torch.Generator().manual_seed(seed) if self.train else None
-        image = image.crop(_crop_box(image.width, image.height, size, gen))
-        if gen is not None and bool(torch.rand((), generator=gen) < 0.5):
-            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        array = np.asarray(image, dtype=np.uint8)
-        rgb = torch.from_numpy(array.copy()).permute(2, 0, 1)
+        rgb = self._crop(index, gen)
         if (self.hints is None and self.reference is None) or gen is None:
             return rgb
         ab = rgb_to_l_ab(uint8_to_float(rgb[None]))[1][0]  # (2, S, S)
         item = {"rgb": rgb}
         if self.hints is not None:
             item["hints"] = simulate(ab, *self.hints, gen)
-        if self.reference is not None:
+        if self.reference is not None and self.reference_source is None:
             item["reference"] = simulate_reference(ab, *self.reference, gen)
+        elif self.reference is not None:
+            item["exemplar"], item["reference"] = self._exemplar(index, rgb, gen)
         return item
+
+    def _crop(self, index: int, gen: torch.Generator | None) -> torch.Tensor:
+        """Image `index` as a uint8 crop (3, S, S): random and maybe flipped with `gen`,
+        else the center."""
+        size = self.image_size
+        image = resize_short_side(load_rgb(self.paths[index], min_side=size), size)
+        image = image.crop(_crop_box(image.width, image.height, size, gen))
+        if gen is not None and bool(torch.rand((), generator=gen) < 0.5):
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        array = np.asarray(image, dtype=np.uint8)
+        return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+    def _exemplar(
+        self, index: int, rgb: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training sample's reference (pairs.py): its exemplar (1, 4, S, S) and summary
+        (REFERENCE_CHANNELS,), both zeros when it is dropped (data.reference_drop)."""
+        assert self.reference is not None
+        if float(torch.rand((), generator=gen)) < self.reference[0]:
+            return empty_exemplar(self.image_size), torch.zeros(REFERENCE_CHANNELS)
+        others = self._siblings[index]
+        sibling = self.reference_source == "sibling" or (
+            self.reference_source == "both" and float(torch.rand((), generator=gen)) < 0.5
+        )
+        if sibling and others:
+            other = others[int(torch.randint(len(others), (), generator=gen))]
+            slot = exemplar_of(self._crop(other, gen))
+        else:
+            slot = self_exemplar(rgb, gen)
+        given = slot[3] > 0.5
+        summary = summarize(slot[1:3, given][None, :, None])[0]
+        return slot[None], summary
 
     def crops(self, count: int) -> torch.Tensor:
         """The first `count` crops, (N, 3, S, S) uint8 (without their conditioning)."""
@@ -303,8 +336,10 @@ def make_loaders(
     d = config.data
     hints = (d.hint_p, d.hint_max_patch) if config.model.hints else None
     reference = (d.reference_drop, d.reference_crop) if config.model.reference else None
+    source = d.reference_source if config.model.reference and config.model.reference_match else None
+    train_set = ColorImages(train_paths, d.image_size, True, hints, reference, source)
     train_loader = DataLoader(
-        ColorImages(train_paths, d.image_size, train=True, hints=hints, reference=reference),
+        train_set,
         batch_size=t.batch_size,
         sampler=sampler,
         drop_last=True,

@@ -18,12 +18,16 @@ from torch import nn
 
 from colorgan.hints import HINT_CHANNELS, HintSpread, no_points
 from colorgan.lite0 import STEM_CHANNELS, TAP_CHANNELS, load_lite0, to_input
+from colorgan.matching import MATCH_CHANNELS, ReferenceMatch, match_maps
 from colorgan.reference import PALETTE_STRIDE, PaletteHead, ReferenceFilm, modulate
-from colorgan.uncertainty import GUESS_ERROR, Novelty, UncertaintyHead
+from colorgan.uncertainty import uncertainty_parts, with_uncertainty
 
 Norm = str  # "batch" | "instance" | "none"
 OUTPUT_STRIDES = (1, 2, 4)  # Lite0UNet's: where it predicts ab (1: at full resolution)
 UPSAMPLES = ("bilinear", "affine")  # how Lite0UNet's ab at stride > 1 reaches full size
+# Lite0UNet's reference: the summary's FiLM and palette (True is "palette"), and with "match"
+# also the reference images matched place by place (matching.py)
+REFERENCE_KINDS = ("palette", "match")
 
 
 def norm_layer(kind: Norm, channels: int) -> nn.Module:
@@ -112,7 +116,7 @@ class Generator(nn.Module):
         init_weights(self)
         # model.uncertainty (uncertainty.py): built last, from its own random stream
         styled = channels[min(NOVELTY_LEVEL, depth - 1)]
-        self.uncertainty = _uncertainty_parts(last, 2, styled) if uncertainty else None
+        self.uncertainty = uncertainty_parts(last, 2, styled) if uncertainty else None
         # model.reference (reference.py): scales and shifts every up block's output, and picks
         # colors on the stride-4 one's (the innermost's for depth 2; the last skip for depth 1)
         widths = [channels[i - 1] for i in range(depth - 1, 0, -1)]
@@ -170,30 +174,9 @@ class Generator(nn.Module):
         return _outputs(self.spread, self.uncertainty, self.training, ab, l, given, x, styled)
 
 
+MATCH_LEVEL = 2  # Lite0UNet's decoder level (stride 4) that reads the reference match
 PALETTE_LEVEL = 2  # Lite0UNet's decoder level (stride 4) whose output the palette head reads
 NOVELTY_LEVEL = 2  # the features whose style `Novelty` measures: stride 8 (2**(level + 1))
-
-
-def _uncertainty_parts(channels: int, upscale: int, style_channels: int) -> nn.ModuleDict:
-    """model.uncertainty's modules: the Laplace head on the last features (`channels`, at
-    1/`upscale` of the output's resolution) and the novelty of the stride-8 features' style
-    (`style_channels`)."""
-    return nn.ModuleDict(
-        {"head": UncertaintyHead(channels, upscale), "novelty": Novelty(style_channels)}
-    )
-
-
-def _with_uncertainty(
-    parts: nn.ModuleDict, ab: torch.Tensor, last: torch.Tensor, styled: torch.Tensor
-) -> torch.Tensor:
-    """(B, 3, H, W): `ab` and the uncertainty u = b + p * GUESS_ERROR * |ab| (uncertainty.py):
-    `last` feeds the head (b), `styled` (the stride-8 features) the novelty (p)."""
-    scale = parts["head"](last)
-    if scale.shape[-2:] != ab.shape[-2:]:  # predicted at the output stride
-        scale = F.interpolate(scale, size=ab.shape[-2:], mode="bilinear", align_corners=False)
-    chroma = ab.detach().float().square().sum(dim=1, keepdim=True).sqrt()
-    guess = parts["novelty"](styled) * GUESS_ERROR * chroma
-    return torch.cat([ab, (scale + guess).to(ab.dtype)], dim=1)
 
 
 def _outputs(
@@ -208,13 +191,13 @@ def _outputs(
 ) -> torch.Tensor:
     """A generator's output tensor (batch.split_output) from its `ab`: spread toward the points
     of `hint_map` (None: not given, ab unchanged, as with no points); with model.uncertainty
-    its u (`_with_uncertainty` on `last` and `styled`); with a spread in `training`, the
+    its u (`with_uncertainty` on `last` and `styled`); with a spread in `training`, the
     generator's own ab before it as two more channels, whose L1 term (train.g_step) keeps it
     learning where the points take over (with no points it is all the model has)."""
     own = None
     if spread is not None and hint_map is not None:
         ab, own = spread(ab, l, hint_map), ab
-    out = ab if uncertainty is None else _with_uncertainty(uncertainty, ab, last, styled)
+    out = ab if uncertainty is None else with_uncertainty(uncertainty, ab, last, styled)
     return out if own is None or not training else torch.cat([out, own], dim=1)
 
 
@@ -287,16 +270,17 @@ def _ab_head(channels: int, upsample: str) -> nn.Sequential:
 
 
 def _decoder_levels(
-    widths: list[int], extra: int, pooled_l: int, norm: Norm, dropout: float
+    widths: list[int], extra: int, pooled_l: int, matched: int, norm: Norm, dropout: float
 ) -> nn.ModuleList:
     """Lite0UNet's decoder levels from stride 16 down, one per width: each joins the coarser
-    output, its skip, `extra` hint channels and (the last) `pooled_l` channels of L; the first
-    two get `dropout`."""
+    output, its skip, `extra` hint channels, (the last) `pooled_l` channels of L and (level
+    MATCH_LEVEL) `matched` channels of the reference match; the first two get `dropout`."""
     skips = list(reversed(TAP_CHANNELS[:-1]))  # stride 16, 8, 4, 2
     c_in = TAP_CHANNELS[-1]
     blocks: list[nn.Module] = []
     for i, (skip, width) in enumerate(zip(skips, widths, strict=False)):
         joined = skip + extra + (pooled_l if i == len(widths) - 1 else 0)
+        joined += matched if i == MATCH_LEVEL else 0
         blocks.append(_conv_block(c_in + joined, width, norm, dropout if i < 2 else 0.0))
         c_in = width
     return nn.ModuleList(blocks)
@@ -332,12 +316,12 @@ class Lite0UNet(nn.Module):
         hints: bool = False,
         output_stride: int = 1,
         uncertainty: bool = False,
-        reference: bool = False,
+        reference: bool | str = False,
         upsample: str = "bilinear",
     ) -> None:
         super().__init__()
-        if output_stride not in OUTPUT_STRIDES:
-            raise ValueError(f"output_stride must be 1, 2 or 4, got {output_stride}")
+        if output_stride not in OUTPUT_STRIDES or reference not in (False, True, *REFERENCE_KINDS):
+            raise ValueError(f"output_stride {output_stride} or reference {reference!r}")
         if upsample not in UPSAMPLES or (upsample != "bilinear" and output_stride == 1):
             raise ValueError(f"upsample {upsample!r} at output_stride {output_stride}")
         self.upsample = upsample
@@ -348,7 +332,8 @@ class Lite0UNet(nn.Module):
         levels = 3 if output_stride == 4 else 4  # stride 4 ends at the stride-4 level
         widths = [8 * base_channels, 4 * base_channels, 2 * base_channels, base_channels]
         pooled_l = 0 if output_stride == 1 else 1  # the last level's L, pooled to its stride
-        self.decoder = _decoder_levels(widths[:levels], extra, pooled_l, norm, dropout)
+        matched = MATCH_CHANNELS if reference == "match" else 0
+        self.decoder = _decoder_levels(widths[:levels], extra, pooled_l, matched, norm, dropout)
         c_in = widths[levels - 1]
         parts: list[nn.Module] = [self.decoder]
         if output_stride == 1:
@@ -370,13 +355,15 @@ class Lite0UNet(nn.Module):
             nn.init.zeros_(self.hint_stem.bias)  # type: ignore[arg-type]
         # model.uncertainty (uncertainty.py): built last, from its own random stream
         self.uncertainty = (
-            _uncertainty_parts(c_in, 1, TAP_CHANNELS[NOVELTY_LEVEL]) if uncertainty else None
+            uncertainty_parts(c_in, 1, TAP_CHANNELS[NOVELTY_LEVEL]) if uncertainty else None
         )
         # model.reference (reference.py): scales and shifts every decoder level's output
         modulated = widths[:levels] + ([base_channels] if output_stride == 1 else [])
         self.reference = ReferenceFilm(modulated) if reference else None
         # and picks colors on the stride-4 level's output (decoder level 2)
         self.palette = PaletteHead(widths[PALETTE_LEVEL], PALETTE_STRIDE) if reference else None
+        # model.reference_match (matching.py): the references' colors where the picture matches
+        self.match = ReferenceMatch(TAP_CHANNELS[2], TAP_CHANNELS[3]) if matched else None
         # spreads the points over the output, its boxes summed where the colors are made
         self.spread = HintSpread(output_stride) if hints else None
         self.frozen_groups: tuple[int, ...] = ()
@@ -411,9 +398,11 @@ class Lite0UNet(nn.Module):
         l: torch.Tensor,
         hints: torch.Tensor | None = None,
         reference: torch.Tensor | None = None,
+        exemplar: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """l: (B, 1, H, W) in [-1, 1] (+ hints (B, 3, H, W), see hints.py; + reference
-        (B, REFERENCE_CHANNELS), see reference.py) -> ab: (B, 2, H, W) in [-1, 1]."""
+        (B, REFERENCE_CHANNELS), see reference.py; + exemplar (B, R, 4, H', W'), see
+        matching.py) -> ab: (B, 2, H, W) in [-1, 1]."""
         _check_size(l, self.multiple)
         films = _films(self.reference, l, reference)
         rgb = to_input((l + 1.0) * 0.5)
@@ -423,7 +412,8 @@ class Lite0UNet(nn.Module):
         else:
             feats = self.encoder.features(_no_hints(rgb, hints))
         styled = feats[NOVELTY_LEVEL]
-        outputs = self._decode(feats, l, hint_map, films)
+        matched = match_maps(self.match, self._encode_reference, feats, exemplar)
+        outputs = self._decode(feats, l, hint_map, films, matched)
         x = outputs[-1]
         if self.output_stride > 1:  # ab at the output stride, upsampled to the input's size
             ab = self._full_size(self.head(x), l)
@@ -445,6 +435,7 @@ class Lite0UNet(nn.Module):
         l: torch.Tensor,
         hint_map: torch.Tensor | None,
         films: list[tuple[torch.Tensor, torch.Tensor]],
+        matched: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """The decoder levels' outputs (stride 16 down) on the encoder's features `feats`
         (stride 2 to 32; the coarsest is the start): each joins the upsampled map, its skip
@@ -458,11 +449,17 @@ class Lite0UNet(nn.Module):
             joined = [skip] if hint_map is None else [skip, _pooled(hint_map, skip)]
             if self.output_stride > 1 and index == len(self.decoder) - 1:
                 joined.append(F.avg_pool2d(l, self.output_stride))
+            if matched is not None and index == MATCH_LEVEL:
+                joined.append(_upsample(matched.to(skip.dtype), 2.0))
             x = block(torch.cat([_upsample(x, 2.0), *joined], dim=1))
             if films:
                 x = modulate(x, films[index])
             outputs.append(x)
         return outputs
+
+    def _encode_reference(self, gray: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's features (strides 2 to 16) of a reference's L scaled to [0, 1]."""
+        return self.encoder.features(to_input(gray), upto=4)
 
     def _full_size(self, coarse: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
         """The head's output at the output stride brought to l's size as `upsample` says."""

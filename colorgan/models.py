@@ -28,7 +28,7 @@ def build_generator(model: ModelConfig, pretrained: bool = False) -> ColorModel:
             hints=model.hints,
             output_stride=model.output_stride,
             uncertainty=model.uncertainty,
-            reference=model.reference,
+            reference="match" if model.reference and model.reference_match else model.reference,
             upsample=model.upsample,
         )
         if pretrained:  # read on a forked random stream: the rest is drawn as without

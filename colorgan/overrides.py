@@ -200,3 +200,75 @@ def parse_set(assignments: list[str]) -> dict[str, dict[str, Any]]:
             value = raw
         nested.setdefault(section, {})[name] = value
     return nested
+
+
+# Saved configs across versions: what an older config's missing keys meant, and the keys that
+# were removed (an old config at the value that meant "off" still loads; any other use is
+# refused with one line).
+SAVED = "saved config"  # how errors in one name it
+# A saved config's format (to_dict's top-level "version"; none: 1). Version 2 made the recipe
+# the default: a version-1 config without these model keys meant these values (from_dict).
+# Version 3 added model.reference_match (on): a config of version 2 or older without it is off.
+CONFIG_VERSION = 3
+VERSION_1_MODEL = {"output_stride": 1, "base_channels": 32, "upsample": "bilinear"}
+JOURNAL = "docs/journal/results.md"  # the experiments, dated, with their commands
+# Keys that lost there and were removed: the value that meant "off" (a config saved before holds
+# every key, and one at this value loads as if it were absent), and why.
+REMOVED_KEYS: dict[str, tuple[object, str]] = {
+    "model.decoder": ("conv", f"it lost to conv: {JOURNAL}"),
+    "loss.rebalance": (0.0, f"it made anime colors worse: {JOURNAL}"),
+    "loss.instance_noise": (0.0, f"it moved nothing beyond seed noise: {JOURNAL}"),
+    "loss.real_label": (1.0, f"label smoothing moved nothing beyond seed noise: {JOURNAL}"),
+}
+REMOVED_VALUES = {"model.upsample": {"guided": (f"it lost to affine: {JOURNAL}", "affine")}}
+
+
+def current(values: Any, source: str, missing: int | None) -> Any:
+    """Overrides (`values`: {section: {key: value}}) as this version means them: the top-level
+    `version` taken off (`missing` when there is none; None: a version is not allowed, as in
+    --set); a version-1 config's model section gets the version-1 values of the keys it lacks
+    (VERSION_1_MODEL, and the from-scratch U-Net when it is older than model.encoder); then the
+    removed keys (_without_removed)."""
+    if not isinstance(values, dict):
+        return values  # apply says what is wrong
+    values = dict(values)
+    version = CONFIG_VERSION if missing is None else values.pop("version", missing)
+    if type(version) is not int or not 1 <= version <= CONFIG_VERSION:
+        raise ConfigError(
+            f"{source}: config version {shown(version)} is not one this colorgan reads "
+            f"(1 to {CONFIG_VERSION}); was it written by a newer colorgan?"
+        )
+    model = values.get("model")
+    if version == 1 and (model is None or isinstance(model, dict)):
+        older = {} if model and "encoder" in model else {"encoder": "unet"}
+        values["model"] = {**VERSION_1_MODEL, **older, **(model or {})}
+    model = values.get("model")
+    if version <= 2 and (model is None or isinstance(model, dict)):
+        values["model"] = {"reference_match": False, **(model or {})}
+    return _without_removed(values, source)
+
+
+def _without_removed(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """`values` less the removed keys at the value that meant "off" (REMOVED_KEYS); ConfigError
+    naming any other use of a removed key or value (REMOVED_VALUES)."""
+    saved = source == SAVED
+    advice = "load it with the colorgan that wrote it" if saved else "drop it from the config"
+    kept: dict[str, Any] = {}
+    for section, keys in values.items():
+        if not isinstance(keys, dict):
+            kept[section] = keys  # apply says what is wrong
+            continue
+        kept[section] = {}
+        for key, value in keys.items():
+            full = f"{section}.{key}"
+            off, why = REMOVED_KEYS.get(full, (None, ""))
+            if why and value != off:
+                raise ConfigError(f"{source}: {full} was removed ({why}); {advice}")
+            gone = REMOVED_VALUES.get(full, {})
+            if isinstance(value, str) and value in gone:
+                why, instead = gone[value]
+                fix = advice if saved else f"use {instead}"
+                raise ConfigError(f"{source}: {full}={value} was removed ({why}); {fix}")
+            if not why:
+                kept[section][key] = value
+    return kept

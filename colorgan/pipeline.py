@@ -131,7 +131,8 @@ class _DecodeFiles(Dataset[Decoded]):
         except (UnreadableImage, HintError, DoesNotFit) as err:
             return Decoded(index, error=str(err))
         l_small = resize_l(lightness(picture.rgb, torch.device("cpu")), shape)
-        return Decoded(index, picture, l_small, request.inputs((height, width), shape))
+        given = request.for_picture(picture.rgb).inputs((height, width), shape)
+        return Decoded(index, picture, l_small, given)
 
 
 def _identity(item: Decoded) -> Decoded:

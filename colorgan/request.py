@@ -26,12 +26,15 @@ from typing import Any
 import torch
 from PIL import Image
 
+from colorgan import bank
+from colorgan.bank import BANK_TOP
 from colorgan.color import float_to_uint8
 from colorgan.config import ModelConfig, shown
 from colorgan.errors import ColorganError, UnreadableImage
 from colorgan.files import DEFAULT_MAX_PIXELS, load_picture, to_image
 from colorgan.hints import Hint, HintError, check_inside, render
-from colorgan.reference import ReferenceImageError, from_image
+from colorgan.matching import EXEMPLAR_MULTIPLE, exemplar_side, exemplar_slot
+from colorgan.reference import ReferenceImageError, from_image, reduce_image
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,24 @@ class Reference:
         return summaries[0] if len(summaries) == 1 else torch.cat(summaries).mean(0, True)
 
     @cached_property
+    def descriptors(self) -> torch.Tensor:
+        """Each image's bank descriptor (R, 1280) (bank.py), computed once."""
+        return torch.stack([bank.describe(reduce_image(image)) for image in self.images])
+
+    def closest(self, rgb: torch.Tensor) -> Reference:
+        """The reference a picture (RGB (1, 3, H, W), uint8 or [0, 1]) uses: these images, or
+        of a bank of more than BANK_TOP, the BANK_TOP closest to it (bank.py)."""
+        if len(self.sources) <= BANK_TOP:
+            return self
+        chosen = bank.closest(bank.describe(rgb), self.descriptors)
+        return Reference(tuple(self.images[i] for i in chosen), self.max_pixels)
+
+    def exemplar(self, side: int) -> torch.Tensor:
+        """The exemplar input (1, R, 4, side, side) of these images (matching.py), on the CPU."""
+        slots = [exemplar_slot(reduce_image(image)[0], side) for image in self.images]
+        return torch.stack(slots)[None]
+
+    @cached_property
     def digest(self) -> str:
         """The summary's identity (sha256 of its float32 bytes): the same colors, the same key."""
         data = self.summary.to(torch.float32).contiguous().numpy().tobytes()
@@ -188,7 +209,16 @@ class Request:
             given["hints"] = render(self.points, image_hw, working_hw)[None]
         if self.reference is not None:
             given["reference"] = self.reference.summary
+            side = exemplar_side(working_hw, EXEMPLAR_MULTIPLE)
+            given["exemplar"] = self.reference.exemplar(side)
         return given
+
+    def for_picture(self, rgb: torch.Tensor) -> Request:
+        """This request as one picture (RGB (1, 3, H, W)) uses it: of a reference bank, the
+        images closest to it (Reference.closest)."""
+        if self.reference is None:
+            return self
+        return self.with_reference(self.reference.closest(rgb))
 
     def check_inside(self, image_hw: tuple[int, int]) -> None:
         """HintError naming the first point outside an image of `image_hw` (h, w) pixels."""
@@ -215,18 +245,22 @@ class Capabilities:
     reference: bool = False
     uncertainty: bool = False
     caution: float = 0.0
+    match: bool = False  # the reference also matched place by place (model.reference_match)
 
     @classmethod
     def of(cls, model: ModelConfig) -> Capabilities:
         """A model's, from its config (a checkpoint's or a model folder's)."""
         caution = model.caution if model.uncertainty else 0.0
-        return cls(**{name: bool(getattr(model, name)) for name in INPUTS}, caution=caution)
+        match = model.reference and model.reference_match
+        takes = {name: bool(getattr(model, name)) for name in INPUTS}
+        return cls(**takes, caution=caution, match=match)
 
     @classmethod
     def of_graph(cls, names: Sequence[str], uncertainty: bool, caution: float) -> Capabilities:
         """An exported model's, from its graph's input names and its metadata."""
         takes = {name: name in names for name in INPUTS if name != "uncertainty"}
-        return cls(**takes, uncertainty=uncertainty, caution=caution if uncertainty else 0.0)
+        caution = caution if uncertainty else 0.0
+        return cls(**takes, uncertainty=uncertainty, caution=caution, match="exemplar" in names)
 
     def refusal(self, name: str, what: str) -> ColorganError:
         """The one line for `what` (e.g. "--hints pts.json") asking for INPUTS[name] of a

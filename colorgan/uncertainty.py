@@ -36,6 +36,7 @@ import math
 from collections.abc import Iterable, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from colorgan.color import AB_SCALE
@@ -209,3 +210,25 @@ def _fit(novelty: Novelty, styles: torch.Tensor) -> None:
     novelty.mean.copy_(mean.float().to(device))
     novelty.precision.copy_(precision.float().to(device))
     novelty.scale.copy_(torch.quantile(distances, NOVELTY_QUANTILE).clamp_min(1e-6).float())
+
+
+def uncertainty_parts(channels: int, upscale: int, style_channels: int) -> nn.ModuleDict:
+    """model.uncertainty's modules: the Laplace head on the last features (`channels`, at
+    1/`upscale` of the output's resolution) and the novelty of the stride-8 features' style
+    (`style_channels`)."""
+    return nn.ModuleDict(
+        {"head": UncertaintyHead(channels, upscale), "novelty": Novelty(style_channels)}
+    )
+
+
+def with_uncertainty(
+    parts: nn.ModuleDict, ab: torch.Tensor, last: torch.Tensor, styled: torch.Tensor
+) -> torch.Tensor:
+    """(B, 3, H, W): `ab` and the uncertainty u = b + p * GUESS_ERROR * |ab| (uncertainty.py):
+    `last` feeds the head (b), `styled` (the stride-8 features) the novelty (p)."""
+    scale = parts["head"](last)
+    if scale.shape[-2:] != ab.shape[-2:]:  # predicted at the output stride
+        scale = F.interpolate(scale, size=ab.shape[-2:], mode="bilinear", align_corners=False)
+    chroma = ab.detach().float().square().sum(dim=1, keepdim=True).sqrt()
+    guess = parts["novelty"](styled) * GUESS_ERROR * chroma
+    return torch.cat([ab, (scale + guess).to(ab.dtype)], dim=1)

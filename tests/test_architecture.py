@@ -13,9 +13,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "colorgan"
 # module level and inside functions alike).
 LAYERS = [
     {"errors", "color", "metrics", "ema"},
-    {"files", "batch", "connections", "device", "hub", "lite0", "overrides", "reference",
-     "uncertainty", "uploads"},
-    {"config", "ddp", "figures", "hints", "losses", "set_distance", "speed"},
+    {"files", "batch", "connections", "device", "hub", "lite0", "matching", "overrides",
+     "reference", "uncertainty", "uploads"},
+    {"bank", "config", "ddp", "figures", "hints", "losses", "pairs", "set_distance", "speed"},
     {"data", "generator", "request", "runlog", "scores", "suggest"},
     {"card", "discriminator", "models", "prepare"},
     {"state"},
@@ -31,7 +31,9 @@ LAYERS = [
     {"__init__", "__main__"},
 ]  # fmt: skip
 # The modules that hold networks: they take explicit arguments, never the config object.
-NETWORKS = ["generator", "discriminator", "lite0", "reference", "uncertainty", "hints", "losses"]
+NETWORKS = [
+    "generator", "discriminator", "lite0", "matching", "reference", "uncertainty", "hints", "losses"
+]  # fmt: skip
 MAX_MODULE_LINES = 500
 MAX_PARAMETERS = 8  # besides self / cls
 MAX_FUNCTION_LINES = 60

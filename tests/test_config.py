@@ -144,10 +144,10 @@ def test_the_recipes_use_the_lighter_generator(name: str) -> None:
 
 def test_a_saved_config_carries_its_version() -> None:
     saved = to_dict(load_config(None))
-    assert saved["version"] == 2
+    assert saved["version"] == 3
     assert set(saved) == {"version", "data", "model", "loss", "optim", "train"}
-    with pytest.raises(ConfigError, match=r"^saved config: config version 3 is not one"):
-        from_dict({**saved, "version": 3})
+    with pytest.raises(ConfigError, match=r"^saved config: config version 4 is not one"):
+        from_dict({**saved, "version": 4})
     with pytest.raises(ConfigError, match="unknown section 'version'"):
         load_config(None, ["version.x=1"])
 
@@ -167,6 +167,20 @@ def test_a_config_saved_before_the_recipe_was_the_default_keeps_its_meaning() ->
         16,
         "affine",
     )
+
+
+def test_a_reference_model_saved_before_the_match_keeps_the_palette_alone() -> None:
+    """A version-2 config (or older) has no model.reference_match: its reference model was the
+    histogram's alone, so it loads without the match (and builds the network it saved)."""
+    saved = to_dict(load_config(None, ["model.reference=true"]))
+    assert saved["model"]["reference_match"] is True  # today's default
+    del saved["model"]["reference_match"]
+    assert from_dict({**saved, "version": 2}).model.reference_match is False
+    del saved["version"]
+    assert from_dict(saved).model.reference_match is False
+    assert from_dict(to_dict(load_config(None, ["model.reference=true"]))).model.reference_match
+    unet = load_config(None, ["model.encoder=unet", "model.reference=true"]).model
+    assert unet.reference_match is False  # the U-Net takes the histogram alone
 
 
 # A config saved by the code before the removals holds every removed key at its "off" value.

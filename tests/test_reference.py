@@ -237,8 +237,9 @@ def test_building_the_film_leaves_the_other_weights_and_the_global_rng(
     settings: list[str],
 ) -> None:
     def build(reference: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        config = load_config(None, [*settings, "model.base_channels=8",
-                                    f"model.reference={str(reference).lower()}"])  # fmt: skip
+        config = load_config(None, [*settings, "model.base_channels=8",  # the palette alone
+                                    f"model.reference={str(reference).lower()}",
+                                    "model.reference_match=false"])  # fmt: skip
         torch.manual_seed(7)
         generator = build_generator(config.model, pretrained=False)
         assert (generator.reference is not None) == reference
