@@ -49,7 +49,7 @@ def _error(crops: object, truth: torch.Tensor) -> torch.Tensor:
     return (crops.ab_fake - truth).abs().sum(1, keepdim=True)  # type: ignore[attr-defined]
 
 
-def placed_maps(generator, rgb, weight: str, most: int, cpu) -> tuple[list, list]:  # noqa: ANN001
+def placed_maps(generator, rgb, weight: str, most: int, cpu) -> tuple[list, list]:
     """Hint maps after 0..most points chosen with `weight`, and each point's (row, col, share
     of the picture's error in reach, its error / the mean error) when placed."""
     truth = to_batch(rgb, cpu).ab_real
@@ -62,14 +62,18 @@ def placed_maps(generator, rgb, weight: str, most: int, cpu) -> tuple[list, list
         placed = maps[-1].clone()
         for i, crop_map in enumerate(placed):
             l, ab_fake = crops.l[i : i + 1], crops.ab_fake[i : i + 1]
-            w = {"uncertainty": None if crops.uncertainty is None else crops.uncertainty[i : i + 1],
-                 "uniform": None, "truth": error[i : i + 1]}[weight]
+            w = {
+                "uncertainty": None if crops.uncertainty is None else crops.uncertainty[i : i + 1],
+                "uniform": None,
+                "truth": error[i : i + 1],
+            }[weight]
             hw = (truth.shape[2], truth.shape[3])
             for point in suggest(l, ab_fake, w, crop_map[None], 1, hw):
                 row, col = int(point.y), int(point.x)
                 half = max(1, round(hw[0] * REACH))
                 bands = _bands(l)
-                box = (slice(max(0, row - half), row + half + 1), slice(max(0, col - half), col + half + 1))
+                rows = slice(max(0, row - half), row + half + 1)
+                box = (rows, slice(max(0, col - half), col + half + 1))
                 inside = (bands[0, 0][box] == bands[0, 0, row, col]).float()
                 e = error[i, 0]
                 share = float((e[box] * inside).sum() / e.sum().clamp_min(1e-12))
@@ -118,11 +122,21 @@ def main() -> None:
         print(f"{start + len(chunk)}/{len(paths)}", flush=True)
     n = len(paths)
     result = {
-        "checkpoint": str(args.checkpoint), "data": str(args.data), "images": n, "size": size,
+        "checkpoint": str(args.checkpoint),
+        "data": str(args.data),
+        "images": n,
+        "size": size,
         "spearman_uncertainty_error": sum(rho) / len(rho) if rho else None,
-        "delta_e2000": {w: dict(zip(map(str, COUNTS), (v / n for v in vals))) for w, vals in de.items()},
-        "where": {w: {"error_share_in_reach": sum(s for s, _ in v) / len(v),
-                      "error_at_point_over_mean": sum(r for _, r in v) / len(v)} for w, v in where.items()},
+        "delta_e2000": {
+            w: {str(c): v / n for c, v in zip(COUNTS, vals, strict=True)} for w, vals in de.items()
+        },
+        "where": {
+            w: {
+                "error_share_in_reach": sum(s for s, _ in v) / len(v),
+                "error_at_point_over_mean": sum(r for _, r in v) / len(v),
+            }
+            for w, v in where.items()
+        },
     }
     print(json.dumps(result, indent=1))
     if args.json:
