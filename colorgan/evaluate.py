@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,14 +35,13 @@ from colorgan.color import (
 from colorgan.data import ColorImages, scan_images
 from colorgan.device import check_fits, resolve_device
 from colorgan.errors import EvaluateError
-from colorgan.files import DECODE_ERRORS, decode_reason, load_rgb
 from colorgan.generator import ColorModel
 from colorgan.hints import EVAL_PATCH, HINT_CHANNELS, eval_points, patch_side, place_patch
 from colorgan.losses import l1_loss
 from colorgan.metrics import METRIC_KEYS, colorfulness, delta_e2000_pixels, image_metrics
 from colorgan.modeldir import ModelSource, load_model, resolve_model
 from colorgan.models import bytes_per_pixel
-from colorgan.reference import from_image, summarize
+from colorgan.protocols import Inputs, Protocol, protocol
 from colorgan.request import Capabilities
 from colorgan.scores import (
     Scores,
@@ -105,19 +104,22 @@ def colorize_crops(
     rgb: torch.Tensor,
     device: torch.device,
     hints: torch.Tensor | None = None,
-    reference: torch.Tensor | None = None,
+    reference: Inputs | None = None,
 ) -> Crops:
-    """Crops (B, 3, S, S) uint8 (and color points, a hint map (B, 3, S, S); and reference
-    summaries (B, 257), reference.py) -> their gray and colorized versions (the model's colors
+    """Crops (B, 3, S, S) uint8 (and color points, a hint map (B, 3, S, S); and the inputs of
+    their references, protocols.py) -> their gray and colorized versions (the model's colors
     as they are: caution 0), rounded to 8 bits. The model sees the Lab L of the 8-bit gray
     image, as a user's gray file would give it, so output and gray share their lightness
-    exactly."""
+    exactly. A model without model.reference_match takes the references' summary alone."""
     gray = uint8_to_float(float_to_uint8(rgb_to_gray_rgb(uint8_to_float(rgb.to(device)))))
     l, _ = rgb_to_l_ab(gray)  # (B, 1, S, S) in [-1, 1]
+    given = dict(reference or {})
+    if getattr(generator, "match", None) is None:
+        given.pop("exemplar", None)
     batch = Batch(
         l=l,
         hints=None if hints is None else hints.to(device),
-        reference=None if reference is None else reference.to(device),
+        **{name: value.to(device) for name, value in given.items()},
     )
     prediction = predict(generator, batch)
     ab_fake = prediction.ab.float()  # (B, 2, S, S) in [-1, 1]
@@ -143,25 +145,6 @@ def validation_metrics(
             sums[f"val_{key}"] += float(values[key].sum())
         count += rgb.shape[0]
     return {k: v / max(count, 1) for k, v in sums.items()}
-
-
-References = Callable[[Sequence[Path], torch.Tensor], torch.Tensor]
-SELF_REFERENCE = "self"  # --reference self: each image's own colors (the upper bound)
-
-
-def self_reference(paths: Sequence[Path], rgb: torch.Tensor) -> torch.Tensor:
-    """--reference self: the summary of each crop's own colors."""
-    return summarize(to_batch(rgb, torch.device("cpu")).ab_real)
-
-
-def file_reference(path: Path) -> References:
-    """--reference FILE: one image's colors for every crop; EvaluateError if it cannot be read."""
-    try:
-        summary = from_image(load_rgb(path))
-    except DECODE_ERRORS as err:
-        reason = decode_reason(err)
-        raise EvaluateError(f"--reference {path}: cannot read the image ({reason})") from None
-    return lambda paths, rgb: summary.expand(rgb.shape[0], -1)
 
 
 CALIBRATION_PIXELS = 4096  # pixels per image (a fixed random subset) for uncertainty_spearman
@@ -205,7 +188,7 @@ class Scoring:
     batch_size: int = DEFAULT_BATCH_SIZE
     quiet: bool = False
     caution: float = 0.0
-    reference: References | None = None
+    reference: Protocol | None = None
 
 
 # where evaluate's test points go: random (Zhang et al.'s simulated user: around the center),
@@ -217,7 +200,7 @@ PLACEMENTS = ("random", "suggested")
 class Trial:
     """What evaluate measures besides the model's own colors (the CLI's options): `hints`
     (numbers of test points: by_hints, placed as `placement` says), `cautions` (by_caution),
-    `reference` ("self" or an image file: every crop colorized with it) and `fid`."""
+    `reference` (protocols.py: "self", "sibling", an image file or a folder) and `fid`."""
 
     hints: tuple[int, ...] = ()
     cautions: tuple[float, ...] = ()
@@ -265,7 +248,9 @@ def evaluate_images(
     fids = make_fid(device) if fid else None
     reference_colorfulness, done = 0.0, 0
     for rgb in tqdm(loader, desc="evaluating", unit="batch", disable=True if quiet else None):
-        summaries = None if reference is None else reference(paths[done : done + len(rgb)], rgb)
+        summaries = (
+            None if reference is None else reference.inputs(paths[done : done + len(rgb)], rgb)
+        )
         done += len(rgb)
         crops = colorize_crops(generator, rgb, device, reference=summaries)
         real = uint8_to_float(rgb)
@@ -309,7 +294,7 @@ def _point_maps(rgb: torch.Tensor, names: Sequence[str], count: int) -> torch.Te
 
 
 def _suggested_maps(
-    generator: ColorModel, rgb: torch.Tensor, most: int, scoring: Scoring, reference: Any
+    generator: ColorModel, rgb: torch.Tensor, most: int, scoring: Scoring, reference: Inputs | None
 ) -> list[torch.Tensor]:
     """The hint maps (B, 3, S, S) of 0, 1, ... `most` suggested points per crop: a simulated
     user who gives the truth's mean color over an EVAL_PATCH patch at each place
@@ -338,9 +323,9 @@ def _points_batch(
     maps: torch.Tensor,
     device: torch.device,
     caution: float = 0.0,
-    reference: torch.Tensor | None = None,
+    reference: Inputs | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], float, int]:
-    """One batch with its test points `maps` (B, 3, S, S) (and its `reference` summaries): the
+    """One batch with its test points `maps` (B, 3, S, S) (and its references' inputs): the
     8-bit output (at `caution`), its metrics, and the CIEDE2000 summed over the hinted pixels
     with their number."""
     fake = colorize_crops(generator, rgb, device, maps, reference).at_caution(caution)
@@ -376,7 +361,7 @@ def hint_scores(
         batch_paths = paths[done : done + rgb.shape[0]]
         names = [p.name for p in batch_paths]
         done += rgb.shape[0]
-        summaries = None if reference is None else reference(batch_paths, rgb)
+        summaries = None if reference is None else reference.inputs(batch_paths, rgb)
         if network is not None:
             real_features.append(lite0_features(network, uint8_to_float(rgb)))
         suggested = []
@@ -434,9 +419,12 @@ def evaluate_checkpoint(
         f"evaluating {batch_size} crops of {size}x{size} at once",
         "use a smaller --size or --batch-size",
     )
-    references = _references(trial.reference)
-    scoring = Scoring(size, target, batch_size, quiet, capabilities.caution, references)
     scan = scan_images(data, config.data.gray_threshold, limit=limit, quiet=quiet)
+    references = None
+    if trial.reference is not None:
+        threshold = config.data.gray_threshold
+        references = protocol(trial.reference, scan.usable, size, threshold)
+    scoring = Scoring(size, target, batch_size, quiet, capabilities.caution, references)
     if scan.grayscale or scan.unreadable:
         log.warning(
             "evaluating %d color image(s); skipped %d grayscale and %d unreadable",
@@ -445,23 +433,15 @@ def evaluate_checkpoint(
             len(scan.unreadable),
         )
     result = evaluate_images(generator, scan.usable, scoring, trial.fid, trial.cautions)
-    if trial.reference is not None:
-        result["reference"] = str(trial.reference)
+    if references is not None:
+        result["reference"] = references.name
+        result["reference_missing"] = references.missing
     if trial.hints:
         result["by_hints"] = hint_scores(
             generator, scan.usable, scoring, trial.hints, trial.placement
         )
         result["hint_placement"] = trial.placement
     return result
-
-
-def _references(reference: str | Path | None) -> References | None:
-    """--reference's References (None: none); EvaluateError for a file that cannot be read."""
-    if reference is None:
-        return None
-    if str(reference) == SELF_REFERENCE:
-        return self_reference
-    return file_reference(Path(reference))
 
 
 def parse_counts(text: str) -> list[int]:

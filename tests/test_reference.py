@@ -24,6 +24,7 @@ from colorgan.errors import ColorganError
 from colorgan.files import find_images
 from colorgan.generator import Generator, Lite0UNet
 from colorgan.models import build_generator
+from colorgan.protocols import protocol
 from colorgan.reference import (
     GATE_START,
     REFERENCE_BINS,
@@ -486,9 +487,10 @@ def test_evaluate_with_reference_self_or_a_file(
 
 def test_evaluate_self_reference_is_each_crops_own_colors() -> None:
     rgb = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
-    summaries = evaluate.self_reference([Path(f"{i}.png") for i in range(3)], rgb)
-    for crop, summary in zip(rgb, summaries, strict=True):
+    given = protocol("self", [], 16, 4.0).inputs([Path(f"{i}.png") for i in range(3)], rgb)
+    for crop, summary in zip(rgb, given["reference"], strict=True):
         assert torch.equal(summary, summarize(_crop_ab(crop)[None])[0])
+    assert given["exemplar"].shape == (3, 1, 4, 16, 16)  # each crop itself, as the match sees it
 
 
 @pytest.mark.parametrize("case", ["no reference input", "unreadable file", "missing file"])
