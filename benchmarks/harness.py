@@ -30,6 +30,7 @@ from colorgan.checkpoint import save_checkpoint  # noqa: E402
 from colorgan.config import DataConfig, load_config, to_dict  # noqa: E402
 from colorgan.hints import simulate  # noqa: E402
 from colorgan.models import build_generator  # noqa: E402
+from colorgan.reference import summarize  # noqa: E402
 
 
 def random_checkpoint(path: Path, size: int) -> Path:
@@ -50,16 +51,25 @@ def random_checkpoint(path: Path, size: int) -> Path:
     return path
 
 
-def random_batch(batch: int, size: int, device: torch.device, hints: bool = False) -> Batch:
+def random_batch(
+    batch: int, size: int, device: torch.device, hints: bool = False, reference: str = ""
+) -> Batch:
     """A fixed random training batch: l in [-1, 1], ab in [-0.5, 0.5]; with `hints` (a
     model.hints config), color points drawn by the data's simulated user (hints.simulate at
-    data.hint_p and data.hint_max_patch's defaults: mean 7 points, none in 1 of 8)."""
+    data.hint_p and data.hint_max_patch's defaults: mean 7 points, none in 1 of 8); with
+    `reference` "palette" each image's own summary, "match" also its own exemplar (one slot)."""
     gen = torch.Generator().manual_seed(0)
     l = torch.rand(batch, 1, size, size, generator=gen) * 2 - 1
     ab = torch.rand(batch, 2, size, size, generator=gen) - 0.5
     user = (DataConfig.hint_p, DataConfig.hint_max_patch)
     maps = torch.stack([simulate(a, *user, gen) for a in ab]) if hints else None
-    return Batch(l=l.to(device), ab=ab.to(device), hints=None if maps is None else maps.to(device))
+    given = {}
+    if reference:
+        given["reference"] = summarize(ab).to(device)
+    if reference == "match":
+        given["exemplar"] = torch.cat([l, ab, torch.ones_like(l)], dim=1)[:, None].to(device)
+    hint_maps = None if maps is None else maps.to(device)
+    return Batch(l=l.to(device), ab=ab.to(device), hints=hint_maps, **given)
 
 
 def pick_device(name: str) -> torch.device:

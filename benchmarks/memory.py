@@ -145,9 +145,12 @@ class _Kept:
         self.counter.release(self.key)
 
 
+EXTRA: list[str] = []  # --set: more config settings (e.g. model.reference=true)
+
+
 def seed_state(amp: str, size: int, batch: int, device: torch.device) -> State:
-    """The seed recipe's training state at `size` and `batch` on `device`."""
-    sets = [f"train.amp={amp}", "loss.vgg_weights=random", f"data.image_size={size}"]
+    """The seed recipe's training state at `size` and `batch` on `device` (with EXTRA)."""
+    sets = [f"train.amp={amp}", "loss.vgg_weights=random", f"data.image_size={size}", *EXTRA]
     sets += [f"train.batch_size={batch}", f"train.device={device}"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "random VGG16 weights": intended here
@@ -186,7 +189,9 @@ def saved_peak(amp: str, size: int, batch: int, device: torch.device) -> dict[st
         for t in [*m.parameters(), *m.buffers()]
     }
     counter = SavedTensors(exclude)
-    data = harness.random_batch(batch, size, device, state.config.model.hints)
+    m = state.config.model
+    reference = ("match" if m.reference_match else "palette") if m.reference else ""
+    data = harness.random_batch(batch, size, device, m.hints, reference)
     with counter.labelled(networks(state)):
         train_step(state, data)
     return {
@@ -217,7 +222,9 @@ def measured_peak(amp: str, size: int, batch: int, device: torch.device) -> dict
     gc.collect()
     torch.cuda.empty_cache()  # so the reserved peak is this run's own
     state = seed_state(amp, size, batch, device)
-    data = harness.random_batch(batch, size, device, state.config.model.hints)
+    m = state.config.model
+    reference = ("match" if m.reference_match else "palette") if m.reference else ""
+    data = harness.random_batch(batch, size, device, m.hints, reference)
     for _ in range(2):  # the optimizers' states exist after the first step
         train_step(state, data)
     harness.sync(device)
@@ -293,7 +300,9 @@ def main() -> None:
     parser.add_argument("--probe-batch", type=int, default=1)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--set", action="append", default=[], help="a config setting (repeat)")
     args = parser.parse_args()
+    EXTRA.extend(args.set)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = harness.pick_device(args.device)
