@@ -17,7 +17,7 @@ LAYERS = [
      "reference", "uncertainty", "uploads"},
     {"bank", "config", "ddp", "figures", "hints", "losses", "pairs", "set_distance", "speed"},
     {"data", "generator", "request", "runlog", "scores", "suggest"},
-    {"card", "discriminator", "models", "prepare"},
+    {"card", "discriminator", "models", "prepare", "protocols"},
     {"state"},
     {"checkpoint"},
     {"modeldir", "run"},
