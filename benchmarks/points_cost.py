@@ -167,7 +167,7 @@ def click_calls(checkpoint: Path, image: Image.Image, size: int, folder: Path) -
     """serve's colorize_bytes at working size `size` through onnxruntime, with and without
     POINTS points."""
     from colorgan.export import export_onnx
-    from colorgan.serve import colorize_bytes
+    from colorgan.serve import Upload, colorize_bytes
 
     onnx_path = folder / "model.onnx"
     export_onnx(checkpoint, onnx_path)
@@ -179,8 +179,10 @@ def click_calls(checkpoint: Path, image: Image.Image, size: int, folder: Path) -
     pixels = image.width * image.height
     return in_turns(
         {
-            f"{POINTS} points": lambda: colorize_bytes(colorizer, data, size, pixels, points),
-            "no points": lambda: colorize_bytes(colorizer, data, size, pixels),
+            f"{POINTS} points": lambda: colorize_bytes(
+                colorizer, Upload(data, points), size, pixels
+            ),
+            "no points": lambda: colorize_bytes(colorizer, Upload(data), size, pixels),
         },
         warmup=2,
         runs=10,

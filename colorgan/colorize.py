@@ -30,16 +30,14 @@ from colorgan.color import float_to_uint8, lab_in_gamut, rgb_to_l_ab, uint8_to_l
 from colorgan.config import shown
 from colorgan.device import check_fits, free_memory, resolve_device
 from colorgan.errors import ColorganError
-from colorgan.files import (
-    Picture,
-    to_image,
-    to_picture,
-)
+from colorgan.files import Picture, to_image, to_picture
+from colorgan.generator import Lite0UNet
 from colorgan.hints import Hint
 from colorgan.hub import PREFIX as HUB_PREFIX
-from colorgan.matching import stack_exemplars
+from colorgan.matching import confidence_map, stack_exemplars
 from colorgan.modeldir import ModelSource, load_model, resolve_model
 from colorgan.models import DEFAULT_BYTES_PER_PIXEL, bytes_per_pixel
+from colorgan.reference import ReferenceImageError
 from colorgan.request import INPUTS, NOTHING, PLAIN, Capabilities, Request, check_caution
 from colorgan.speed import fast_model
 from colorgan.suggest import MAX_SUGGESTIONS, suggest
@@ -173,6 +171,7 @@ class Colorizer:
         self.bytes_per_pixel = bytes_per_pixel + _COLOR_BYTES_PER_PIXEL
         self.source = ""  # what it was loaded from: a path, or hf://owner/name@<commit>
         self.revision: str | None = None  # the Hub commit of a model from the Hub
+        self.generator: nn.Module | None = None  # the network itself (PyTorch), uncompiled
 
     @classmethod
     def from_source(
@@ -202,6 +201,7 @@ class Colorizer:
                 Capabilities.of(config.model),
                 bytes_per_pixel(generator),
             )
+            colorizer.generator = getattr(fast, "_orig_mod", fast)  # torch.compile's module
         colorizer.source, colorizer.revision = source.name, source.revision
         return colorizer
 
@@ -259,6 +259,10 @@ class Colorizer:
         """The (h, w) the model sees `picture` at, for working size `size` (default: the
         training size)."""
         size = self.image_size if size is None else size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ColorganError(
+                f"working size must be a positive whole number of pixels, got {shown(size)}"
+            )
         return working_shape(picture.rgb.shape[1], picture.rgb.shape[2], size, self.multiple)
 
     def check_shape(self, shape: tuple[int, int]) -> None:
@@ -337,6 +341,47 @@ class Colorizer:
         [(l, prediction)] = self.predict_pictures([picture], size, [request])
         return suggestions(l, prediction, request, n)
 
+    def reference_match(
+        self,
+        image: Image.Image,
+        reference: Image.Image | Path | Sequence[Image.Image | Path],
+        size: int | None = None,
+    ) -> Image.Image:
+        """Where `image` matches its `reference` images (one, a list, a folder: a bank), as a
+        model trained with model.reference_match sees it: a grayscale ('L') map at the image's
+        size, white where a place looks like some place of the references (cosine similarity
+        of their features 1), black where nothing does (0 or less). PyTorch models only."""
+        return self.match_map(to_picture(_image(image)), Request.of(reference=reference), size)
+
+    @torch.inference_mode()
+    def match_map(self, picture: Picture, request: Request, size: int | None = None) -> Image.Image:
+        """`reference_match` of a decoded picture, for the reference of its Request."""
+        generator = self.match_network()
+        if request.reference is None:
+            raise ReferenceImageError("the match map needs a reference: give one or more images")
+        shape = self.working_shape(picture, size)
+        self.check_shape(shape)
+        l = lightness(picture.rgb, self.device)  # (1, 1, H, W) in [-1, 1]
+        given = request.for_picture(picture.rgb).inputs((l.shape[2], l.shape[3]), shape)
+        exemplar = given["exemplar"].to(self.device)
+        confidence = generator.match_confidence(resize_l(l, shape), exemplar)
+        full = F.interpolate(confidence, size=l.shape[2:], mode="bilinear", align_corners=False)
+        return Image.fromarray(confidence_map(full)[0, 0].cpu().numpy())  # 2-D uint8: 'L'
+
+    def match_network(self) -> Lite0UNet:
+        """The generator that draws the match map, or why there is none (one line)."""
+        if not self.capabilities.match:
+            raise ReferenceImageError(
+                "the match map: this model was trained without model.reference_match (it does "
+                "not match its references place by place); use a model trained with it"
+            )
+        if not isinstance(self.generator, Lite0UNet):
+            raise ColorganError(
+                f"the match map: {self.source or 'this model'} is an ONNX graph, which gives "
+                f"colors alone; use the checkpoint or model folder it was exported from"
+            )
+        return self.generator
+
     def colorize_batch(
         self,
         images: Sequence[Image.Image],
@@ -367,13 +412,8 @@ class Colorizer:
             raise ColorganError(f"{len(requests)} requests for {len(pictures)} images")
         for request in requests:
             self.capabilities.check(request)
-        size = self.image_size if size is None else size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ColorganError(
-                f"working size must be a positive whole number of pixels, got {shown(size)}"
-            )
+        shapes = [self.working_shape(p, size) for p in pictures]
         l_full = [lightness(p.rgb, self.device) for p in pictures]  # (1, 1, H, W) in [-1, 1]
-        shapes = [working_shape(l.shape[2], l.shape[3], size, self.multiple) for l in l_full]
         given = [
             r.for_picture(p.rgb).inputs((l.shape[2], l.shape[3]), shape)
             for r, p, l, shape in zip(requests, pictures, l_full, shapes, strict=True)
@@ -452,14 +492,3 @@ def _image(image: object) -> Image.Image:
     if not isinstance(image, Image.Image):
         raise ColorganError(f"image must be a PIL image (PIL.Image.open(path)), got {shown(image)}")
     return image
-
-
-def load_colorizer(
-    path: str | Path,
-    device: str = "auto",
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    compile_model: bool = False,
-) -> Colorizer:
-    """A Colorizer for MODEL: a training checkpoint (.pt), an exported .onnx file, a model
-    folder or hf://owner/name[@revision]."""
-    return Colorizer.from_checkpoint(path, device, batch_size, compile_model)

@@ -3,11 +3,13 @@ onnxruntime as a Colorizer backend.
 
 The file holds the generator only, traced through `batch.Generate`: its inputs are
 `batch.INPUT_NAMES` (l (B, 1, H, W) in [-1, 1], hints with model.hints, reference (B, 257) with
-model.reference), its output ab
+model.reference, exemplar (B, R, 4, S, S) with model.reference_match: any number R of reference
+slots, any square side S a multiple of 32), its output ab
 (B, 2, H, W) in [-1, 1] (with model.uncertainty (B, 3, H, W): ab and the uncertainty), with H and
 W any multiples of 2**depth, plus metadata_props naming the checkpoint's working size, depth and
 (model.uncertainty) default caution, so an .onnx file alone rebuilds a Colorizer with the same
-defaults as the .pt it came from.
+defaults as the .pt it came from. The graph compares every place of a picture with its
+references at once (PyTorch does it in chunks of matching.QUERY_CHUNK, to bound the memory).
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from colorgan.errors import ColorganError, MissingDependency, OnnxModelError
 from colorgan.files import atomic_write
 from colorgan.generator import ColorModel
 from colorgan.hints import HINT_CHANNELS, no_points
+from colorgan.matching import EXEMPLAR_CHANNELS, EXEMPLAR_MULTIPLE
 from colorgan.modeldir import load_model, resolve_model
-from colorgan.reference import REFERENCE_CHANNELS, no_reference, summarize
+from colorgan.reference import no_reference, summarize
 from colorgan.request import PLAIN, Capabilities
 
 OPSET = 18  # the torch.export-based exporter's own opset (17 is the floor the task sets)
@@ -93,14 +96,17 @@ def _onnx_program(generator: ColorModel, metadata: dict[str, str]) -> Any:
             f"exporting to ONNX needs onnx and onnxscript: {INSTALL_HINT}"
         ) from None
     m = generator.multiple
-    side = 2 * m  # batch 2: a size-1 dim would be specialised
-    hints = torch.zeros(2, HINT_CHANNELS, side, side) if generator.hints else None
-    reference = torch.zeros(2, REFERENCE_CHANNELS) if generator.reference is not None else None
-    inputs = model_inputs(Batch(l=torch.zeros(2, 1, side, side), hints=hints, reference=reference))
+    side = 2 * m  # batch 2 (and 2 reference slots): a size-1 dim would be specialised
+    example = _example(generator, 2, side, None)
+    inputs = model_inputs(example)
     names = tuple(inputs)
     batch, h, w = torch.export.Dim("batch"), m * torch.export.Dim("h"), m * torch.export.Dim("w")
-    # every image input shares batch, height and width; the reference summary only the batch
+    slots, square = torch.export.Dim("slots"), EXEMPLAR_MULTIPLE * torch.export.Dim("side")
+    # every image input shares batch, height and width; the reference summary only the batch;
+    # the exemplar has its own slots and square side
     dims = {name: {0: batch} if name == "reference" else {0: batch, 2: h, 3: w} for name in names}
+    if "exemplar" in dims:
+        dims["exemplar"] = {0: batch, 1: slots, 3: square, 4: square}
     with _quiet_exporter():
         program = torch.onnx.export(
             Generate(generator, names),
@@ -167,20 +173,36 @@ def _is_our_export(path: Path) -> bool:
     return any(prop.key == META_FORMAT for prop in model.metadata_props)
 
 
-def check_export(generator: ColorModel, path: Path, size: int) -> float:
-    """Max |Δab| of the .onnx file against the generator on a random (1, 1, size, size) input;
-    raises if it is over EXPORT_TOLERANCE (or the uncertainty differs by more, relatively)."""
-    side = max(generator.multiple, round(size / generator.multiple) * generator.multiple)
-    gen = torch.Generator().manual_seed(0)
-    l = torch.rand(1, 1, side, side, generator=gen) * 2 - 1
-    hints = reference = None
-    if generator.hints:  # a few random points: the hint input must matter the same way
-        hints = torch.zeros(1, HINT_CHANNELS, side, side)
+def _example(generator: ColorModel, batch: int, side: int, gen: torch.Generator | None) -> Batch:
+    """A batch of every input `generator` takes at (side, side): zeros (to trace), or from
+    `gen` random values, a patch of points and two references given but for a margin (to
+    check that each input matters the same way in both)."""
+
+    def draw(*shape: int) -> torch.Tensor:
+        return torch.zeros(shape) if gen is None else torch.rand(shape, generator=gen)
+
+    given = 0.0 if gen is None else 1.0
+    l = draw(batch, 1, side, side) * 2 - 1
+    hints = reference = exemplar = None
+    if generator.hints:
+        hints = torch.zeros(batch, HINT_CHANNELS, side, side)
         hints[:, :2, side // 4 : side // 2, side // 4 : side // 2] = 0.3
-        hints[:, 2, side // 4 : side // 2, side // 4 : side // 2] = 1.0
-    if generator.reference is not None:  # a random reference: it must matter the same way
-        reference = summarize(torch.rand(1, 2, 16, 16, generator=gen) * 1.2 - 0.6)
-    example = Batch(l=l, hints=hints, reference=reference)
+        hints[:, 2, side // 4 : side // 2, side // 4 : side // 2] = given
+    if generator.reference is not None:
+        reference = summarize(draw(batch, 2, 16, 16) * 1.2 - 0.6)
+    if getattr(generator, "match", None) is not None:
+        exemplar = draw(batch, 2, EXEMPLAR_CHANNELS, side, side) * 2 - 1
+        exemplar[:, :, 3] = 0.0
+        exemplar[:, :, 3, :, side // 8 :] = given
+    return Batch(l=l, hints=hints, reference=reference, exemplar=exemplar)
+
+
+def check_export(generator: ColorModel, path: Path, size: int) -> float:
+    """Max |Δab| of the .onnx file against the generator on a random (1, 1, size, size) input
+    (and random conditioning); raises if it is over EXPORT_TOLERANCE (or the uncertainty
+    differs by more, relatively)."""
+    side = max(generator.multiple, round(size / generator.multiple) * generator.multiple)
+    example = _example(generator, 1, side, torch.Generator().manual_seed(0))
     with torch.inference_mode():
         inputs = model_inputs(example)
         expected = split_output(Generate(generator, tuple(inputs))(*inputs.values()))
@@ -281,7 +303,8 @@ def _metadata_uncertainty(meta: dict[str, str], path: Path) -> tuple[bool, float
 
 
 def _check_inputs(names: list[str], path: Path) -> None:
-    """The graph's inputs must be colorgan's: `l`, then optionally `hints` and `reference`."""
+    """The graph's inputs must be colorgan's: `l`, then optionally `hints`, `reference` and
+    `exemplar`."""
     if not names or names[0] != INPUT_NAMES[0] or not set(names) <= set(INPUT_NAMES):
         shown = ", ".join(names)[:_SHOWN]
         raise OnnxModelError(
@@ -300,6 +323,11 @@ def _session_predict(session: Any, device: torch.device) -> Callable[[Batch], to
             inputs["hints"] = no_points(batch.l)
         if "reference" in names and "reference" not in inputs:  # no reference: zeros
             inputs["reference"] = no_reference(batch.l.shape[0], batch.l)
+        if "exemplar" in names and "exemplar" not in inputs:  # no reference: an empty slot
+            side = EXEMPLAR_MULTIPLE
+            inputs["exemplar"] = batch.l.new_zeros(
+                batch.l.shape[0], 1, EXEMPLAR_CHANNELS, side, side
+            )
         feed = {
             name: inputs[name].detach().to("cpu", torch.float32).contiguous().numpy()
             for name in names

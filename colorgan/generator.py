@@ -91,25 +91,16 @@ class Generator(nn.Module):
         self.hints = hints  # the hint map is joined to l at the input (Zhang et al. 2017)
         in_channels = 1 + (HINT_CHANNELS if hints else 0)  # l (and the hint map)
         channels = [base_channels * min(2**i, 8) for i in range(depth)]
+        c_in = [in_channels, *channels[:-1]]
         self.down = nn.ModuleList(
-            _down(
-                in_channels if i == 0 else channels[i - 1],
-                channels[i],
-                norm,
-                i == 0,
-                i == depth - 1,
-            )
-            for i in range(depth)
+            _down(c_in[i], channels[i], norm, i == 0, i == depth - 1) for i in range(depth)
         )
-        # up[k] maps level depth-1-k to level depth-2-k; only the three innermost get dropout.
+        # up[k] maps level depth-1-k to level depth-2-k (from the level and its skip but for the
+        # innermost); only the three innermost get dropout.
+        joined = [c * (1 if i == depth - 1 else 2) for i, c in enumerate(channels)]
+        drops = [dropout if depth - 1 - i < 3 else 0.0 for i in range(depth)]
         self.up = nn.ModuleList(
-            _up(
-                channels[i] if i == depth - 1 else 2 * channels[i],
-                channels[i - 1],
-                norm,
-                dropout if depth - 1 - i < 3 else 0.0,
-            )
-            for i in range(depth - 1, 0, -1)
+            _up(joined[i], channels[i - 1], norm, drops[i]) for i in range(depth - 1, 0, -1)
         )
         last = channels[0] * (2 if depth > 1 else 1)  # the head's input: the last up and skip
         self.head = nn.Sequential(nn.ConvTranspose2d(last, 2, 4, 2, 1), nn.Tanh())
@@ -203,9 +194,7 @@ def _outputs(
 
 def _hint_map(l: torch.Tensor, hints: torch.Tensor | None) -> torch.Tensor:
     """The hint map to use: `hints`, or no points (zeros) when None."""
-    if hints is None:
-        return no_points(l)
-    return hints.to(l.dtype)
+    return no_points(l) if hints is None else hints.to(l.dtype)
 
 
 def _pooled(hint_map: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -224,13 +213,9 @@ def _films(
     """Each modulated level's (gamma, beta) from the reference summary (none given: no
     reference, which leaves every level as it is); [] for a generator without model.reference
     (a given reference is then a programming error)."""
-    if film is None:
-        if reference is not None:
-            raise ValueError("this generator was built without model.reference; it takes none")
-        return []
-    if reference is None:
-        return []
-    return film(reference.to(l.dtype))
+    if film is None and reference is not None:
+        raise ValueError("this generator was built without model.reference; it takes none")
+    return [] if film is None or reference is None else film(reference.to(l.dtype))
 
 
 def _no_hints(l: torch.Tensor, hints: torch.Tensor | None) -> torch.Tensor:
@@ -405,12 +390,8 @@ class Lite0UNet(nn.Module):
         matching.py) -> ab: (B, 2, H, W) in [-1, 1]."""
         _check_size(l, self.multiple)
         films = _films(self.reference, l, reference)
-        rgb = to_input((l + 1.0) * 0.5)
         hint_map = _hint_map(l, hints) if self.hints else None
-        if hint_map is not None:
-            feats = self.encoder.features(rgb, stem_add=self.hint_stem(hint_map))
-        else:
-            feats = self.encoder.features(_no_hints(rgb, hints))
+        feats = self._features(_no_hints(l, hints) if hint_map is None else l, hint_map)
         styled = feats[NOVELTY_LEVEL]
         matched = match_maps(self.match, self._encode_reference, feats, exemplar)
         outputs = self._decode(feats, l, hint_map, films, matched)
@@ -456,6 +437,24 @@ class Lite0UNet(nn.Module):
                 x = modulate(x, films[index])
             outputs.append(x)
         return outputs
+
+    def match_confidence(self, l: torch.Tensor, exemplar: torch.Tensor) -> torch.Tensor:
+        """The match's confidence (B, 1, H/8, W/8) in [-1, 1] for l (B, 1, H, W) (no points)
+        and its `exemplar` (matching.py): the encoder and the match alone."""
+        _check_size(l, self.multiple)
+        feats = self._features(l, no_points(l) if self.hints else None, upto=4)
+        matched = match_maps(self.match, self._encode_reference, feats, exemplar)
+        assert matched is not None  # an exemplar is given: a generator without a match raised
+        return matched[:, 2:3]
+
+    def _features(
+        self, l: torch.Tensor, hint_map: torch.Tensor | None, upto: int = 5
+    ) -> list[torch.Tensor]:
+        """The encoder's features of l (strides 2 to 32, the first `upto`); the hint map (of
+        a model.hints generator) enters its stem."""
+        rgb = to_input((l + 1.0) * 0.5)
+        stem_add = None if hint_map is None else self.hint_stem(hint_map)
+        return self.encoder.features(rgb, upto, stem_add)
 
     def _encode_reference(self, gray: torch.Tensor) -> list[torch.Tensor]:
         """The encoder's features (strides 2 to 16) of a reference's L scaled to [0, 1]."""

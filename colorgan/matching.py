@@ -81,8 +81,10 @@ class ReferenceMatch(nn.Module):
         queries = picture.float().flatten(2).transpose(1, 2)  # (B, h*w, D)
         temperature = self.log_temperature.float().exp()
         matched, best = [], []
-        for start in range(0, h * w, QUERY_CHUNK):
-            similarity = queries[:, start : start + QUERY_CHUNK] @ keys.transpose(1, 2)
+        # an exported graph compares every query at once: a loop's slices would be fixed there
+        chunks = [queries] if torch.compiler.is_exporting() else queries.split(QUERY_CHUNK, 1)
+        for chunk in chunks:
+            similarity = chunk @ keys.transpose(1, 2)
             similarity = similarity.masked_fill(~valid[:, None], EMPTY)
             weights = torch.softmax(similarity / temperature, dim=-1)
             matched.append(weights @ values)
@@ -92,6 +94,13 @@ class ReferenceMatch(nn.Module):
         confidence = torch.cat(best, dim=1).reshape(b, 1, h, w)
         flag = any_given.expand(b, 1, h, w)
         return torch.cat([colors, confidence, flag], dim=1) * any_given
+
+
+def confidence_map(confidence: torch.Tensor) -> torch.Tensor:
+    """The match's confidence (B, 1, h, w), a cosine similarity, as a grayscale map, uint8:
+    black where nothing of the references is alike (0 or less), white where some place of
+    them is the same (1)."""
+    return (confidence.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
 
 
 def exemplar_side(working_hw: tuple[int, int], multiple: int) -> int:

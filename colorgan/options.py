@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from colorgan import colorize, files, jobs, runtime
+from colorgan.bank import BANK_TOP
 from colorgan.device import DEVICE_CHOICES
 
 MODEL_HELP = (
@@ -184,8 +185,10 @@ def _reference_option(p: argparse.ArgumentParser) -> None:
         type=Path,
         nargs="+",
         action="extend",
-        metavar="IMAGE",
+        metavar="IMAGE|DIR",
         help="for a model trained with model.reference: an image whose colors every input "
         "gets (the same character on another page, a color photo of the same place; read once, "
-        "need not match the inputs' size or framing); several count equally",
+        "need not match the inputs' size or framing); several count equally. A folder gives "
+        "the images under it (recursively): a bank, of which each input uses the "
+        f"{BANK_TOP} that look most like it when it holds more",
     )

@@ -422,13 +422,14 @@ class FolderRun:
 
     def check(self, capabilities: Capabilities) -> None:
         """Refuse what the model cannot take, naming the option, before any file is read; then
-        read the reference once (a file that cannot be read: one line naming it)."""
+        read the reference once (a file that cannot be read: one line naming it; a bank's
+        images described here too, not in each decoding worker)."""
         if self.hints is not None:
             capabilities.need("hints", f"--hints {self.hints}")
         options = {"reference": f"--reference {self.request.reference}", "uncertainty": "--caution"}
         capabilities.check(self.request, options)
         if self.request.reference is not None:
-            self.request.reference.summary  # noqa: B018 (decoded and summarized once, here)
+            self.request.reference.read()
 
 
 def run_colorize(run: FolderRun, report: Callable[[Failure], None]) -> tuple[int, int, int]:

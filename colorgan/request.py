@@ -30,8 +30,8 @@ from colorgan import bank
 from colorgan.bank import BANK_TOP
 from colorgan.color import float_to_uint8
 from colorgan.config import ModelConfig, shown
-from colorgan.errors import ColorganError, UnreadableImage
-from colorgan.files import DEFAULT_MAX_PIXELS, load_picture, to_image
+from colorgan.errors import ColorganError, DataError, UnreadableImage
+from colorgan.files import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, find_images, load_picture, to_image
 from colorgan.hints import Hint, HintError, check_inside, render
 from colorgan.matching import EXEMPLAR_MULTIPLE, exemplar_side, exemplar_slot
 from colorgan.reference import ReferenceImageError, from_image, reduce_image
@@ -85,8 +85,9 @@ def parse_caution(text: str, what: str = "caution") -> float:
 @dataclass(frozen=True, eq=False)
 class Reference:
     """One or more reference images (PIL images, or files decoded on first use, each under
-    `max_pixels`); their colors are summarized once, however many pictures use them (each
-    image counts equally: the mean of their summaries)."""
+    `max_pixels`; a folder stands for the image files under it: a bank); their colors are
+    summarized once, however many pictures use them (each image counts equally: the mean of
+    their summaries)."""
 
     sources: tuple[Image.Image | Path, ...]
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -105,10 +106,25 @@ class Reference:
         return ", ".join(str(s) if isinstance(s, Path) else "an image" for s in self.sources)
 
     @cached_property
+    def expanded(self) -> tuple[Image.Image | Path, ...]:
+        """The sources with each folder replaced by the image files under it (recursively,
+        sorted, as colorize finds its inputs); a ReferenceImageError for a folder without any."""
+        return tuple(item for source in self.sources for item in _expand(source))
+
+    @cached_property
     def images(self) -> tuple[Image.Image, ...]:
         """The reference images; a file is decoded as colorize decodes its inputs (EXIF
-        orientation, alpha kept, over `max_pixels` refused): a ReferenceImageError naming it."""
-        return tuple(_open(s, self.max_pixels) if isinstance(s, Path) else s for s in self.sources)
+        orientation, over `max_pixels` refused: a ReferenceImageError naming it) and kept
+        only as the model uses it (`reduced`), so a bank of large files stays small."""
+        given = self.expanded
+        return tuple(_open(s, self.max_pixels) if isinstance(s, Path) else s for s in given)
+
+    def read(self) -> None:
+        """Decode and summarize the images now, and describe a bank's: once, before many
+        pictures (a folder run's decoding workers) use them."""
+        self.summary  # noqa: B018
+        if len(self.expanded) > BANK_TOP:
+            self.descriptors  # noqa: B018
 
     @cached_property
     def summary(self) -> torch.Tensor:
@@ -124,7 +140,7 @@ class Reference:
     def closest(self, rgb: torch.Tensor) -> Reference:
         """The reference a picture (RGB (1, 3, H, W), uint8 or [0, 1]) uses: these images, or
         of a bank of more than BANK_TOP, the BANK_TOP closest to it (bank.py)."""
-        if len(self.sources) <= BANK_TOP:
+        if len(self.expanded) <= BANK_TOP:
             return self
         chosen = bank.closest(bank.describe(rgb), self.descriptors)
         return Reference(tuple(self.images[i] for i in chosen), self.max_pixels)
@@ -141,14 +157,38 @@ class Reference:
         return hashlib.sha256(data).hexdigest()
 
 
+def reduced(image: Image.Image) -> Image.Image:
+    """A reference image as every use of it sees it (reference.reduce_image: RGB, alpha
+    flattened onto white, its longer side at most SUMMARY_SIDE): the same summary, exemplar
+    and bank descriptor as the image itself, in a fraction of the memory."""
+    return to_image(reduce_image(image)[0], None)
+
+
+def _expand(source: Image.Image | Path) -> list[Image.Image | Path]:
+    """[source], or for a folder the image files under it; ReferenceImageError if none."""
+    if not isinstance(source, Path) or not source.is_dir():
+        return [source]
+    try:
+        found: list[Image.Image | Path] = list(find_images(source))
+    except DataError as err:  # the folder itself cannot be listed
+        raise ReferenceImageError(f"reference {err}") from None
+    if not found:
+        kinds = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise ReferenceImageError(
+            f"reference {source}: a folder with no image files ({kinds}); "
+            f"put reference images in it, or give image files"
+        )
+    return found
+
+
 def _open(path: Path, max_pixels: int) -> Image.Image:
-    """A reference file as an upright PIL image (8-bit; alpha kept)."""
+    """A reference file as an upright PIL image, `reduced`."""
     try:
         picture = load_picture(path, max_pixels)
     except UnreadableImage as err:
         raise ReferenceImageError(f"reference {path}: {err}") from None
     rgb = picture.rgb if picture.rgb.dtype == torch.uint8 else float_to_uint8(picture.rgb)
-    return to_image(rgb, picture.alpha)
+    return reduced(to_image(rgb, picture.alpha))
 
 
 @dataclass(frozen=True)
@@ -175,7 +215,8 @@ class Request:
         caution: float | None = None,
     ) -> Request:
         """A request from the public keyword API (`Colorizer.colorize(image, hints=...,
-        reference=..., caution=...)`): `reference` one image (or file) or a list of them."""
+        reference=..., caution=...)`): `reference` one image (a file, a folder of them) or a
+        list of them."""
         if hints is not None and not isinstance(hints, (list, tuple)):
             raise HintError(f"hints must be a list of colorgan.Hint, got {shown(hints)}")
         if reference is not None and not isinstance(reference, Reference):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from colorgan.colorize import DEFAULT_BATCH_SIZE, Colorizer, load_colorizer
+from colorgan.colorize import DEFAULT_BATCH_SIZE, Colorizer
 from colorgan.errors import ColorganError, OnnxModelError
 from colorgan.jobs import model_identity, run_key
 from colorgan.modeldir import resolve_model
@@ -87,7 +87,9 @@ def load_for_folder(
     if _runtime(choice, device, count) == "torch" or Path(choice.model).suffix.lower() == ".onnx":
         if not quiet and _onnx_would_help(choice, device, count):
             print(ONNX_TIP, flush=True)
-        return load_colorizer(choice.model, str(device), choice.batch_size, choice.compile_model)
+        return Colorizer.from_checkpoint(
+            choice.model, str(device), choice.batch_size, choice.compile_model
+        )
     from colorgan.export import export_onnx
 
     path = _onnx_path(choice.model)

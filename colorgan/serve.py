@@ -9,11 +9,14 @@ other error (an unknown route or method, a malformed request, a bug: 500) is JSO
 POST /api/colorize?size=N takes the image (the body, or a multipart file) with optional
 multipart fields `hints` (a hints file's JSON), `caution` (0 to 1; also `?caution=C`; absent:
 the model's default) and `reference` (an image file whose colors a model.reference model uses;
-decoded as the image is, under the same limits); POST /api/uncertainty takes the same and
-answers the grayscale map of where a model.uncertainty model is guessing. POST /api/palette
-takes a `reference` file and answers the colors the model is given, as JSON. POST
-/api/suggest?n=N takes what /api/colorize takes and answers the N places where one more point
-would help most, as JSON. GET /api/info says what the model supports.
+repeated for several, up to MAX_REFERENCES, of which each picture uses the bank.BANK_TOP
+closest; decoded as the image is, each under the pixel limit, all of them together under the
+byte limit); POST /api/uncertainty takes the same and answers the grayscale map of where a
+model.uncertainty model is guessing, and POST /api/match the map of where the picture matches
+its references (model.reference_match, in PyTorch). POST /api/palette takes one `reference`
+file and answers the colors the model is given, as JSON. POST /api/suggest?n=N takes what
+/api/colorize takes and answers the N places where one more point would help most, as JSON.
+GET /api/info says what the model supports.
 
 Connections are guarded by connections.py (header and body timeouts, a connection cap).
 """
@@ -47,10 +50,11 @@ from colorgan.errors import (
 from colorgan.files import Picture, load_picture, to_image
 from colorgan.hints import MAX_HINT_FILE_BYTES, Hint, HintError, hints_from_text, hints_to_text
 from colorgan.reference import palette
-from colorgan.request import Capabilities, Reference, parse_caution
+from colorgan.request import Capabilities, Reference, parse_caution, reduced
 from colorgan.request import Request as ColorRequest
 from colorgan.suggest import MAX_SUGGESTIONS
 from colorgan.uploads import (
+    MAX_REFERENCES,
     MULTIPART_SLACK,
     NO_FILE,
     REFERENCE_FIELD,
@@ -141,7 +145,7 @@ class Upload:
     data: bytes
     hints: list[Hint] | None = None
     caution: float | None = None  # None: the model's default
-    reference: bytes | None = None  # a reference image file (model.reference)
+    references: tuple[bytes, ...] = ()  # reference image files (model.reference)
 
 
 def _decode(data: bytes, max_pixels: int, field: str = "") -> Picture:
@@ -156,9 +160,10 @@ def _decode(data: bytes, max_pixels: int, field: str = "") -> Picture:
 
 
 def reference_image(colorizer: Colorizer, data: bytes, max_pixels: int) -> Image.Image:
-    """The `reference` field's file -> an upright PIL image (alpha kept), decoded as the image
-    is; 400 for a model without model.reference (before decoding), or a file that is not an
-    image (413 over the pixel limit)."""
+    """A `reference` field's file -> an upright PIL image, decoded as the image is and kept
+    as the model uses it (request.reduced: small, however large the file); 400 for a model
+    without model.reference (before decoding), or a file that is not an image (413 over the
+    pixel limit)."""
     try:
         colorizer.capabilities.need("reference", REFERENCE_FIELD)
     except ColorganError as err:
@@ -167,15 +172,18 @@ def reference_image(colorizer: Colorizer, data: bytes, max_pixels: int) -> Image
         raise UploadRefused(400, "reference: empty file: send an image file")
     picture = _decode(data, max_pixels, REFERENCE_FIELD)
     rgb = picture.rgb  # deep gray is float in [0, 1]: a reference's colors are 8-bit
-    return to_image(rgb if rgb.dtype == torch.uint8 else float_to_uint8(rgb), picture.alpha)
+    return reduced(
+        to_image(rgb if rgb.dtype == torch.uint8 else float_to_uint8(rgb), picture.alpha)
+    )
 
 
 def request_of(colorizer: Colorizer, upload: Upload, max_pixels: int) -> ColorRequest:
-    """What the upload asks (its Request: the reference decoded), checked against the model;
+    """What the upload asks (its Request: the references decoded), checked against the model;
     every refusal an UploadRefused (400)."""
     reference = None
-    if upload.reference is not None:
-        reference = Reference((reference_image(colorizer, upload.reference, max_pixels),))
+    if upload.references:
+        given = [reference_image(colorizer, data, max_pixels) for data in upload.references]
+        reference = Reference(tuple(given))
     request = ColorRequest(tuple(upload.hints or ()), reference, upload.caution)
     try:
         colorizer.capabilities.check(request, {"hints": "hints"})
@@ -215,42 +223,42 @@ def _png(image: Any) -> bytes:
     return out.getvalue()
 
 
-def colorize_bytes(
-    colorizer: Colorizer,
-    data: bytes,
-    size: int,
-    max_pixels: int,
-    hints: list[Hint] | None = None,
-    caution: float | None = None,
-    reference: bytes | None = None,
-) -> bytes:
-    """Image file bytes (and color points, the caution, a reference image file) -> the
-    colorized PNG (alpha kept), through files.py's decoding."""
-    upload = Upload(data, hints, caution, reference)
+def colorize_bytes(colorizer: Colorizer, upload: Upload, size: int, max_pixels: int) -> bytes:
+    """An upload (image file bytes, and color points, the caution, reference image files) ->
+    the colorized PNG (alpha kept), through files.py's decoding."""
     picture, l, prediction, _ = _predict(colorizer, upload, size, max_pixels)
     return _png(to_image(join(l, prediction.ab), picture.alpha))
 
 
-def uncertainty_bytes(
-    colorizer: Colorizer,
-    data: bytes,
-    size: int,
-    max_pixels: int,
-    hints: list[Hint] | None = None,
-    reference: bytes | None = None,
-) -> bytes:
-    """Image file bytes (and color points, a reference image file) -> the PNG of the model's
-    uncertainty map at the image's size (grayscale: black where it is sure, white where it is
-    guessing)."""
+def uncertainty_bytes(colorizer: Colorizer, upload: Upload, size: int, max_pixels: int) -> bytes:
+    """An upload -> the PNG of the model's uncertainty map at the image's size (grayscale:
+    black where it is sure, white where it is guessing; the caution changes only colors)."""
     try:
         colorizer.capabilities.need("uncertainty", "the uncertainty map")
     except ColorganError as err:
         raise UploadRefused(400, str(err)) from None
-    _, l, prediction, _ = _predict(
-        colorizer, Upload(data, hints, reference=reference), size, max_pixels
-    )
+    _, l, prediction, _ = _predict(colorizer, upload, size, max_pixels)
     assert prediction.uncertainty is not None
     return _png(uncertainty_image(prediction.uncertainty, (l.shape[2], l.shape[3])))
+
+
+def match_bytes(colorizer: Colorizer, upload: Upload, size: int, max_pixels: int) -> bytes:
+    """An upload with its references -> the PNG of where the picture matches them
+    (Colorizer.match_map: grayscale, white where alike, black where nothing is)."""
+    try:
+        colorizer.match_network()  # refused before anything is decoded
+    except ColorganError as err:
+        raise UploadRefused(400, str(err)) from None
+    if not upload.references:
+        raise UploadRefused(
+            400, f"no reference: send one or more as form file fields `{REFERENCE_FIELD}`"
+        )
+    picture = _decode(upload.data, max_pixels)
+    request = request_of(colorizer, upload, max_pixels)
+    try:
+        return _png(colorizer.match_map(picture, request, size))
+    except DoesNotFit as err:
+        raise UploadRefused(413, str(err)) from None
 
 
 def suggest_json(
@@ -273,10 +281,9 @@ def _count(raw: str | None) -> int:
     return int(raw)
 
 
-def _check_length(data: bytes | None, limits: Limits, field: str = "") -> None:
-    """413 for a file over the upload limit (`field`: the form field it came in)."""
+def _check_length(data: bytes | None, limits: Limits, what: str = "upload") -> None:
+    """413 for `what` (the upload, a form field's file) over the upload limit."""
     if data is not None and len(data) > limits.max_upload_bytes:
-        what = f"{field}: file" if field else "upload"
         raise UploadRefused(413, f"{what} over the limit of {limits.max_upload_bytes:,} bytes")
 
 
@@ -291,33 +298,39 @@ async def _form(request: Any, limits: Limits, files: int) -> Form:
     limit = limits.max_upload_bytes * (files if multipart else 1) + MULTIPART_SLACK
     body = await read_body(request.stream(), request.headers.get("content-length"), limit)
     if not multipart:
-        return Form(body, None, {})
+        return Form(body, (), {})
     return await read_multipart(request.headers, body, limits.max_upload_bytes)
 
 
 async def _upload(request: Any, limits: Limits) -> Upload:
     """The uploaded image's bytes (a raw body or a multipart file), its points, caution and
     reference, checked."""
-    form = await _form(request, limits, files=2)
+    form = await _form(request, limits, files=2)  # the image, and the references together
     if form.image is None:
         raise UploadRefused(400, NO_FILE)
     hints = parse_hints(form.fields.get("hints"))
     caution = parse_caution_field(form.fields.get("caution"), request.query_params.get("caution"))
     _check_length(form.image, limits)
-    _check_length(form.reference, limits, REFERENCE_FIELD)
-    return Upload(form.image, hints, caution, form.reference)
+    references = form.references
+    what = f"{len(references)} files together" if len(references) > 1 else "file"
+    _check_length(b"".join(references), limits, f"{REFERENCE_FIELD}: {what}")
+    return Upload(form.image, hints, caution, references)
 
 
 async def _reference_upload(request: Any, limits: Limits) -> bytes:
-    """POST /api/palette's reference: the multipart `reference` file, or the raw body."""
+    """POST /api/palette's reference: the one multipart `reference` file, or the raw body."""
     form = await _form(request, limits, files=1)
-    data = form.reference if _is_multipart(request) else form.image
-    if data is None:
+    given = form.references if _is_multipart(request) else (form.image or b"",)
+    if not given:
         raise UploadRefused(
             400, "no reference in the multipart upload: send it as the form file field `reference`"
         )
-    _check_length(data, limits, REFERENCE_FIELD)
-    return data
+    if len(given) > 1:
+        raise UploadRefused(
+            400, f"{REFERENCE_FIELD}: one image here, got {len(given)}: send each alone"
+        )
+    _check_length(given[0], limits, f"{REFERENCE_FIELD}: file")
+    return given[0]
 
 
 def _json_error(status: int, reason: str, headers: Mapping[str, str] | None = None) -> Any:
@@ -345,20 +358,27 @@ def _error_handlers() -> dict[Any, Any]:
 
 
 def model_info(colorizer: Colorizer, limits: Limits) -> dict[str, Any]:
-    """GET /api/info: the model's working size and what it supports (color points, caution),
-    and the limits."""
+    """GET /api/info: the model's working size and what it supports (color points, caution,
+    references; whether it draws the match map), and the limits."""
+    try:
+        match_map = bool(colorizer.match_network())
+    except ColorganError:  # trained without the match, or an ONNX graph
+        match_map = False
     return {
         "image_size": colorizer.image_size,
         "multiple": colorizer.multiple,
         "max_size": limits.max_size,
         "max_upload_bytes": limits.max_upload_bytes,
         "max_pixels": limits.max_pixels,
+        "max_references": MAX_REFERENCES,
+        "match_map": match_map,
     } | _takes(colorizer.capabilities)
 
 
 def _takes(capabilities: Capabilities) -> dict[str, Any]:
-    """What /api/info says the model takes: hints, reference, uncertainty (true/false) and
-    its default caution (null without uncertainty)."""
+    """What /api/info says the model takes: hints, reference, uncertainty, match (the
+    references matched place by place; true/false) and its default caution (null without
+    uncertainty)."""
     takes = capabilities.metadata()
     return takes | {"caution": takes["caution"] if capabilities.uncertainty else None}
 
@@ -412,7 +432,7 @@ def _palette_route(colorizer: Colorizer, limits: Limits) -> Any:
 
 def create_app(colorizer: Colorizer, limits: Limits | None = None) -> Any:
     """The Starlette app: GET / (the page), GET /api/info, POST /api/colorize?size=N,
-    POST /api/uncertainty?size=N and POST /api/palette."""
+    /api/uncertainty?size=N, /api/match?size=N, /api/suggest?size=N&n=N and /api/palette."""
     try:
         from starlette.applications import Starlette
         from starlette.requests import Request
@@ -426,23 +446,13 @@ def create_app(colorizer: Colorizer, limits: Limits | None = None) -> Any:
     lock = threading.Lock()  # one model: requests take turns, each with its own tensors
     html = page()
 
-    def colorize_locked(upload: Upload, size: int, query: Mapping[str, str]) -> bytes:
-        with lock:
-            return colorize_bytes(
-                colorizer,
-                upload.data,
-                size,
-                limits.max_pixels,
-                upload.hints,
-                upload.caution,
-                upload.reference,
-            )
+    def locked(make: Callable[[Colorizer, Upload, int, int], bytes]) -> Any:
 
-    def uncertainty_locked(upload: Upload, size: int, query: Mapping[str, str]) -> bytes:
-        with lock:
-            return uncertainty_bytes(
-                colorizer, upload.data, size, limits.max_pixels, upload.hints, upload.reference
-            )
+        def work(upload: Upload, size: int, query: Mapping[str, str]) -> bytes:
+            with lock:
+                return make(colorizer, upload, size, limits.max_pixels)
+
+        return _png_route(work, colorizer, limits)
 
     def suggest_locked(upload: Upload, size: int, query: Mapping[str, str]) -> dict[str, Any]:
         count = _count(query.get("n"))
@@ -458,10 +468,9 @@ def create_app(colorizer: Colorizer, limits: Limits | None = None) -> Any:
     routes = [
         Route("/", index),
         Route("/api/info", info),
-        Route("/api/colorize", _png_route(colorize_locked, colorizer, limits), methods=["POST"]),
-        Route(
-            "/api/uncertainty", _png_route(uncertainty_locked, colorizer, limits), methods=["POST"]
-        ),
+        Route("/api/colorize", locked(colorize_bytes), methods=["POST"]),
+        Route("/api/uncertainty", locked(uncertainty_bytes), methods=["POST"]),
+        Route("/api/match", locked(match_bytes), methods=["POST"]),
         Route("/api/palette", _palette_route(colorizer, limits), methods=["POST"]),
         Route("/api/suggest", _png_route(suggest_locked, colorizer, limits), methods=["POST"]),
     ]

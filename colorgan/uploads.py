@@ -1,5 +1,5 @@
 """Reading an upload for `colorgan serve`: the body within a byte limit (while it arrives),
-and a multipart form's parts: the image, a reference image and the text fields."""
+and a multipart form's parts: the image, its reference images and the text fields."""
 
 from __future__ import annotations
 
@@ -28,28 +28,31 @@ async def read_body(stream: AsyncIterator[bytes], declared: str | None, limit: i
 
 TEXT_FIELDS = ("hints", "caution")  # the multipart fields that come with the image
 REFERENCE_FIELD = "reference"  # the multipart file field of a reference image (model.reference)
+MAX_REFERENCES = 8  # reference images one request may send (the field repeated)
 NO_FILE = "no file in the multipart upload: send it as a form file field"
 
 
 @dataclass(frozen=True)
 class Form:
-    """A multipart/form-data body's parts: the image (its first other file), the reference's
-    bytes and the text fields (TEXT_FIELDS) that are there."""
+    """A multipart/form-data body's parts: the image (its first other file), the references'
+    bytes (in the order sent) and the text fields (TEXT_FIELDS) that are there."""
 
     image: bytes | None
-    reference: bytes | None
+    references: tuple[bytes, ...]
     fields: dict[str, str]
 
 
 async def read_multipart(headers: Any, body: bytes, limit: int) -> Form:
-    """A multipart/form-data body's image, reference and text fields."""
+    """A multipart/form-data body's image, references (at most MAX_REFERENCES) and text
+    fields."""
     from starlette.datastructures import UploadFile
     from starlette.formparsers import MultiPartException, MultiPartParser
 
     async def once() -> AsyncGenerator[bytes, None]:
         yield body
 
-    parser = MultiPartParser(headers, once(), max_files=3, max_fields=8, max_part_size=limit)
+    files = MAX_REFERENCES + 1 + len(TEXT_FIELDS)  # a text field may come as a file
+    parser = MultiPartParser(headers, once(), max_files=files, max_fields=8, max_part_size=limit)
     try:
         form = await parser.parse()
     except MultiPartException as err:
@@ -62,9 +65,14 @@ async def read_multipart(headers: Any, body: bytes, limit: int) -> Form:
                 value = (await value.read()).decode("utf-8", errors="replace")
             if value is not None:
                 fields[name] = value
-        reference = form.get(REFERENCE_FIELD)
-        if isinstance(reference, str):
+        references = form.getlist(REFERENCE_FIELD)
+        if any(isinstance(reference, str) for reference in references):
             raise UploadRefused(400, "reference: send the reference image as a form file field")
+        if len(references) > MAX_REFERENCES:
+            raise UploadRefused(
+                400,
+                f"reference: at most {MAX_REFERENCES} images per request, got {len(references)}",
+            )
         images = [
             value
             for name, value in form.multi_items()
@@ -72,7 +80,7 @@ async def read_multipart(headers: Any, body: bytes, limit: int) -> Form:
         ]
         return Form(
             await images[0].read() if images else None,
-            None if reference is None else await reference.read(),
+            tuple([await r.read() for r in references if isinstance(r, UploadFile)]),
             fields,
         )
     finally:

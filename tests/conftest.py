@@ -17,6 +17,8 @@ from PIL import Image, ImageDraw
 
 from colorgan.checkpoint import save_checkpoint
 from colorgan.config import load_config, to_dict
+from colorgan.generator import MATCH_LEVEL, Lite0UNet
+from colorgan.matching import MATCH_CHANNELS
 from colorgan.models import build_generator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -199,6 +201,28 @@ def make_reference_checkpoint(path: Path, encoder: str = "unet") -> Path:
             generator.head[0].bias.copy_(torch.tensor(AB_BIAS))
         for layer in generator.reference.out:
             torch.nn.init.normal_(layer.weight, 0.0, 2.0)
+    save_checkpoint({"config": to_dict(config), "generator": generator.state_dict()}, path)
+    return path
+
+
+@built_once
+def make_exemplar_checkpoint(path: Path) -> Path:
+    """An untrained 32 px checkpoint with model.reference and model.reference_match (the Lite0
+    encoder with its ImageNet weights, width 8, the shipped output stride), seeded, whose FiLM
+    output layers and the decoder's weights on the match's maps are random and large: the
+    reference images visibly change its colors, place by place; the match's confidence is the
+    similarity of the ImageNet features (randomly projected)."""
+    config = load_config(
+        None, ["model.reference=true", "model.base_channels=8", "data.image_size=32"]
+    )
+    torch.manual_seed(0)
+    generator = build_generator(config.model, pretrained=True)
+    assert isinstance(generator, Lite0UNet) and generator.reference is not None
+    with torch.no_grad():
+        for layer in generator.reference.out:
+            torch.nn.init.normal_(layer.weight, 0.0, 2.0)
+        reads = generator.decoder[MATCH_LEVEL][0].weight  # its input: ..., the match's maps
+        torch.nn.init.normal_(reads[:, -MATCH_CHANNELS:], 0.0, 1.0)
     save_checkpoint({"config": to_dict(config), "generator": generator.state_dict()}, path)
     return path
 

@@ -2,8 +2,9 @@
 upload and drop images, get colorized results of the right size, download, broken uploads; with a
 model that takes color points: place, move, remove, save and load points, the eyedropper; with a
 model that predicts its uncertainty: the caution slider and the "where it is guessing" overlay;
-with a model that takes a reference image: its drop zone, its palette, and its colors for every
-result until it is removed.
+with a model that takes reference images: its drop zone, each one's palette, and their colors for
+every result until they are removed; with a model that matches them place by place, the overlay
+of where each picture matches them.
 
 Skipped only when Chromium or Playwright is missing and COLORGAN_REQUIRE_BROWSER is not 1 (CI
 sets it, after installing Chromium). COLORGAN_SCREENSHOT=PATH saves a screenshot of the page
@@ -29,6 +30,7 @@ from colorgan.colorize import Colorizer
 from colorgan.reference import palette
 from tests.conftest import (
     make_color_image,
+    make_exemplar_checkpoint,
     make_hint_checkpoint,
     make_reference_checkpoint,
     make_tiny_checkpoint,
@@ -114,9 +116,20 @@ def reference_url(reference_checkpoint: Path) -> Iterator[str]:
     yield from served(reference_checkpoint)
 
 
+@pytest.fixture(scope="module")
+def match_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny checkpoint with model.reference_match whose colors follow its references."""
+    return make_exemplar_checkpoint(tmp_path_factory.mktemp("browser") / "exemplar.pt")
+
+
+@pytest.fixture(scope="module")
+def match_url(match_checkpoint: Path) -> Iterator[str]:
+    yield from served(match_checkpoint)
+
+
 # records the `hints` and `caution` fields of each multipart request the page sends (Playwright
 # does not give the body of a request that holds a file), every URL it fetches, and for each
-# POST its URL and the name of its `reference` file (null: none)
+# POST its URL and the names of its `reference` files
 RECORD_HINTS = """
     window.sentHints = [];
     window.sentCautions = [];
@@ -131,8 +144,8 @@ RECORD_HINTS = """
             sentCautions.push(form.get("caution"));
         }
         if (options && options.method === "POST") {
-            const reference = form && form.get("reference");
-            sentReferences.push([String(url), reference ? reference.name : null]);
+            const references = form ? form.getAll("reference").map(r => r.name) : [];
+            sentReferences.push([String(url), references]);
         }
         return send(url, options);
     };
@@ -168,6 +181,11 @@ def unsure_page(browser: Any, unsure_url: str) -> Iterator[Any]:
 @pytest.fixture
 def reference_page(browser: Any, reference_url: str) -> Iterator[Any]:
     yield from open_page(browser, reference_url)
+
+
+@pytest.fixture
+def match_page(browser: Any, match_url: str) -> Iterator[Any]:
+    yield from open_page(browser, match_url)
 
 
 def scene(size: tuple[int, int]) -> Image.Image:
@@ -442,10 +460,10 @@ def halves(size: tuple[int, int]) -> Image.Image:
     return Image.fromarray(gray)
 
 
-def guess_alpha(page: Any, points: list[tuple[int, int]]) -> list[int]:
+def guess_alpha(page: Any, points: list[tuple[int, int]], overlay: str = "guess") -> list[int]:
     """The overlay canvas's size, then its opacity (0-255) at each (x, y) image pixel."""
     return page.eval_on_selector(
-        ".card canvas.guess",
+        f".card canvas.{overlay}",
         """(canvas, points) => {
             const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
             return [canvas.width, canvas.height,
@@ -508,8 +526,8 @@ def test_a_model_without_uncertainty_has_no_caution_control(page: Any, tmp_path:
 # ---- a reference image (a model with model.reference) ----
 
 
-def references_sent(page: Any, route: str = "colorize") -> list[str | None]:
-    """The `reference` file's name (None: none) of each POST to api/<route>, in order."""
+def references_sent(page: Any, route: str = "colorize") -> list[list[str]]:
+    """The names of the `reference` files of each POST to api/<route>, in order."""
     return [name for url, name in page.evaluate("sentReferences") if f"api/{route}" in url]
 
 
@@ -532,25 +550,27 @@ def test_a_reference_image_colors_every_result_until_removed(
 ) -> None:
     page = reference_page
     assert page.is_visible("#reference-tools") and not page.is_visible("#reference-note")
-    assert "its colors are used for every picture" in page.inner_text("#reference-drop")
-    assert not page.is_visible("#reference-shown")
+    assert "their colors are used for every picture" in page.inner_text("#reference-drop")
+    assert page.locator("#references .reference").count() == 0
+    assert not page.is_visible("#matching-tools")  # the histogram alone: no match map
     plain = upload_scene(page, tmp_path)
-    assert references_sent(page) == [None]
+    assert references_sent(page) == [[]]
 
     # a reference: its thumbnail and palette, and the result colorized again with it
     colors = make_color_image(7, (64, 48))
     source = png_file(tmp_path / "beach.png", colors)
     page.set_input_files("#reference-file", str(source))
-    page.locator("#palette .swatch").first.wait_for()
+    page.locator("#references .swatch").first.wait_for()
     swatches = page.eval_on_selector_all(
-        "#palette .swatch", "s => s.map(e => [e.dataset.color, Number(e.dataset.share)])"
+        "#references .swatch", "s => s.map(e => [e.dataset.color, Number(e.dataset.share)])"
     )
     assert swatches == [[color, round(share, 4)] for color, share in palette(colors)]
-    assert page.is_visible("#reference-thumb") and page.is_visible("#reference-remove")
+    assert page.is_visible("#references .reference-thumb")
+    assert page.is_visible("#references .reference-remove")
     wait_results(page, 2)
     referenced = shown_result(page)
-    assert references_sent(page) == [None, "beach.png"]
-    assert references_sent(page, "palette") == ["beach.png"]
+    assert references_sent(page) == [[], ["beach.png"]]
+    assert references_sent(page, "palette") == [["beach.png"]]
     model = Colorizer.from_checkpoint(reference_checkpoint, device="cpu", batch_size=1)
     expected = model.colorize(Image.open(tmp_path / "scene.png"), reference=colors)
     assert np.abs(referenced - np.asarray(expected, dtype=int)).max() <= 1
@@ -560,15 +580,16 @@ def test_a_reference_image_colors_every_result_until_removed(
     (tmp_path / "notes.png").write_bytes(b"not an image at all")
     page.set_input_files("#reference-file", str(tmp_path / "notes.png"))
     page.locator("#reference-error", has_text="notes.png: reference: not an image").wait_for()
-    assert page.locator("#palette .swatch").count() == len(swatches)
-    assert references_sent(page) == [None, "beach.png"]
+    assert page.locator("#references .swatch").count() == len(swatches)
+    assert references_sent(page) == [[], ["beach.png"]]
 
     # removed: the result as without it, and requests no longer carry it
-    page.click("#reference-remove")
-    assert not page.is_visible("#reference-shown") and not page.is_visible("#reference-error")
+    page.click("#references .reference-remove")
+    assert page.locator("#references .reference").count() == 0
+    assert not page.is_visible("#reference-error")
     wait_results(page, 3)
     assert np.array_equal(shown_result(page), plain)
-    assert references_sent(page) == [None, "beach.png", None]
+    assert references_sent(page) == [[], ["beach.png"], []]
 
     # dropped on its zone, it is back; a new picture gets it too
     drop_file(page, "#reference-drop", "again.png", png_bytes(colors))
@@ -576,7 +597,51 @@ def test_a_reference_image_colors_every_result_until_removed(
     assert np.array_equal(shown_result(page), referenced)
     page.set_input_files("#files", str(png_file(tmp_path / "hills.png", scene((50, 40)))))
     assert result_sizes(page, 2) == [[50, 40], list(PICTURE)]
-    assert references_sent(page) == [None, "beach.png", None, "again.png", "again.png"]
+    assert references_sent(page) == [[], ["beach.png"], [], ["again.png"], ["again.png"]]
+
+
+def test_several_references_and_where_the_picture_matches_them(
+    match_page: Any, match_checkpoint: Path, tmp_path: Path
+) -> None:
+    page = match_page
+    assert page.is_visible("#matching-tools")
+    plain = upload_scene(page, tmp_path)
+    picture = Image.open(tmp_path / "scene.png")
+    beach, hills = make_color_image(7, (64, 48)), scene((64, 48)).convert("RGB")
+    paths = [png_file(tmp_path / "beach.png", beach), png_file(tmp_path / "hills.png", hills)]
+    page.set_input_files("#reference-file", [str(path) for path in paths])  # both at once
+    wait_results(page, 2)
+    assert page.locator("#references .reference").count() == 2
+    assert references_sent(page) == [[], ["beach.png", "hills.png"]]
+    model = Colorizer.from_checkpoint(match_checkpoint, device="cpu", batch_size=1)
+    expected = model.colorize(picture, reference=[beach, hills])
+    both = shown_result(page)
+    assert np.abs(both - np.asarray(expected, dtype=int)).max() <= 1
+    assert np.abs(both - plain).mean() > 3
+
+    # the overlay: green as opaque as the picture matches the references
+    assert not page.is_visible(".card canvas.match")
+    with page.expect_response(lambda r: "api/match?size=32" in r.url) as response:
+        page.check("#matching")
+    assert response.value.status == 200
+    page.wait_for_function("document.querySelector('.card').dataset.match === 'shown'")
+    assert page.is_visible(".card canvas.match")
+    places = [(10, 10), (48, 40), (80, 56)]
+    mapped = np.asarray(model.reference_match(picture, [beach, hills]), dtype=int)
+    width, height, *alphas = guess_alpha(page, places, "match")
+    assert (width, height) == PICTURE
+    assert alphas == pytest.approx([mapped[y, x] * 0.6 for x, y in places], abs=1.5)
+
+    # one removed: colors and overlay follow (the overlay fetched again for the one left)
+    page.click("#references .reference-remove >> nth=0")
+    wait_results(page, 3)
+    assert references_sent(page, "match")[-1] == ["hills.png"]
+    page.wait_for_function("document.querySelector('.card').dataset.match === 'shown'")
+    mapped = np.asarray(model.reference_match(picture, [hills]), dtype=int)
+    _, _, *alphas = guess_alpha(page, places, "match")
+    assert alphas == pytest.approx([mapped[y, x] * 0.6 for x, y in places], abs=1.5)
+    page.uncheck("#matching")
+    assert not page.is_visible(".card canvas.match")
 
 
 def test_a_model_without_a_reference_has_no_reference_zone(page: Any) -> None:

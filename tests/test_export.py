@@ -12,13 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
-from colorgan.batch import Batch
+from colorgan.batch import Batch, model_inputs
 from colorgan.checkpoint import load_generator
 from colorgan.cli import main
 from colorgan.colorize import Colorizer
 from colorgan.errors import ColorganError, OnnxModelError
 from colorgan.export import load_onnx
-from tests.conftest import make_color_image, make_tiny_checkpoint
+from colorgan.reference import summarize
+from tests.conftest import make_color_image, make_exemplar_checkpoint, make_tiny_checkpoint
 
 CUDA_ONNX = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
@@ -245,3 +246,43 @@ def test_an_export_whose_inputs_are_not_colorgans_is_refused(tmp_path: Path) -> 
     )
     with pytest.raises(OnnxModelError, match=r"the graph's inputs \(x\) are not a colorgan"):
         load_onnx(path, "cpu")
+
+
+@pytest.mark.slow
+def test_a_match_model_exports_any_number_of_references(tmp_path: Path) -> None:
+    """model.reference_match: the `exemplar` input (B, R, 4, S, S) with R and S dynamic."""
+    checkpoint = make_exemplar_checkpoint(tmp_path / "match.pt")
+    onnx_path = tmp_path / "match.onnx"
+    assert main(["export", str(checkpoint), "--onnx", str(onnx_path)]) == 0
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    shapes = {node.name: node.shape for node in session.get_inputs()}
+    assert list(shapes) == ["l", "reference", "exemplar"]
+    batch, slots, channels, height, width = shapes["exemplar"]
+    assert channels == 4 and all(isinstance(d, str) for d in (batch, slots, height, width))
+    generator, _ = load_generator(checkpoint)
+    model = load_onnx(onnx_path, "cpu")
+    assert model.capabilities.match
+    gen = torch.Generator().manual_seed(3)
+    l = torch.rand(2, 1, 32, 64, generator=gen) * 2 - 1
+    summary = summarize(torch.rand(2, 2, 16, 16, generator=gen) - 0.5)
+    without = model.predict(Batch(l=l, reference=summary))
+    for count, side in ((1, 32), (2, 64)):
+        exemplar = torch.rand(2, count, 4, side, side, generator=gen) * 2 - 1
+        exemplar[:, :, 3] = 1.0
+        exemplar[1, -1] = 0.0  # the second picture has one reference fewer (none, for 1)
+        given = Batch(l=l, reference=summary, exemplar=exemplar)
+        with torch.inference_mode():
+            expected = generator(**model_inputs(given))
+        got = model.predict(given)
+        assert float((got - expected).abs().max()) <= 1e-3
+        assert float((got[0] - without[0]).abs().max()) > 0.05  # the references are used
+    image = make_color_image(5, (70, 50)).convert("L")
+    references = [make_color_image(7), make_color_image(8, (30, 50))]
+    by_pt, by_onnx = (Colorizer.from_checkpoint(path, "cpu") for path in (checkpoint, onnx_path))
+    for given_references in (references[:1], references):
+        a = by_pt.colorize(image, reference=given_references)
+        b = by_onnx.colorize(image, reference=given_references)
+        diff = np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16))
+        assert diff.max() <= 1
+    with pytest.raises(ColorganError, match="is an ONNX graph"):
+        by_onnx.reference_match(image, references)

@@ -425,7 +425,8 @@ def test_onnx_with_reference_matches_pytorch_within_one_level(tmp_path: Path, en
     assert main(["export", str(model), "--onnx", str(onnx_path)]) == 0
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     inputs = session.get_inputs()
-    assert [node.name for node in inputs] == ["l", "reference"]
+    matched = ["exemplar"] if encoder == "efficientnet_lite0" else []  # model.reference_match
+    assert [node.name for node in inputs] == ["l", "reference", *matched]
     assert inputs[1].shape[1] == REFERENCE_CHANNELS and isinstance(inputs[1].shape[0], str)
     images = [make_color_image(8, (80, 56)).convert("L"), make_color_image(9, (80, 56))]
     reference = make_color_image(10, (64, 64))

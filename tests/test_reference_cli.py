@@ -1,6 +1,7 @@
-"""`colorgan colorize --reference IMAGE`: one reference read once and applied to every input,
+"""`colorgan colorize --reference IMAGE|DIR`: one reference read once and applied to every input,
 in every path colorize has (sequential, pipelined, torchrun ranks, ONNX models), part of each
-output's key, and one-line usage errors (exit 2) before any image is processed."""
+output's key, and one-line usage errors (exit 2) before any image is processed; a folder of
+references (a bank): its images, of which each input uses the closest three."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from colorgan import bank
 from colorgan.cli import main
 from colorgan.colorize import Colorizer
 from colorgan.jobs import plan_jobs, run_key
@@ -182,7 +185,7 @@ def test_any_mode_of_reference_image_works(
         ("missing.png", [], "no such file"),
         ("notes.png", [], "not an image"),
         ("big.png", ["--max-pixels", "2000"], "over the limit"),
-        ("folder", [], "is a folder"),
+        ("folder", [], "a folder with no image files"),
     ],
 )
 def test_a_bad_reference_file_is_one_line_and_exit_2(
@@ -195,7 +198,8 @@ def test_a_bad_reference_file_is_one_line_and_exit_2(
 ) -> None:
     (tmp_path / "notes.png").write_text("not an image")
     make_color_image(3, (80, 60)).save(tmp_path / "big.png")  # 4800 pixels
-    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "sub").mkdir(parents=True)
+    (tmp_path / "folder" / "sub" / "notes.txt").write_text("no image here")
     inputs = write_color_folder(tmp_path / "pages", 2, (40, 40))  # 1600 pixels each
     path = tmp_path / name
     code, _, err = _colorize(
@@ -285,3 +289,66 @@ def test_every_torchrun_rank_uses_the_reference(
     for name in _outputs(tmp_path / "one"):
         difference = np.abs(_pixels(tmp_path / "ranks" / name) - _pixels(tmp_path / "one" / name))
         assert difference.max() <= 1, name
+
+
+# ---------------------------------------------------------------- a folder of references
+
+
+def test_a_folder_is_the_images_under_it(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    refs = tmp_path / "refs"
+    (refs / "b").mkdir(parents=True)
+    make_color_image(101, (64, 56)).save(refs / "b" / "hero.png")
+    make_color_image(202, (50, 70)).save(refs / "villain.JPG", quality=95)
+    (refs / "notes.txt").write_text("not a reference")
+    (refs / ".hidden.png").write_bytes(b"not even an image")
+    reference = Reference((refs,))
+    assert reference.expanded == (refs / "b" / "hero.png", refs / "villain.JPG")  # sorted
+    inputs = write_color_folder(tmp_path / "pages", 3)
+    out = tmp_path / "out"
+    code, text, err = _colorize(checkpoint, inputs, out, capsys, "--reference", str(refs))
+    assert code == 0, err
+    assert "colorized 3 of 3" in text
+    files = [str(refs / "b" / "hero.png"), str(refs / "villain.JPG")]
+    # the same two images given one by one: the same outputs, so the run skips them all
+    code, text, err = _colorize(checkpoint, inputs, out, capsys, "--reference", *files)
+    assert code == 0 and "3 already complete" in text, (text, err)
+    colorizer = Colorizer.from_checkpoint(checkpoint, device="cpu")
+    image = make_color_image(5, (40, 32))
+    by_folder = colorizer.colorize(image, reference=str(refs))  # the API takes a folder too
+    by_files = colorizer.colorize(image, reference=[Path(f) for f in files])
+    assert np.array_equal(np.asarray(by_folder), np.asarray(by_files))
+    alone = colorizer.colorize(image, reference=Path(files[0]))
+    assert not np.array_equal(np.asarray(by_folder), np.asarray(alone))
+
+
+def test_a_bank_gives_each_image_its_three_closest_references(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    refs = tmp_path / "bank"
+    refs.mkdir()
+    for seed in range(5):
+        make_color_image(300 + seed, (48, 48)).save(refs / f"ref_{seed}.png")
+    inputs = write_color_folder(tmp_path / "pages", 2)
+    code, _, err = _colorize(checkpoint, inputs, tmp_path / "out", capsys, "--reference", str(refs))
+    assert code == 0, err
+    colorizer = Colorizer.from_checkpoint(checkpoint, device="cpu")
+    paths = sorted(refs.iterdir())
+    descriptors = torch.stack([bank.describe(_rgb(path)) for path in paths])
+    jobs, _ = plan_jobs([inputs], tmp_path / "out")
+    for job in jobs:
+        closest = bank.closest(bank.describe(_rgb(job.source)), descriptors)
+        assert len(closest) == bank.BANK_TOP
+        with Image.open(job.source) as image:
+            expected = colorizer.colorize(image, reference=[paths[i] for i in closest])
+            left_out = [path for i, path in enumerate(paths) if i not in closest]
+            others = colorizer.colorize(image, reference=left_out)
+        got = _pixels(job.target)
+        assert np.abs(got - np.asarray(expected).astype(int)).max() <= 1
+        assert np.abs(got - np.asarray(others).astype(int)).mean() > 0.5  # not the others'
+
+
+def _rgb(path: Path) -> torch.Tensor:
+    with Image.open(path) as image:
+        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)

@@ -71,10 +71,13 @@ def test_page_and_info(client: TestClient) -> None:
         "max_size": 2048,
         "max_upload_bytes": 20_000,
         "max_pixels": 40_000,
+        "max_references": 8,
         "hints": False,
         "uncertainty": False,
         "caution": None,
         "reference": False,
+        "match": False,
+        "match_map": False,
     }
 
 

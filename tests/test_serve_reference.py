@@ -1,6 +1,7 @@
-"""`colorgan serve` with a reference image (model.reference): the `reference` field of
-POST /api/colorize and /api/uncertainty, POST /api/palette, /api/info's flag, and the refusals
-(a bad file, a model without the input), each one line of JSON."""
+"""`colorgan serve` with reference images (model.reference): the `reference` field of
+POST /api/colorize, /api/uncertainty and /api/suggest (repeated for several), POST /api/palette,
+POST /api/match (model.reference_match), /api/info's flags, and the refusals (a bad file, too
+many or too large references, a model without the input), each one line of JSON."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ from colorgan.config import load_config, to_dict
 from colorgan.models import build_generator
 from colorgan.reference import PALETTE_SIZE, palette
 from colorgan.serve import Limits, create_app
+from colorgan.uploads import MAX_REFERENCES
 from tests.conftest import (
     AB_BIAS,
     UNET,
     make_color_image,
+    make_exemplar_checkpoint,
     make_reference_checkpoint,
     make_tiny_checkpoint,
 )
@@ -194,3 +197,95 @@ def test_the_uncertainty_map_takes_the_reference(tmp_path: Path) -> None:
     assert not np.array_equal(np.asarray(colored), np.asarray(colorizer.colorize(image)))
     bad = client.post("/api/uncertainty", files=files(image, b"not an image"))
     assert bad.status_code == 400 and bad.json()["error"].startswith("reference: not an image")
+
+
+# ---------------------------------------------------------------- several references, the match
+
+
+@pytest.fixture(scope="module")
+def matcher(tmp_path_factory: pytest.TempPathFactory) -> Colorizer:
+    """A model.reference_match model: its references' colors are matched place by place."""
+    checkpoint = make_exemplar_checkpoint(tmp_path_factory.mktemp("serve") / "exemplar.pt")
+    return Colorizer.from_checkpoint(checkpoint, device="cpu", batch_size=1)
+
+
+@pytest.fixture(scope="module")
+def match_client(matcher: Colorizer) -> TestClient:
+    return TestClient(create_app(matcher, LIMITS))
+
+
+def several(image: Image.Image, *refs: bytes | Image.Image) -> list[tuple[str, tuple[str, bytes]]]:
+    """A multipart form: the image, then each reference as a `reference` field."""
+    form = [("image", ("a.png", png_bytes(image)))]
+    for i, ref in enumerate(refs):
+        data = ref if isinstance(ref, bytes) else png_bytes(ref)
+        form.append(("reference", (f"ref{i}.png", data)))
+    return form
+
+
+def test_info_says_whether_the_model_matches_its_references(
+    match_client: TestClient, client: TestClient
+) -> None:
+    info = match_client.get("/api/info").json()
+    assert info["reference"] is info["match"] is info["match_map"] is True
+    assert info["max_references"] == MAX_REFERENCES
+    other = client.get("/api/info").json()  # the histogram alone
+    assert other["reference"] is True and other["match"] is other["match_map"] is False
+
+
+def test_several_references_color_as_colorize_does(
+    match_client: TestClient, matcher: Colorizer
+) -> None:
+    image, one, two = gray(4, (64, 48)), reference(7), reference(8, (40, 70))
+    both = decoded(match_client.post("/api/colorize", files=several(image, one, two)))
+    assert np.array_equal(
+        np.asarray(both), np.asarray(matcher.colorize(image, reference=[one, two]))
+    )
+    first = decoded(match_client.post("/api/colorize", files=several(image, one)))
+    assert np.abs(np.asarray(both, dtype=int) - np.asarray(first)).mean() > 1  # both count
+    bank = [reference(20 + seed) for seed in range(5)]  # more than 3: the closest 3 of them
+    response = match_client.post("/api/colorize", files=several(image, *bank))
+    expected = matcher.colorize(image, reference=bank)
+    assert np.array_equal(np.asarray(decoded(response)), np.asarray(expected))
+    suggested = match_client.post("/api/suggest?n=3", files=several(image, one, two))
+    points = matcher.suggest_points(image, 3, reference=[one, two])
+    assert suggested.json()["points"] == [{"x": p.x, "y": p.y, "color": p.color} for p in points]
+
+
+def test_the_match_map_of_an_upload(
+    match_client: TestClient, matcher: Colorizer, client: TestClient
+) -> None:
+    image, one, two = make_color_image(4, (64, 48)), reference(7), reference(8)
+    response = match_client.post("/api/match?size=64", files=several(image, one, two))
+    shown = decoded(response)
+    assert (shown.mode, shown.size) == ("L", image.size)
+    expected = matcher.reference_match(image, [one, two], size=64)
+    assert np.array_equal(np.asarray(shown), np.asarray(expected))
+    square = make_color_image(4, (64, 64))  # at its own working size: itself, exactly
+    itself = decoded(match_client.post("/api/match?size=64", files=several(square, square)))
+    assert np.asarray(itself).min() >= 250 and np.asarray(shown).mean() < 230
+    alone = match_client.post("/api/match", content=png_bytes(image))
+    assert alone.status_code == 400 and alone.json()["error"].startswith("no reference")
+    refused = client.post("/api/match", files=several(image, one))  # a histogram model
+    assert refused.status_code == 400
+    assert "trained without model.reference_match" in refused.json()["error"]
+
+
+def test_too_many_or_too_large_references_are_refused(match_client: TestClient) -> None:
+    image, ref = gray(4), png_bytes(reference(7, (24, 24)))
+    most = match_client.post("/api/colorize", files=several(image, *[ref] * MAX_REFERENCES))
+    assert most.status_code == 200
+    response = match_client.post("/api/colorize", files=several(image, *[ref] * 9))
+    assert response.status_code == 400
+    assert (
+        response.json()["error"] == f"reference: at most {MAX_REFERENCES} images per request, got 9"
+    )
+    noise = np.random.default_rng(2).bytes(12_000)  # each under the limit, not both together
+    response = match_client.post("/api/colorize", files=several(image, noise, noise))
+    assert response.status_code == 413
+    assert response.json()["error"].startswith("reference: 2 files together over the limit of")
+    bad = match_client.post("/api/colorize", files=several(image, ref, b"not an image"))
+    assert bad.status_code == 400 and bad.json()["error"].startswith("reference: not an image")
+    palette_ = match_client.post("/api/palette", files=several(image, ref, ref)[1:])
+    assert palette_.status_code == 400
+    assert palette_.json()["error"] == "reference: one image here, got 2: send each alone"
