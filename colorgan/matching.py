@@ -146,7 +146,9 @@ def match_maps(
     """A generator's reference match (B, MATCH_CHANNELS, H/8, W/8): the picture's encoder
     features `feats` (strides 2 to 32) against the `exemplar`'s references, whose L (scaled to
     [0, 1]) `encode` turns into theirs (no reference: zeros); None for a generator without
-    `match`."""
+    `match`. No gradient flows through the references' encoder pass (the encoder and the
+    projection still learn from the picture's side, and the projection from both): a training
+    step then costs one encoder pass more, not two."""
     if match is None:
         if exemplar is not None:
             raise ValueError("this generator was built without model.reference_match")
@@ -156,6 +158,7 @@ def match_maps(
         b, _, h, w = stride_8.shape
         return stride_8.new_zeros(b, MATCH_CHANNELS, h, w)
     gray = exemplar[:, :, :1].flatten(0, 1).to(stride_8.dtype)  # (B*R, 1, H', W')
-    theirs = encode((gray + 1.0) * 0.5)
+    with torch.no_grad():  # training learns the match through the picture's features alone
+        theirs = encode((gray + 1.0) * 0.5)
     picture = match.embed(feats[2], feats[3])
     return match(picture, match.embed(theirs[2], theirs[3]), exemplar)
