@@ -1,0 +1,453 @@
+"""Colorize a video: every frame through a Colorizer, streamed (decode, color, encode a frame at
+a time, so memory stays bounded however long the film), into the source's container with the
+same frames, timestamps, size and rotation, and every audio stream copied untouched.
+
+Steady colors. A model that takes references (model.reference, and best model.reference_match,
+which takes colors place by place from where the references correspond) colors each frame
+with the previous colored frame and its shot's first colored frame (the keyframe) as
+references, so a shirt keeps its color from frame to frame and across the shot. A scene cut
+(the mean absolute difference of consecutive frames' gray thumbnails above CUT_THRESHOLD)
+starts afresh: that frame is colored alone and becomes the new keyframe. With `keyframe_every`
+N > 0 the keyframe also moves to the current frame every N frames of a shot. The user's own
+references (`request`) anchor every frame alike, so with them each frame takes those alone (a
+bank's BANK_TOP closest chosen once per shot), in batches: adding the frames made both the
+colors and the flicker worse (benchmarks/video_flicker.py, an early match model: mean CIEDE2000
+14.1 against 11.4, flicker 0.92 against 0.78 Lab units; without references the frames cut the
+flicker from 1.19 to 0.90); `frames_with_user_reference` adds them anyway. A model without
+references, or `independent_frames`, colors each frame alone (in batches). Color points for
+frame i come from `hints_dir/<i:06d>.json` (hints.py's format) when present.
+
+Resuming. The frames are encoded in parts of `part_frames` frames, each its own file in
+`<dst>.parts/` (part_00000.<ext>, written atomically), followed by the last colored frame and
+the keyframe as PNGs and a small JSON (the part's timestamps, cuts and shot state), so a
+resumed run continues the colors exactly where they were. `run.json` keys the folder by the
+run (the model file, working size, options, request and hints, the source's size and time):
+rerunning the same command after an interruption (Ctrl-C, a crash, a full disk) decodes past
+the finished parts and colors from the first unfinished one; a changed run starts afresh. At
+the end the parts' packets and the source's audio are joined into `dst` (atomically, without
+re-encoding: videofile.py) and the folder is deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from colorgan.bank import BANK_TOP, closest, describe
+from colorgan.colorize import Colorizer, join
+from colorgan.errors import ColorganError, WriteFailed
+from colorgan.files import Picture, atomic_write, to_image, write_error
+from colorgan.hints import Hint, HintError, load_hints
+from colorgan.jobs import model_identity
+from colorgan.reference import reduce_image
+from colorgan.request import NOTHING, Reference, Request
+from colorgan.videofile import (
+    VIDEO_SUFFIXES,
+    Encoding,
+    VideoError,
+    VideoInfo,
+    frames,
+    is_video,
+    join_parts,
+    plan_encoding,
+    probe,
+    rgb_of,
+    write_video,
+)
+
+__all__ = ["VIDEO_SUFFIXES", "VideoError", "VideoOptions", "VideoReport", "colorize_video",
+           "is_video"]  # fmt: skip
+
+THUMBNAIL_SIDE = 32  # scene cuts compare frames' gray at 32x32
+# A new shot where consecutive thumbnails differ by more than this mean |gray| (0 to 1): a hard
+# cut between scenes differs by 0.2 or more, motion within a shot mostly by under 0.05 at this
+# scale. It errs high: a cut seen in a fast motion drops the references (a jump in the colors),
+# a cut missed (between two dark scenes) only lends the old shot's colors as candidates.
+CUT_THRESHOLD = 0.15
+DEFAULT_PART_FRAMES = 240  # frames per part: at most this much work is lost to an interruption
+MAX_CRF = 63
+RUN_FILE = "run.json"
+_VERSION = 1  # of the parts folder's layout
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """How to colorize a video (defaults: steady colors at the model's own working size)."""
+
+    independent_frames: bool = False  # each frame alone, for comparison
+    size: int | None = None  # working size (None: the model's training size)
+    crf: int = 18  # quality (x264's scale, also used for VP8/9; others get a fixed quantizer)
+    codec: str | None = None  # an FFmpeg encoder; None: the source's codec, else the container's
+    request: Request = NOTHING  # the user's reference images, points for every frame, caution
+    hints_dir: Path | None = None  # DIR/000120.json: color points for frame 120
+    keyframe_every: int = 0  # 0: a new keyframe only at scene cuts
+    # with the user's references, the previous and key frames too (off: the user's alone were
+    # better on both counts, benchmarks/video_flicker.py; see the module's docstring)
+    frames_with_user_reference: bool = False
+    part_frames: int = DEFAULT_PART_FRAMES
+    quiet: bool = False  # no progress bar
+
+    def __post_init__(self) -> None:
+        for name, low in (("crf", 0), ("keyframe_every", 0), ("part_frames", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ColorganError(f"{name} must be a whole number >= {low}, got {value!r}")
+        if self.crf > MAX_CRF:
+            raise ColorganError(f"crf must be from 0 (lossless) to {MAX_CRF}, got {self.crf}")
+
+
+@dataclass(frozen=True)
+class VideoReport:
+    """What a colorize_video run did: frames written, this run's seconds and colored frames per
+    second, scene cuts found, and parts reused from an interrupted run."""
+
+    frames: int
+    seconds: float
+    frames_per_second: float
+    cuts: int
+    parts_reused: int
+
+
+def thumbnail(rgb: torch.Tensor) -> torch.Tensor:
+    """A frame (3, H, W) uint8 -> its gray (THUMBNAIL_SIDE, THUMBNAIL_SIDE) in [0, 1], averaged."""
+    gray = rgb.float().mean(0, keepdim=True)[None] / 255.0
+    return F.adaptive_avg_pool2d(gray, THUMBNAIL_SIDE)[0, 0]
+
+
+def cut_score(before: torch.Tensor, after: torch.Tensor) -> float:
+    """How much two consecutive thumbnails differ: mean |gray difference|, 0 to 1."""
+    return float((after - before).abs().mean())
+
+
+@dataclass(frozen=True, eq=False)
+class _ShotReference(Reference):
+    """References used as given (frames of the same shot): never narrowed as a bank is."""
+
+    def closest(self, rgb: torch.Tensor) -> Reference:
+        return self
+
+
+@dataclass
+class Shot:
+    """What carries from frame to frame: the shot's keyframe and the previous colored frame
+    (as references: reduced), the user's references chosen for the shot (indices), frames
+    since the keyframe, and the last frame's thumbnail."""
+
+    key: Image.Image | None = None
+    previous: Image.Image | None = None
+    user: list[int] | None = None
+    since_key: int = 0
+    thumbnail: torch.Tensor | None = None
+    cuts: list[int] = field(default_factory=list)  # frame indices that started a shot
+
+
+class Coloring:
+    """Colors a video's frames in order: alone, or steadied by the frames before them."""
+
+    def __init__(self, colorizer: Colorizer, options: VideoOptions) -> None:
+        self.colorizer, self.options = colorizer, options
+        self.steady = colorizer.capabilities.reference and not options.independent_frames
+        self.user = options.request.reference  # a bank: each shot uses its closest
+        # frames as references: each frame waits for the one before it
+        self.chained = self.steady and (self.user is None or options.frames_with_user_reference)
+        self.batch = 1 if self.chained else colorizer.batch_size
+        self.shot = Shot()
+
+    def color(self, batch: Sequence[tuple[int, av.VideoFrame]]) -> list[np.ndarray]:
+        """Colored RGB (H, W, 3) uint8 of consecutive frames (index, frame)."""
+        pictures = [Picture(torch.from_numpy(rgb_of(f)).permute(2, 0, 1), None) for _, f in batch]
+        requests = [self._request(i, p) for (i, _), p in zip(batch, pictures, strict=True)]
+        predicted = self.colorizer.predict_pictures(pictures, self.options.size, requests)
+        colored = [join(l, p.ab).permute(1, 2, 0).numpy() for l, p in predicted]
+        if self.chained:
+            self._keep(Image.fromarray(colored[-1]))
+        return colored
+
+    def _request(self, index: int, picture: Picture) -> Request:
+        """Frame `index`'s request: its points, and its references when steady (and a new
+        shot begun where the frame is a cut)."""
+        request = self.options.request.with_points(self._points(index, picture))
+        now = thumbnail(picture.rgb)
+        before, self.shot.thumbnail = self.shot.thumbnail, now
+        if before is not None and cut_score(before, now) > CUT_THRESHOLD:
+            self.shot.cuts.append(index)
+            self.shot.key = self.shot.previous = None
+        if before is None or self.shot.key is None:
+            self.shot.user = self._choose(picture)
+        if not self.steady:
+            return request  # a bank's closest are chosen for each frame (Request.for_picture)
+        given = [self.shot.previous] if self.shot.previous is not None else []
+        if self.shot.key is not None and self.shot.key is not self.shot.previous:
+            given.append(self.shot.key)
+        if self.user is not None and self.shot.user is not None:
+            given += [self.user.images[i] for i in self.shot.user]
+        return request.with_reference(_ShotReference(tuple(given)) if given else None)
+
+    def _points(self, index: int, picture: Picture) -> list[Hint]:
+        """Frame `index`'s color points, from hints_dir (none without the folder or file)."""
+        if self.options.hints_dir is None:
+            return list(self.options.request.points)
+        path = self.options.hints_dir / f"{index:06d}.json"
+        if not path.is_file():
+            return list(self.options.request.points)
+        points = [*self.options.request.points, *load_hints(path)]
+        try:
+            Request(tuple(points)).check_inside((picture.rgb.shape[1], picture.rgb.shape[2]))
+        except HintError as err:
+            raise HintError(f"{path}: {err}") from None
+        return points
+
+    def _choose(self, picture: Picture) -> list[int] | None:
+        """The user's references a new shot uses: all, or of a bank the BANK_TOP closest to
+        its first frame."""
+        if self.user is None or not self.steady:
+            return None
+        if len(self.user.images) <= BANK_TOP:
+            return list(range(len(self.user.images)))
+        return closest(describe(picture.rgb), self.user.descriptors)
+
+    def _keep(self, colored: Image.Image) -> None:
+        """After a frame is colored: it is the previous frame, and the keyframe if it began a
+        shot (or `keyframe_every` frames have passed)."""
+        reduced = to_image(reduce_image(colored)[0], None)
+        shot, every = self.shot, self.options.keyframe_every
+        shot.previous = reduced
+        if shot.key is None or (every and shot.since_key + 1 >= every):
+            shot.key, shot.since_key = reduced, 0
+        else:
+            shot.since_key += 1
+
+
+def colorize_video(
+    colorizer: Colorizer, src: str | Path, dst: str | Path, options: VideoOptions | None = None
+) -> VideoReport:
+    """Colorize the video `src` into `dst` (the same container: `src`'s suffix), resumably
+    (see the module's docstring); a VideoError (one line) for what cannot be read or written."""
+    src, dst, options = Path(src), Path(dst), options or VideoOptions()
+    if dst.suffix.lower() != src.suffix.lower():
+        raise VideoError(f"{dst}: a colored video keeps its source's container; name it "
+                         f"{dst.with_suffix(src.suffix).name}")  # fmt: skip
+    if dst.resolve() == src.resolve():
+        raise VideoError(f"{dst}: is the source itself; write the colored video elsewhere")
+    started = time.perf_counter()
+    info = probe(src)
+    encoding = plan_encoding(info, src.suffix, options.codec, options.crf)
+    colorizer.capabilities.check(options.request)
+    parts = Parts(dst)
+    done = parts.open(run_key(colorizer, info, encoding, options))
+    reused = sum(state["frames"] for state in done)
+    total = info.frames
+    with tqdm(total=total, initial=reused, unit="frame", desc=src.name, disable=options.quiet,
+              dynamic_ncols=True) as progress:  # fmt: skip
+        colored, shot = _color_parts(colorizer, options, info, encoding, parts, done, progress)
+    try:
+        parts.join(src, dst, encoding)
+    except OSError as err:
+        raise WriteFailed(write_error(err)) from None
+    seconds = time.perf_counter() - started
+    return VideoReport(
+        frames=parts.frames, seconds=seconds, frames_per_second=colored / max(seconds, 1e-9),
+        cuts=len(shot.cuts), parts_reused=len(done),
+    )  # fmt: skip
+
+
+def _color_parts(
+    colorizer: Colorizer, options: VideoOptions, info: VideoInfo, encoding: Encoding,
+    parts: Parts, done: list[dict], progress: tqdm,
+) -> tuple[int, Shot]:  # fmt: skip
+    """Decode the source once: skip the finished parts (restoring their shot state), color and
+    encode the rest part by part; the frames colored and the last shot state."""
+    colors = Coloring(colorizer, options)
+    colored = 0
+    with contextlib.closing(frames(info.path)) as source:  # closed however this ends
+        decoded = enumerate(source)
+        for number in itertools.count():
+            first = next(decoded, None)
+            if first is None:
+                break
+            if number < len(done):
+                colors.shot = _skip(parts, number, done[number], first, decoded)
+                continue
+            chunk = itertools.chain([first], itertools.islice(decoded, options.part_frames - 1))
+            times: list[int] = []
+            try:
+                parts.write(number, encoding, _colored(colors, chunk, times, progress), times)
+                parts.save(number, colors.shot, times)
+            except OSError as err:
+                raise WriteFailed(write_error(err)) from None
+            colored += len(times)
+    return colored, colors.shot
+
+
+def _skip(
+    parts: Parts, number: int, state: dict, first: tuple[int, av.VideoFrame],
+    decoded: Iterator[tuple[int, av.VideoFrame]],
+) -> Shot:  # fmt: skip
+    """Decode past finished part `number`, whose first frame is `first`; the shot state after
+    it (with its last frame's thumbnail, for the next frame's cut)."""
+    last = first
+    for _ in range(state["frames"] - 1):
+        last = next(decoded, None) or _changed(parts.folder)
+    shot = parts.restore(number, state)
+    shot.thumbnail = thumbnail(torch.from_numpy(rgb_of(last[1])).permute(2, 0, 1))
+    return shot
+
+
+def _changed(folder: Path) -> NoReturn:
+    raise VideoError(f"the source has fewer frames than when {folder} was begun; delete that "
+                     f"folder and colorize again")  # fmt: skip
+
+
+def _colored(
+    colors: Coloring, chunk: Iterator[tuple[int, av.VideoFrame]], times: list[int], progress: tqdm
+) -> Iterator[tuple[np.ndarray, int]]:
+    """The chunk's frames colored, in colors.batch batches, with their pts (kept in `times`)."""
+    while batch := list(itertools.islice(chunk, colors.batch)):
+        for (_, frame), rgb in zip(batch, colors.color(batch), strict=True):
+            assert frame.pts is not None  # videofile.frames gives every frame one
+            times.append(frame.pts)
+            progress.update(1)
+            yield rgb, frame.pts
+
+
+def run_key(
+    colorizer: Colorizer, info: VideoInfo, encoding: Encoding, options: VideoOptions
+) -> dict[str, object]:
+    """What the parts depend on: the model, working size, encoding, options, request and hints
+    files, and the source (its path, size and time)."""
+    stat = info.path.stat()
+    caution = colorizer.capabilities.resolve_caution(options.request)
+    hints = None
+    if options.hints_dir is not None:
+        files = sorted(options.hints_dir.glob("*.json"))
+        listed = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+        hints = hashlib.sha256(json.dumps(listed).encode()).hexdigest()[:16]
+    return {
+        "version": _VERSION,
+        "model": model_identity(colorizer.source) if colorizer.source else repr(colorizer),
+        "revision": colorizer.revision,
+        "size": options.size or colorizer.image_size,
+        "encoding": [encoding.codec, encoding.pix_fmt, encoding.options],
+        "options": [
+            options.independent_frames,
+            options.keyframe_every,
+            options.part_frames,
+            options.frames_with_user_reference,
+        ],
+        "request": options.request.key(caution),
+        "hints": hints,
+        "source": [str(info.path.resolve()), stat.st_size, stat.st_mtime_ns],
+    }
+
+
+class Parts:
+    """The folder `<dst>.parts` of an output's finished parts, and the run they belong to."""
+
+    def __init__(self, dst: Path) -> None:
+        self.folder = dst.with_name(dst.name + ".parts")
+        self.suffix = dst.suffix
+        self.times: list[list[int]] = []  # each part's pts, in order
+
+    @property
+    def frames(self) -> int:
+        return sum(len(t) for t in self.times)
+
+    def _file(self, number: int, kind: str) -> Path:
+        return self.folder / f"part_{number:05d}{kind}"
+
+    def open(self, key: dict[str, object]) -> list[dict]:
+        """The finished parts of this run, in order (a folder from another run is emptied)."""
+        run_file = self.folder / RUN_FILE
+        if self.folder.exists() and not run_file.is_file() and any(self.folder.iterdir()):
+            raise VideoError(f"{self.folder}: not colorgan's parts folder; move it away")
+        try:
+            same = json.loads(run_file.read_text(encoding="utf-8")) == json.loads(json.dumps(key))
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder.mkdir(parents=True)
+            text = json.dumps(key, indent=1)
+            atomic_write(run_file, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        done = []
+        for number in itertools.count():
+            state = self._finished(number)
+            if state is None:
+                break
+            done.append(state)
+            self.times.append(state["pts"])
+        return done
+
+    def _finished(self, number: int) -> dict | None:
+        """Part `number`'s saved state, if the part and its files are whole."""
+        try:
+            state = json.loads(self._file(number, ".json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        needed = [self._file(number, self.suffix)]
+        if state.get("steady"):
+            needed.append(self._file(number, ".previous.png"))
+        if state.get("steady") and not state.get("key_is_previous"):
+            needed.append(self._file(number, ".key.png"))
+        return state if all(p.is_file() for p in needed) else None
+
+    def write(
+        self, number: int, encoding: Encoding, colored: Iterator[tuple[np.ndarray, int]],
+        times: list[int],
+    ) -> None:  # fmt: skip
+        """Encode part `number` (atomically) from its colored frames."""
+        path = self._file(number, self.suffix)
+        atomic_write(path, lambda tmp: write_video(tmp, encoding, colored))
+        self.times.append(times)
+
+    def save(self, number: int, shot: Shot, times: list[int]) -> None:
+        """The shot state after part `number` (its frames' pts too), the JSON written last."""
+        for image, kind in ((shot.previous, ".previous.png"), (shot.key, ".key.png")):
+            if image is not None and (kind == ".previous.png" or shot.key is not shot.previous):
+                _save_png(image, self._file(number, kind))
+        state = {
+            "frames": len(times), "pts": times, "cuts": shot.cuts, "user": shot.user,
+            "since_key": shot.since_key, "key_is_previous": shot.key is shot.previous,
+            "steady": shot.previous is not None,
+        }  # fmt: skip
+        text = json.dumps(state)
+        atomic_write(self._file(number, ".json"), lambda tmp: tmp.write_text(text, "utf-8"))
+
+    def restore(self, number: int, state: dict) -> Shot:
+        """The shot state saved after part `number` (its previous and key frames decoded)."""
+        previous = key = None
+        if state["steady"]:
+            previous = _load_png(self._file(number, ".previous.png"))
+            key_file = self._file(number, ".key.png")
+            key = previous if state["key_is_previous"] else _load_png(key_file)
+        return Shot(key, previous, state["user"], state["since_key"], None, list(state["cuts"]))
+
+    def join(self, src: Path, dst: Path, encoding: Encoding) -> None:
+        """Write `dst` from the parts and the source's audio, then delete the folder."""
+        files = [self._file(n, self.suffix) for n in range(len(self.times))]
+        join_parts(files, self.times, src, dst, encoding)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _save_png(image: Image.Image, path: Path) -> None:
+    atomic_write(path, lambda tmp: image.save(tmp, "PNG"))
+
+
+def _load_png(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")

@@ -1,0 +1,315 @@
+"""Colorizing a video (video.py, videofile.py): short generated clips through tiny models; the
+frames, timestamps, size, rotation and audio kept, steady colors, scene cuts, resuming, errors."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from kornia.color import rgb_to_lab
+
+from colorgan import Colorizer, Request
+from colorgan.color import uint8_to_float
+from colorgan.hints import HintError
+from colorgan.video import (
+    CUT_THRESHOLD,
+    Coloring,
+    VideoError,
+    VideoOptions,
+    colorize_video,
+    cut_score,
+    is_video,
+    thumbnail,
+)
+from tests.conftest import make_color_image, make_hint_checkpoint, make_tiny_checkpoint
+from tests.test_matching import make_match_checkpoint
+
+SIZE = (64, 48)  # width, height
+SAMPLE_RATE = 8000
+
+
+def scene(index: int, seed: int) -> np.ndarray:
+    """Frame `index` of scene `seed`: gray shapes moving over a gray background (H, W, 3)."""
+    rng = np.random.default_rng(seed)
+    width, height = SIZE
+    image = np.full((height, width, 3), int(rng.integers(40, 200)), np.uint8)
+    for shape in range(3):
+        level = int(rng.integers(0, 256))
+        top, left = int(rng.integers(0, height - 14)), int(rng.integers(0, width - 40))
+        left += index * (shape + 1) // 3  # up to 24 pixels in 24 frames: inside the frame
+        image[top : top + 14, left : left + 16] = level
+    return image
+
+
+def write_clip(
+    path: Path,
+    frames: int = 24,
+    cut_at: int | None = None,
+    rotation: int | None = None,
+    audio: bool = True,
+    times: list[int] | None = None,
+) -> Path:
+    """A gray H.264 clip of moving shapes (a second scene from `cut_at`), 24 fps or at `times`
+    (pts in 1/1000 s), with a sine wave in AAC; `rotation` as its display matrix."""
+    with av.open(str(path), "w") as output:
+        video = output.add_stream("libx264", rate=24)
+        video.width, video.height, video.pix_fmt = *SIZE, "yuv420p"
+        if times is not None:
+            video.codec_context.time_base = Fraction(1, 1000)
+        if rotation is not None:
+            video.set_display_rotation(rotation)
+        sound = output.add_stream("aac", rate=SAMPLE_RATE, layout="mono") if audio else None
+        for index in range(frames):
+            seed = 1 if cut_at is not None and index >= cut_at else 0
+            frame = av.VideoFrame.from_ndarray(scene(index, seed), format="rgb24")
+            frame.pts = index if times is None else times[index]
+            output.mux(video.encode(frame))
+        output.mux(video.encode())
+        if sound is not None:
+            write_sine(output, sound, frames / 24)
+    return path
+
+
+def write_sine(
+    output: av.container.OutputContainer, stream: av.AudioStream, seconds: float
+) -> None:
+    """`seconds` of a 440 Hz sine wave through `stream` (AAC, mono)."""
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    for start in range(0, len(wave), 1024):
+        frame = av.AudioFrame.from_ndarray(wave[None, start : start + 1024], "flt", "mono")
+        frame.sample_rate, frame.pts = SAMPLE_RATE, start
+        output.mux(stream.encode(frame))
+    output.mux(stream.encode())
+
+
+def read_clip(path: Path) -> dict:
+    """A clip's frames (RGB), their times (s), its rotation and its audio packets."""
+    with av.open(str(path)) as container:
+        decoded = list(container.decode(video=0))
+        stream = container.streams.video[0]
+        found = {
+            "rgb": [f.to_ndarray(format="rgb24") for f in decoded],
+            "times": [f.pts * f.time_base for f in decoded],
+            "rotation": decoded[0].rotation,
+            "size": (stream.codec_context.width, stream.codec_context.height),
+            "rate": stream.average_rate,
+        }
+    with av.open(str(path)) as container:
+        if container.streams.audio:
+            audio = container.streams.audio[0]
+            packets = [p for p in container.demux(audio) if p.size]
+            found["audio"] = (audio.codec_context.name, [(p.pts, bytes(p)) for p in packets])
+    return found
+
+
+def lab(rgb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """L (1, 1, H, W) and ab (1, 2, H, W) in Lab units of an RGB (H, W, 3) uint8 frame."""
+    lab = rgb_to_lab(uint8_to_float(torch.from_numpy(rgb).permute(2, 0, 1)[None]))
+    return lab[:, :1], lab[:, 1:]
+
+
+def chroma(rgb: np.ndarray) -> float:
+    """Mean |ab| (Lab units) of an RGB (H, W, 3) uint8 frame."""
+    return float(lab(rgb)[1].abs().mean())
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Colorizer:
+    path = make_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny.pt")
+    return Colorizer.from_checkpoint(path, "cpu")
+
+
+@pytest.fixture(scope="module")
+def match(tmp_path_factory: pytest.TempPathFactory) -> Colorizer:
+    path = make_match_checkpoint(tmp_path_factory.mktemp("match") / "match.pt")
+    return Colorizer.from_checkpoint(path, "cpu")
+
+
+QUIET = VideoOptions(quiet=True, part_frames=8)
+
+
+def test_an_mp4_keeps_its_frames_times_size_rotation_and_audio(
+    tiny: Colorizer, tmp_path: Path
+) -> None:
+    src = write_clip(tmp_path / "clip.mp4", rotation=90)
+    report = colorize_video(tiny, src, tmp_path / "out" / "clip.mp4", QUIET)
+    before, after = read_clip(src), read_clip(tmp_path / "out" / "clip.mp4")
+    assert report.frames == len(after["rgb"]) == len(before["rgb"]) == 24
+    assert after["times"] == before["times"] and after["rate"] == before["rate"] == 24
+    assert after["size"] == before["size"] == SIZE
+    assert after["rotation"] == before["rotation"] == 90
+    assert after["audio"] == before["audio"]  # the same codec, packets, times and bytes
+    assert max(chroma(f) for f in before["rgb"]) < 1.0
+    assert min(chroma(f) for f in after["rgb"]) > 5.0  # colored: the tiny model's orange cast
+    for gray, colored in zip(before["rgb"], after["rgb"], strict=True):  # its lightness kept
+        assert float((lab(gray)[0] - lab(colored)[0]).abs().mean()) < 2.0
+    assert not (tmp_path / "out" / "clip.mp4.parts").exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip.mp4"]
+
+
+def test_an_mkv_keeps_a_variable_frame_rate(tiny: Colorizer, tmp_path: Path) -> None:
+    times = [0, 40, 90, 100, 180, 200, 260, 400, 420, 500, 560, 600]
+    src = write_clip(tmp_path / "vfr.mkv", frames=len(times), times=times)
+    colorize_video(tiny, src, tmp_path / "vfr_out.mkv", QUIET)
+    after = read_clip(tmp_path / "vfr_out.mkv")
+    assert after["times"] == [Fraction(t, 1000) for t in times]
+    assert after["audio"] == read_clip(src)["audio"]
+
+
+def test_steady_and_independent_frames_both_color_and_differ(
+    match: Colorizer, tmp_path: Path
+) -> None:
+    src = write_clip(tmp_path / "clip.mkv", frames=12, audio=False)
+    steady = colorize_video(match, src, tmp_path / "steady.mkv", QUIET)
+    alone = colorize_video(
+        match, src, tmp_path / "alone.mkv", VideoOptions(independent_frames=True, quiet=True)
+    )
+    assert steady.frames == alone.frames == 12 and steady.cuts == alone.cuts == 0
+    a, b = read_clip(tmp_path / "steady.mkv")["rgb"], read_clip(tmp_path / "alone.mkv")["rgb"]
+    assert len(a) == len(b) == 12
+    assert any(not np.array_equal(x, y) for x, y in zip(a[1:], b[1:], strict=True))
+    assert min(chroma(f) for f in a) > 1.0 and min(chroma(f) for f in b) > 1.0
+
+
+def test_with_the_users_reference_each_frame_takes_it_alone_unless_asked(
+    match: Colorizer, tmp_path: Path
+) -> None:
+    src = write_clip(tmp_path / "clip.mkv", frames=6, audio=False)
+    request = Request.of(reference=[make_color_image(3, SIZE)])
+    outputs = []
+    for name, settings in (("steady", {}), ("alone", {"independent_frames": True}),
+                           ("frames", {"frames_with_user_reference": True})):  # fmt: skip
+        options = VideoOptions(request=request, quiet=True, **settings)
+        colorize_video(match, src, tmp_path / f"{name}.mkv", options)
+        outputs.append(read_clip(tmp_path / f"{name}.mkv")["rgb"])
+    steady, alone, frames = outputs
+    assert all(np.array_equal(a, b) for a, b in zip(steady, alone, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(steady, frames, strict=True))
+
+
+def test_a_hard_cut_starts_a_new_shot(match: Colorizer, tmp_path: Path) -> None:
+    src = write_clip(tmp_path / "cut.mp4", frames=16, cut_at=9, audio=False)
+    report = colorize_video(match, src, tmp_path / "cut_out.mp4", QUIET)
+    assert report.cuts == 1
+    frames = [torch.from_numpy(scene(i, 0)).permute(2, 0, 1) for i in range(2)]
+    other = torch.from_numpy(scene(0, 1)).permute(2, 0, 1)
+    moving = cut_score(thumbnail(frames[0]), thumbnail(frames[1]))
+    cut = cut_score(thumbnail(frames[1]), thumbnail(other))
+    assert moving < CUT_THRESHOLD < cut
+
+
+def test_an_interrupted_run_resumes_from_its_finished_parts(
+    match: Colorizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = write_clip(tmp_path / "clip.mp4", frames=20, cut_at=11)
+    straight = colorize_video(match, src, tmp_path / "straight.mp4", QUIET)
+    dst = tmp_path / "resumed.mp4"
+    calls = {"frames": 0}
+    color = Coloring.color
+
+    def stop_at_frame_17(self, batch):  # type: ignore[no-untyped-def]
+        calls["frames"] += len(batch)
+        if calls["frames"] > 17:
+            raise KeyboardInterrupt
+        return color(self, batch)
+
+    monkeypatch.setattr(Coloring, "color", stop_at_frame_17)
+    with pytest.raises(KeyboardInterrupt):
+        colorize_video(match, src, dst, QUIET)
+    monkeypatch.undo()
+    parts = sorted(p.name for p in (tmp_path / "resumed.mp4.parts").iterdir())
+    assert "part_00001.mp4" in parts and "part_00002.mp4" not in parts
+    assert not [name for name in parts if name.endswith(".tmp")]
+    resumed = colorize_video(match, src, dst, QUIET)
+    assert resumed.parts_reused == 2 and resumed.cuts == straight.cuts == 1
+    a, b = read_clip(tmp_path / "straight.mp4"), read_clip(dst)
+    assert all(np.array_equal(x, y) for x, y in zip(a["rgb"], b["rgb"], strict=True))
+    assert a["times"] == b["times"] and a["audio"] == b["audio"] and len(b["rgb"]) == 20
+    assert not (tmp_path / "resumed.mp4.parts").exists()
+
+
+def test_a_changed_run_does_not_reuse_parts(match: Colorizer, tmp_path: Path) -> None:
+    src = write_clip(tmp_path / "clip.mkv", frames=10, audio=False)
+    parts = tmp_path / "out.mkv.parts"
+    parts.mkdir()
+    (parts / "run.json").write_text(json.dumps({"another": "run"}))
+    (parts / "part_00000.json").write_text("{}")
+    report = colorize_video(match, src, tmp_path / "out.mkv", QUIET)
+    assert report.parts_reused == 0 and report.frames == 10
+
+
+def test_hints_for_one_frame_color_that_frame(tmp_path: Path) -> None:
+    model = make_hint_checkpoint(tmp_path / "hints.pt", "unet")
+    colorizer = Colorizer.from_checkpoint(model, "cpu")
+    src = write_clip(tmp_path / "clip.mp4", frames=6, audio=False)
+    hints = tmp_path / "hints"
+    hints.mkdir()
+    (hints / "000003.json").write_text('[{"x": 32, "y": 24, "color": "#ff0000", "radius": 12}]')
+    options = VideoOptions(hints_dir=hints, quiet=True)
+    colorize_video(colorizer, src, tmp_path / "out.mp4", options)
+    frames = read_clip(tmp_path / "out.mp4")["rgb"]
+    red = [int(f[24, 32, 0]) - int(f[24, 32, 1]) for f in frames]  # R - G at the point
+    assert red[3] > 60 and max(red[:3] + red[4:]) < red[3] - 40
+    (hints / "000001.json").write_text('[{"x": 500, "y": 24, "color": "#ff0000"}]')
+    with pytest.raises(HintError, match=r"000001\.json: point 0 at"):
+        colorize_video(colorizer, src, tmp_path / "out2.mp4", options)
+
+
+def test_an_avi_keeps_its_own_codec_and_another_can_be_asked(
+    tiny: Colorizer, tmp_path: Path
+) -> None:
+    for suffix, codec, written in ((".avi", "mpeg4", "mpeg4"), (".webm", "libvpx", "vp9")):
+        src = tmp_path / f"clip{suffix}"
+        with av.open(str(src), "w") as output:
+            stream = output.add_stream(codec, rate=25)
+            stream.width, stream.height, stream.pix_fmt = *SIZE, "yuv420p"
+            for index in range(10):
+                frame = av.VideoFrame.from_ndarray(scene(index, 0), format="rgb24")
+                frame.pts = index
+                output.mux(stream.encode(frame))
+            output.mux(stream.encode())
+        options = VideoOptions(quiet=True, part_frames=4, codec=None if suffix == ".avi" else "vp9")
+        report = colorize_video(tiny, src, tmp_path / f"out{suffix}", options)
+        with av.open(str(tmp_path / f"out{suffix}")) as container:
+            assert container.streams.video[0].codec_context.name == written
+            assert len(list(container.decode(video=0))) == report.frames == 10
+
+
+def test_what_is_not_a_video_is_one_line(tiny: Colorizer, tmp_path: Path) -> None:
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    with av.open(str(tmp_path / "song.mp4"), "w") as output:
+        write_sine(output, output.add_stream("aac", rate=SAMPLE_RATE, layout="mono"), 0.5)
+    clip = write_clip(tmp_path / "clip.mp4", frames=4, audio=False)
+    webm = tmp_path / "clip.webm"
+    with av.open(str(webm), "w") as output:
+        stream = output.add_stream("libvpx", rate=25)
+        stream.width, stream.height, stream.pix_fmt = *SIZE, "yuv420p"
+        output.mux(stream.encode(av.VideoFrame.from_ndarray(scene(0, 0), format="rgb24")))
+        output.mux(stream.encode())
+    cases = [
+        (text, tmp_path / "a.mp4", VideoOptions(), "not a video FFmpeg can read"),
+        (tmp_path / "song.mp4", tmp_path / "b.mp4", VideoOptions(), "has no video stream"),
+        (tmp_path / "missing.mp4", tmp_path / "c.mp4", VideoOptions(), "not a video"),
+        (clip, tmp_path / "d.mkv", VideoOptions(), "keeps its source's container"),
+        (clip, tmp_path / "e.mp4", VideoOptions(codec="libvpx-vp9x"), "cannot write codec"),
+        (webm, tmp_path / "f.webm", VideoOptions(codec="libx264"), "cannot write codec libx264"),
+    ]
+    for src, dst, options, reason in cases:
+        with pytest.raises(VideoError, match=reason) as caught:
+            colorize_video(tiny, src, dst, options)
+        assert "\n" not in str(caught.value)
+        assert str(src) in str(caught.value) or str(dst) in str(caught.value)
+    with pytest.raises(Exception, match="crf must be"):
+        VideoOptions(crf=99)
+
+
+def test_is_video_knows_the_suffixes() -> None:
+    assert is_video("a/b.MP4") and is_video(Path("x.webm")) and is_video("y.ts")
+    assert not is_video("a.png") and not is_video("mp4")
