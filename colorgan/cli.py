@@ -140,6 +140,7 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
     from colorgan.jobs import Failure
     from colorgan.request import Reference, Request, parse_caution
     from colorgan.runtime import ModelChoice
+    from colorgan.videorun import run_videos, split_inputs
 
     def report(failure: Failure) -> None:
         tqdm.write(f"colorgan: {failure.path}: {failure.reason}", file=sys.stderr)
@@ -150,12 +151,17 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
     output = pipeline.Output(
         args.format, args.size, args.max_pixels, args.workers, args.overwrite, args.suggest
     )
+    images, videos = split_inputs(args.inputs)
     run = pipeline.FolderRun(
-        model, args.inputs, args.out, output, Request(reference=given, caution=caution),
+        model, images, args.out, output, Request(reference=given, caution=caution),
         args.hints, args.side_by_side, args.uncertainty_map, args.device, args.quiet,
     )  # fmt: skip
     try:
-        _, _, failed = pipeline.run_colorize(run, report)
+        failed = 0
+        if videos:
+            failed += run_videos(run, videos, args.independent_frames, report)[2]
+        if images or not videos:
+            failed += pipeline.run_colorize(run, report)[2]
     except Interrupted as interrupt:
         print(f"colorgan: {interrupt}: stopped; every output written is whole", file=sys.stderr)
         return 128 + interrupt.signum

@@ -145,6 +145,12 @@ def _pipeline_options(p: argparse.ArgumentParser) -> None:
         f"outputs (default {jobs.DEFAULT_WORKERS}; 0: all in this process)",
     )
     p.add_argument(
+        "--independent-frames",
+        action="store_true",
+        help="a video's frames each colored alone (for comparison); by default a model that "
+        "takes references colors each frame with the previous one and its shot's first",
+    )
+    p.add_argument(
         "--compile",
         action="store_true",
         help="torch.compile the model first (slow to start; for long runs on a GPU)",

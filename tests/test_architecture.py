@@ -27,6 +27,7 @@ LAYERS = [
     {"demo", "jobs", "serve"},
     {"runtime", "video"},
     {"pipeline"},
+    {"videorun"},
     {"options"},
     {"cli"},
     {"__init__", "__main__"},

@@ -313,3 +313,30 @@ def test_what_is_not_a_video_is_one_line(tiny: Colorizer, tmp_path: Path) -> Non
 def test_is_video_knows_the_suffixes() -> None:
     assert is_video("a/b.MP4") and is_video(Path("x.webm")) and is_video("y.ts")
     assert not is_video("a.png") and not is_video("mp4")
+
+
+def test_colorize_takes_videos_beside_images(tmp_path: Path) -> None:
+    """`colorgan colorize MODEL clip.mp4 picture.png --out DIR` writes DIR/clip.mp4 (every frame,
+    the audio) and DIR/picture.png; a second run skips the finished video; --independent-frames
+    and Colorizer.colorize_video take the same path."""
+    from colorgan.cli import main
+
+    model = make_match_checkpoint(tmp_path / "match.pt")
+    clip = write_clip(tmp_path / "clip.mp4", frames=12)
+    make_color_image(3).convert("L").save(tmp_path / "picture.png")
+    out = tmp_path / "out"
+    args = ["colorize", str(model), str(clip), str(tmp_path / "picture.png"), "--out", str(out)]
+    assert main([*args, "--quiet", "--size", "32"]) == 0
+    assert (out / "picture.png").is_file()
+    written = read_clip(out / "clip.mp4")
+    assert len(written["rgb"]) == 12 and written["audio"] == read_clip(clip)["audio"]
+    stamp = (out / "clip.mp4").stat().st_mtime_ns
+    assert main([*args, "--quiet", "--size", "32"]) == 0  # already there: skipped
+    assert (out / "clip.mp4").stat().st_mtime_ns == stamp
+    again = [*args, "--quiet", "--size", "32", "--independent-frames", "--overwrite"]
+    assert main(again) == 0
+    assert len(read_clip(out / "clip.mp4")["rgb"]) == 12
+    report = Colorizer.from_checkpoint(model, "cpu").colorize_video(
+        clip, tmp_path / "api.mp4", size=32, quiet=True
+    )
+    assert report.frames == 12 and (tmp_path / "api.mp4").is_file()
