@@ -348,7 +348,8 @@ class Lite0UNet(nn.Module):
         # and picks colors on the stride-4 level's output (decoder level 2)
         self.palette = PaletteHead(widths[PALETTE_LEVEL], PALETTE_STRIDE) if reference else None
         # model.reference_match (matching.py): the references' colors where the picture matches
-        self.match = ReferenceMatch(TAP_CHANNELS[2], TAP_CHANNELS[3]) if matched else None
+        width = widths[MATCH_LEVEL]
+        self.match = ReferenceMatch(TAP_CHANNELS[2], TAP_CHANNELS[3], width) if matched else None
         # spreads the points over the output, its boxes summed where the colors are made
         self.spread = HintSpread(output_stride) if hints else None
         self.frozen_groups: tuple[int, ...] = ()
@@ -407,6 +408,8 @@ class Lite0UNet(nn.Module):
             ab = self.head(x)
         if self.palette is not None and reference is not None:
             ab = self.palette(outputs[PALETTE_LEVEL], ab, reference)
+        if self.match is not None and matched is not None:
+            ab = self.match.blend(outputs[MATCH_LEVEL], matched, ab)
         given = hint_map if hints is not None else None
         return _outputs(self.spread, self.uncertainty, self.training, ab, l, given, x, styled)
 

@@ -38,6 +38,7 @@ EXEMPLAR_CHANNELS = 4  # an exemplar slot: L, a, b, given
 EXEMPLAR_MULTIPLE = 32  # the exemplar side's multiple: Lite0's (five 2x downsamplings)
 TEMPERATURE_START = 0.05  # the softmax's temperature over cosine similarities, learned
 EMPTY = -1e4  # the similarity of a position that is not part of a given reference
+GATE_SLOPE, GATE_BIAS = 8.0, -6.0  # the blend's start: sigmoid(8 * confidence - 6), 0.88 at 1
 QUERY_CHUNK = 4096  # queries compared at once (bounds the similarity matrix's memory)
 
 
@@ -45,10 +46,30 @@ class ReferenceMatch(nn.Module):
     """Features of a picture and of its references -> the references' colors where they
     correspond, with a confidence (see the module docstring)."""
 
-    def __init__(self, channels_8: int, channels_16: int) -> None:
+    def __init__(self, channels_8: int, channels_16: int, width: int) -> None:
         super().__init__()
         self.project = nn.Conv2d(channels_8 + channels_16, MATCH_DIM, 1)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(TEMPERATURE_START)))
+        # blend: how much of the matched colors replaces the generator's, from the decoder's
+        # `width` features at stride 4 and the match maps; it starts as the confidence alone
+        self.gate = nn.Conv2d(width + MATCH_CHANNELS, 1, 1)
+        with torch.no_grad():
+            self.gate.weight.zero_()
+            self.gate.weight[0, width + 2] = GATE_SLOPE
+            self.gate.bias.fill_(GATE_BIAS)  # type: ignore[union-attr]
+
+    def blend(
+        self, features: torch.Tensor, matched: torch.Tensor, ab: torch.Tensor
+    ) -> torch.Tensor:
+        """`ab` (B, 2, H, W) moved toward the matched colors (`matched`, forward's maps) where
+        the gate, from the decoder's `features` (B, width, h, w) and the maps, says so: an
+        explicit path for "where it matches, take the reference's color"; no reference (the
+        given flag 0): `ab` unchanged."""
+        maps = F.interpolate(matched.to(features.dtype), size=features.shape[-2:], mode="bilinear")
+        gate = torch.sigmoid(self.gate(torch.cat([features, maps], dim=1))) * maps[:, 3:4]
+        gate = F.interpolate(gate, size=ab.shape[-2:], mode="bilinear").to(ab.dtype)
+        colors = F.interpolate(maps[:, :2], size=ab.shape[-2:], mode="bilinear").to(ab.dtype)
+        return ab + gate * (colors - ab)
 
     def embed(self, stride_8: torch.Tensor, stride_16: torch.Tensor) -> torch.Tensor:
         """Normalised match features (N, MATCH_DIM, h, w) at stride 8."""

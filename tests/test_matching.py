@@ -39,7 +39,7 @@ def _exemplar(ab: torch.Tensor) -> torch.Tensor:
 
 
 def test_the_match_gathers_the_colors_where_the_features_correspond() -> None:
-    match = ReferenceMatch(8, 8)
+    match = ReferenceMatch(8, 8, 4)
     ab = torch.arange(8, dtype=torch.float32).view(2, 2, 2) / 10  # each position its own ab
     picture = _features([0, 1, 2, 3])
     reference = _features([2, 3, 0, 1])  # the same things at other places
@@ -51,7 +51,7 @@ def test_the_match_gathers_the_colors_where_the_features_correspond() -> None:
 
 
 def test_no_reference_gives_zeros_and_empty_slots_change_nothing() -> None:
-    match = ReferenceMatch(8, 8)
+    match = ReferenceMatch(8, 8, 4)
     ab = torch.rand(2, 2, 2) - 0.5
     picture = _features([0, 1, 2, 3])
     one = match(picture, _features([3, 2, 1, 0]), _exemplar(ab))
