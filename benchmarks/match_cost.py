@@ -7,8 +7,8 @@
 2. `colorize`: `Colorizer.colorize` of one --size picture with a reference of 1, 4 and 16 images
    (more than 3 are a bank: each picture uses the 3 closest; the bank is described once, before
    timing) against none.
-3. `memory`: the peak resident memory of a fresh process that runs the forward once at each R
-   (ru_maxrss), and its excess over R = 0.
+Memory is not measured here: a forked child's ru_maxrss starts at its parent's, so peak RSS
+per R needs a process that never held the others (left for later).
 
 Pairs run in turns (the order swapped each turn) and the figures are medians.
 
@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -75,23 +72,12 @@ def picture(seed: int, size: int) -> Image.Image:
     return Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC)
 
 
-def one_process(size: int, count: int) -> None:
-    """The child of `memory`: one forward at `count` slots, then its peak RSS in MiB."""
-    model = generator()
-    with torch.inference_mode():
-        model(**inputs(size, count))
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.one is not None:
-        return one_process(args.size, args.one)
     model = generator()
     forward = {}
     for count in COUNTS:
@@ -112,19 +98,11 @@ def main() -> None:
             image, reference=r, size=args.size
         )
     colorize_ms = in_turns(calls, args.runs)
-    memory = {}
-    for count in COUNTS:
-        child = [sys.executable, __file__, "--size", str(args.size), "--one", str(count)]
-        memory[f"R={count}"] = float(
-            subprocess.run(child, capture_output=True, text=True, check=True).stdout
-        )
     result = {
         "machine": harness.machine(torch.device("cpu")),
         "size": args.size,
         "forward_ms": forward_ms,
         "colorize_ms": colorize_ms,
-        "peak_rss_mib": memory,
-        "rss_over_none_mib": {k: v - memory["R=0"] for k, v in memory.items()},
     }
     print(json.dumps(result, indent=1))
     if args.json:
