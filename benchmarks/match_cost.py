@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import harness  # puts this repository's colorgan first on the path
 import numpy as np
 import torch
 from PIL import Image
+from points_cost import in_turns
 
 from colorgan import Colorizer
 from colorgan.checkpoint import save_checkpoint
@@ -55,15 +55,9 @@ def inputs(size: int, count: int) -> dict[str, torch.Tensor]:
     return given
 
 
-def in_turns(calls: dict[str, Any], runs: int) -> dict[str, float]:
-    for call in calls.values():
-        call()
-    seconds: dict[str, list[float]] = {name: [] for name in calls}
-    names = list(calls)
-    for turn in range(runs):
-        for name in names if turn % 2 == 0 else names[::-1]:
-            seconds[name].append(harness.timed(calls[name], torch.device("cpu")))
-    return {name: statistics.median(times) * 1000 for name, times in seconds.items()}
+def median_ms(calls: dict[str, Any], runs: int) -> dict[str, float]:
+    """points_cost.in_turns (one warm-up, then turns with the order swapped), in ms."""
+    return {name: seconds * 1000 for name, seconds in in_turns(calls, 1, runs).items()}
 
 
 def picture(seed: int, size: int) -> Image.Image:
@@ -84,7 +78,7 @@ def main() -> None:
         given = inputs(args.size, count)
         forward[f"R={count}"] = lambda given=given: model(**given)
     with torch.inference_mode():
-        forward_ms = in_turns(forward, args.runs)
+        forward_ms = median_ms(forward, args.runs)
     folder = Path(tempfile.mkdtemp())
     config = load_config(CONFIG, ["model.reference=true"])
     save_checkpoint({"config": to_dict(config), "generator": model.state_dict()}, folder / "m.pt")
@@ -97,7 +91,7 @@ def main() -> None:
         calls[f"{count} images"] = lambda r=request: colorizer.colorize(
             image, reference=r, size=args.size
         )
-    colorize_ms = in_turns(calls, args.runs)
+    colorize_ms = median_ms(calls, args.runs)
     result = {
         "machine": harness.machine(torch.device("cpu")),
         "size": args.size,
