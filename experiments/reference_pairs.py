@@ -26,9 +26,10 @@ import torch
 
 from colorgan.data import scan_images
 from colorgan.device import resolve_device
-from colorgan.evaluate import References, evaluate_images, self_reference
+from colorgan.evaluate import Scoring, evaluate_images
 from colorgan.files import load_rgb
 from colorgan.modeldir import load_model, resolve_model
+from colorgan.protocols import SELF, Protocol, protocol
 from colorgan.reference import from_image
 
 MODES = ("none", "self", "same", "other")
@@ -54,35 +55,34 @@ def pairs(paths: Sequence[Path], seed: int = 0) -> dict[str, dict[Path, Path]]:
     return {"same": same, "other": other}
 
 
-def mapped(mapping: dict[Path, Path]) -> References:
-    """References from a mapping image -> reference file (each file's summary made once)."""
+def mapped(mapping: dict[Path, Path]) -> Protocol:
+    """A Protocol from a mapping image -> reference file (each file's summary made once)."""
     cache: dict[Path, torch.Tensor] = {}
 
-    def summaries(paths: Sequence[Path], rgb: torch.Tensor) -> torch.Tensor:
-        out = []
-        for path in paths:
-            ref = mapping[path]
-            if ref not in cache:
-                cache[ref] = from_image(load_rgb(ref))
-            out.append(cache[ref])
-        return torch.cat(out)
+    def pick(path: Path, crop: torch.Tensor) -> tuple[torch.Tensor, None]:
+        ref = mapping[path]
+        if ref not in cache:
+            cache[ref] = from_image(load_rgb(ref))
+        return cache[ref], None  # the summary alone, as this experiment measured it
 
-    return summaries
+    return Protocol("mapped", pick)
 
 
 def score_set(checkpoint: str, data: Path, device: torch.device) -> dict[str, Any]:
     generator, config = load_model(resolve_model(checkpoint))
     paths = scan_images(data, config.data.gray_threshold, quiet=True).usable
     size = config.data.image_size
-    modes: dict[str, References | None] = {"none": None}
+    modes: dict[str, Protocol | None] = {"none": None}
     if config.model.reference:
-        modes["self"] = self_reference
+        modes["self"] = protocol(SELF, paths, size, config.data.gray_threshold)
         if len({character(p) for p in paths}) > 1:  # photos have no characters: self only
             drawn = pairs(paths)
             modes |= {"same": mapped(drawn["same"]), "other": mapped(drawn["other"])}
     out: dict[str, Any] = {}
     for mode, reference in modes.items():
-        result = evaluate_images(generator, paths, size, device, quiet=True, reference=reference)
+        result = evaluate_images(
+            generator, paths, Scoring(size, device, quiet=True, reference=reference)
+        )
         out["gray"] = result.pop("baseline_gray")
         out[mode] = result
         gray = out["gray"]["delta_e"]
