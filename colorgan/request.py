@@ -146,9 +146,16 @@ class Reference:
         return Reference(tuple(self.images[i] for i in chosen), self.max_pixels)
 
     def exemplar(self, side: int) -> torch.Tensor:
-        """The exemplar input (1, R, 4, side, side) of these images (matching.py), on the CPU."""
-        slots = [exemplar_slot(reduce_image(image)[0], side) for image in self.images]
-        return torch.stack(slots)[None]
+        """The exemplar input (1, R, 4, side, side) of these images (matching.py), on the CPU:
+        made once per side, however many pictures of that working size use it."""
+        if side not in self._exemplars:
+            slots = [exemplar_slot(reduce_image(image)[0], side) for image in self.images]
+            self._exemplars[side] = torch.stack(slots)[None]
+        return self._exemplars[side]
+
+    @cached_property
+    def _exemplars(self) -> dict[int, torch.Tensor]:
+        return {}
 
     @cached_property
     def digest(self) -> str:
