@@ -21,14 +21,12 @@ from pathlib import Path
 import torch
 
 from colorgan import bank
-from colorgan.batch import to_batch
-from colorgan.color import rgb_to_l_ab, uint8_to_float
 from colorgan.data import ColorImages, scan_images
 from colorgan.errors import EvaluateError
 from colorgan.files import DECODE_ERRORS, decode_reason, load_rgb
 from colorgan.matching import exemplar_slot, stack_exemplars
 from colorgan.pairs import exemplar_of
-from colorgan.reference import REFERENCE_CHANNELS, reduce_image, summarize
+from colorgan.reference import REFERENCE_CHANNELS, from_rgb, reduce_image
 
 SELF = "self"
 SIBLING = "sibling"
@@ -64,8 +62,7 @@ class Protocol:
 
 
 def _self(path: Path, crop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    ab = to_batch(crop[None], torch.device("cpu")).ab_real
-    return summarize(ab), exemplar_of(crop)[None, None]
+    return from_rgb(crop[None]), exemplar_of(crop)[None, None]
 
 
 def _image(path: Path) -> torch.Tensor:
@@ -78,15 +75,10 @@ def _image(path: Path) -> torch.Tensor:
         ) from None
 
 
-def _summary(rgb: torch.Tensor) -> torch.Tensor:
-    """The summary (1, REFERENCE_CHANNELS) of a reduced reference (3, h, w) uint8."""
-    return summarize(rgb_to_l_ab(uint8_to_float(rgb[None]))[1])
-
-
 def file_protocol(path: Path) -> Protocol:
     """--reference FILE: one image for every crop."""
     rgb = _image(path)
-    summary = _summary(rgb)
+    summary = from_rgb(rgb[None])
     return Protocol(
         str(path), lambda _, crop: (summary, exemplar_slot(rgb, crop.shape[-1])[None, None])
     )
@@ -98,7 +90,7 @@ def bank_protocol(folder: Path, gray_threshold: float) -> Protocol:
     if not paths:
         raise EvaluateError(f"--reference {folder}: no color images in the folder")
     images = [_image(p) for p in paths]
-    summaries = [_summary(i) for i in images]
+    summaries = [from_rgb(i[None]) for i in images]
     descriptors = torch.stack([bank.describe(i) for i in images])
 
     def pick(_: Path, crop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -89,8 +89,12 @@ def reduce_image(image: Image.Image) -> torch.Tensor:
 
 def from_image(image: Image.Image) -> torch.Tensor:
     """The summary (1, REFERENCE_CHANNELS) of a reference image (see reduce_image)."""
-    ab = rgb_to_l_ab(uint8_to_float(reduce_image(image)))[1]
-    return summarize(ab)
+    return from_rgb(reduce_image(image))
+
+
+def from_rgb(rgb: torch.Tensor) -> torch.Tensor:
+    """The summary (B, REFERENCE_CHANNELS) of uint8 RGB images (B, 3, h, w)."""
+    return summarize(rgb_to_l_ab(uint8_to_float(rgb))[1])
 
 
 def palette(image: Image.Image, count: int = PALETTE_SIZE) -> list[tuple[str, float]]:
