@@ -7,18 +7,24 @@
 2. `colorize`: `Colorizer.colorize` of one --size picture with a reference of 1, 4 and 16 images
    (more than 3 are a bank: each picture uses the 3 closest; the bank is described once, before
    timing) against none.
-Memory is not measured here: a forked child's ru_maxrss starts at its parent's, so peak RSS
-per R needs a process that never held the others (left for later).
+3. `--memory` (instead of 1 and 2): the forward's peak memory with R = 0, 1, 4 and 16, each R in
+   a fresh interpreter (a forked child's peak RSS starts at its parent's): the model and inputs
+   built, the peak resident set reset (Linux's /proc/self/clear_refs), one forward, then the
+   peak (VmHWM) less the resident size before it. The matching's own memory is the difference
+   from R = 0.
 
 Pairs run in turns (the order swapped each turn) and the figures are medians.
 
     python benchmarks/match_cost.py --size 512 --json match.json
+    python benchmarks/match_cost.py --size 512 --memory --json match-memory.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -66,12 +72,57 @@ def picture(seed: int, size: int) -> Image.Image:
     return Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC)
 
 
+MIB = 2**20
+
+
+def status_bytes(field: str) -> int:
+    """A VmRSS/VmHWM line of /proc/self/status, in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status (Linux only)")
+
+
+def peak_of(size: int, count: int) -> dict[str, float]:
+    """In this process: the forward's peak resident memory above what was resident before it
+    (the model and inputs), MiB."""
+    model = generator()
+    given = inputs(size, count)
+    Path("/proc/self/clear_refs").write_text("5")  # the peak RSS starts again from now
+    before = status_bytes("VmRSS")
+    with torch.inference_mode():
+        model(**given)
+    return {"resident_before": before / MIB, "forward_peak": (status_bytes("VmHWM") - before) / MIB}
+
+
+def memory(size: int) -> dict[str, dict[str, float]]:
+    """`peak_of` for each count, each in a fresh interpreter."""
+    found = {}
+    for count in COUNTS:
+        command = [sys.executable, __file__, "--size", str(size), "--peak-of", str(count)]
+        line = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        found[f"R={count}"] = json.loads(line.splitlines()[-1])
+        print(f"R={count}: {found[f'R={count}']}", flush=True)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--memory", action="store_true", help="peak memory instead of time")
+    parser.add_argument("--peak-of", type=int, help=argparse.SUPPRESS)  # memory's child
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.peak_of is not None:
+        print(json.dumps(peak_of(args.size, args.peak_of)))
+        return
+    if args.memory:
+        found = {"machine": harness.machine(torch.device("cpu")), "size": args.size}
+        found |= {"forward_mib": memory(args.size)}
+        print(json.dumps(found, indent=1))
+        harness.write_json(args.json, found)
+        return
     model = generator()
     forward = {}
     for count in COUNTS:
