@@ -2,10 +2,10 @@
 
 The model runs on the L channel at a working size: the image is scaled (aspect kept) so its
 short side is about `size` pixels (default: the checkpoint's training size, the scale the model
-learned at), with the long side capped at MAX_ASPECT * size, and each side rounded to a multiple
-of 2**depth. The predicted ab is upsampled bilinearly to the input's own resolution and joined
-with the input's own full-resolution L, so the output has the input's size, detail and Lab
-lightness (up to 8-bit rounding: a color outside sRGB loses chroma, never lightness).
+learned at), each side rounded to a multiple of 2**depth; a tall strip runs at that scale in
+overlapping tiles (tiles.py). The predicted ab is upsampled bilinearly to the input's own
+resolution and joined with its own full-resolution L, so the output has the input's size, detail
+and Lab lightness (up to 8-bit rounding: a color outside sRGB loses chroma, never lightness).
 
 A model trained with model.uncertainty also says how sure it is of each pixel's color: `caution`
 (0 to 1; default: the model's `model.caution`) fades its ab toward gray where it is unsure, at
@@ -41,6 +41,7 @@ from colorgan.reference import ReferenceImageError
 from colorgan.request import INPUTS, NOTHING, PLAIN, Capabilities, Request, check_caution
 from colorgan.speed import fast_model
 from colorgan.suggest import MAX_SUGGESTIONS, suggest
+from colorgan.tiles import is_tall, model_shape, predict_tiled
 from colorgan.uncertainty import fade, uncertainty_map
 
 # The model as a function: Batch (l at the working size, + conditioning) -> the model's whole
@@ -50,7 +51,6 @@ Predict = Callable[[Batch], torch.Tensor]
 
 DEFAULT_BATCH_SIZE = 8  # files read and run through the model together
 MAX_BATCH_SIZE = 1024
-MAX_ASPECT = 4  # the working image's long side is at most this many times the working size
 _STRIP_PIXELS = 4_000_000  # full-resolution color math runs on row strips of about this size
 # PNG at zlib level 3, not Pillow's 6: 3x faster to encode 512-px colorized photos and anime
 # (27 against 82 ms, the largest cost of a folder run) for files 0.3 % larger (24 % on flat
@@ -67,9 +67,9 @@ log = logging.getLogger("colorgan")
 
 
 def working_shape(height: int, width: int, size: int, multiple: int) -> tuple[int, int]:
-    """The (h, w) the model runs at: short side about `size`, aspect kept, long side at most
-    MAX_ASPECT * size, each side a multiple of `multiple`."""
-    scale = min(size / min(height, width), MAX_ASPECT * size / max(height, width))
+    """The (h, w) the model runs at: short side about `size`, aspect kept, each side a
+    multiple of `multiple` (a tall one in tiles: tiles.predict_tiled)."""
+    scale = size / min(height, width)
 
     def fit(side: int) -> int:
         return max(multiple, round(side * scale / multiple) * multiple)
@@ -420,7 +420,7 @@ class Colorizer:
         ]  # the hint map and reference of each picture, where given
         predicted: dict[int, Prediction] = {}
         for shape in dict.fromkeys(shapes):
-            self.check_shape(shape)
+            self.check_shape(model_shape(shape))
             same = [i for i, s in enumerate(shapes) if s == shape]
             step = self.chunk(shape)
             for start in range(0, len(same), step):
@@ -442,6 +442,9 @@ class Colorizer:
         Request, whose inputs at this working size (Request.inputs; None: l alone) are
         `given`: ab (1, 2, h, w) faded by the request's caution, then a point's own pixels get
         its color, and there the uncertainty (1, 1, h, w) is 0 (the user's color is no guess)."""
+        if is_tall(l_small.shape[-2:]):  # a strip: at this scale, in overlapping tiles
+            given = given or [{}] * len(requests)
+            return predict_tiled(self.predict_batch, l_small, requests, given, self.chunk)
         cautions = [self.capabilities.resolve_caution(r) for r in requests]
         batch = Batch(l=l_small, **self._inputs(l_small, given or [{}] * len(requests)))
         prediction = split_output(self.predict(batch))

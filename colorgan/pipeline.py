@@ -55,6 +55,7 @@ from colorgan.jobs import (
 from colorgan.request import NOTHING, Capabilities, Request
 from colorgan.runtime import ModelChoice, load_for_folder
 from colorgan.suggest import suggest
+from colorgan.tiles import model_shape
 
 log = logging.getLogger("colorgan")
 OUTPUT = Output()  # png at the training size, DEFAULT_WORKERS, nothing replaced
@@ -94,8 +95,9 @@ class _Shapes:
         """The working (h, w) of `picture`; DoesNotFit where one image there cannot fit."""
         height, width = picture.rgb.shape[1], picture.rgb.shape[2]
         shape = working_shape(height, width, self.size, self.multiple)
+        tile = model_shape(shape)  # a strip runs in tiles (tiles.py)
         check_fits(
-            shape[0] * shape[1] * self.bytes_per_pixel,
+            tile[0] * tile[1] * self.bytes_per_pixel,
             self.device,
             f"colorizing at a working size of {shape[0]}x{shape[1]}",
             "use a smaller --size",

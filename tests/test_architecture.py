@@ -18,7 +18,7 @@ LAYERS = [
     {"bank", "config", "ddp", "figures", "hints", "losses", "pairs", "set_distance", "speed",
      "videofile"},
     {"data", "generator", "request", "runlog", "scores", "suggest"},
-    {"card", "discriminator", "models", "prepare", "protocols"},
+    {"card", "discriminator", "models", "prepare", "protocols", "tiles"},
     {"state"},
     {"checkpoint"},
     {"modeldir", "run"},

@@ -79,7 +79,7 @@ def test_from_checkpoint_rebuilds_the_model(colorizer: Colorizer) -> None:
         (40, 48, 32, 8, (32, 40)),  # short side -> size, aspect kept, multiples of 8
         (1, 1, 32, 8, (32, 32)),  # tiny images are scaled up to the working size
         (2000, 1500, 256, 32, (352, 256)),
-        (10, 1000, 32, 8, (8, 128)),  # a strip: long side capped at 4 * size
+        (10, 1000, 32, 8, (32, 3200)),  # a strip: at the model's scale too (tiles.py)
     ],
 )
 def test_working_shape(
