@@ -69,10 +69,13 @@ class Batch:
 def to_batch(item: torch.Tensor | Mapping[str, torch.Tensor], device: torch.device) -> Batch:
     """A loader's item -> Batch on `device`, converted there: uint8 RGB (B, 3, H, W), or a dict
     of that ("rgb") and the conditioning the data simulates ("hints" (B, 3, H, W) with
-    model.hints, "reference" (B, REFERENCE_CHANNELS) with model.reference)."""
+    model.hints, "reference" (B, REFERENCE_CHANNELS) with model.reference, and with
+    data.input_style manga/mixed "l" (B, 1, H, W): the input L, made a page or the crop's)."""
     rgb = item if isinstance(item, torch.Tensor) else item["rgb"]
     l, ab = rgb_to_l_ab(uint8_to_float(rgb.to(device, non_blocking=True)))
     extra = {} if isinstance(item, torch.Tensor) else item
+    if extra.get("l") is not None:  # data.input_style manga/mixed: the input made a page
+        l = extra["l"].to(device, non_blocking=True)
     given = {
         name: extra[name].to(device, non_blocking=True)
         for name in INPUT_NAMES[1:]

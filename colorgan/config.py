@@ -27,6 +27,7 @@ from colorgan.overrides import (
     parse_text,
     shown,
 )
+from colorgan.tones import TONE_KINDS
 
 log = logging.getLogger("colorgan")
 
@@ -78,6 +79,11 @@ class DataConfig:
     # model.reference_match: where a sample's reference image comes from (pairs.py): the same
     # picture warped (self), another picture of its sub-folder (sibling), or either (both)
     reference_source: Literal["self", "sibling", "both"] = "self"
+    # what the model's input looks like in training (tones.py): the crop's gray (gray), a manga
+    # page made from it -- ink lines and screentones, two-level -- (manga), or either (mixed);
+    # the target stays the crop's colors. data.tones: the screentone kinds pages are made with
+    input_style: Literal["gray", "manga", "mixed"] = "gray"
+    tones: str = "dots,lines,gradient,hatching,stipple"
 
 
 @dataclass(frozen=True)
@@ -352,6 +358,21 @@ def _check_discriminator(config: Config) -> None:
         )
 
 
+def tone_kinds(tones: str) -> tuple[str, ...]:
+    """data.tones ("dots,lines,...") as a tuple of kinds."""
+    return tuple(kind.strip() for kind in tones.split(",") if kind.strip())
+
+
+def _check_tones(tones: str) -> None:
+    kinds = tone_kinds(tones)
+    unknown = [kind for kind in kinds if kind not in TONE_KINDS]
+    if unknown or not kinds:
+        raise ConfigError(
+            f"data.tones={tones!r}: {'unknown ' + ', '.join(unknown) if unknown else 'empty'}; "
+            f"list one or more of {','.join(TONE_KINDS)}"
+        )
+
+
 def _check_relations(config: Config) -> None:
     """What single ranges cannot express: keys that must agree with each other."""
     d, m, loss, t = config.data, config.model, config.loss, config.train
@@ -367,6 +388,7 @@ def _check_relations(config: Config) -> None:
             f"model.encoder=efficientnet_lite0 downsamples {LITE0_DEPTH} times: "
             f"set model.depth={LITE0_DEPTH}"
         )
+    _check_tones(d.tones)
     if m.output_stride not in (1, 2, 4):
         raise ConfigError(f"model.output_stride={m.output_stride} is not allowed: use 1, 2 or 4")
     if m.encoder == "unet" and m.output_stride != 1:

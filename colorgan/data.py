@@ -16,14 +16,15 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from colorgan.color import rgb_to_l_ab, uint8_to_float
-from colorgan.config import Config
+from colorgan.color import rgb_to_l_ab, uint8_to_float, uint8_to_l
+from colorgan.config import Config, tone_kinds
 from colorgan.errors import DataError
 from colorgan.files import DECODE_ERRORS, IMAGE_SUFFIXES, decode_reason, find_images, load_rgb
 from colorgan.hints import simulate
 from colorgan.pairs import empty_exemplar, exemplar_of, self_exemplar, siblings
 from colorgan.reference import REFERENCE_CHANNELS, summarize
 from colorgan.reference import simulate as simulate_reference
+from colorgan.tones import make_page
 
 log = logging.getLogger("colorgan")
 
@@ -135,7 +136,10 @@ class ColorImages(Dataset[Item]):
     (hint_p, hint_max_patch) or `reference` (reference_drop, reference_crop), training items are
     dicts of the crop ("rgb") and its "hints" map (3, S, S) (color points drawn from the crop's
     own colors, hints.simulate) and/or its "reference" summary (the colors of a random part of
-    the crop, reference.simulate), drawn by the same seed."""
+    the crop, reference.simulate), drawn by the same seed. With `pages` (data.input_style,
+    the tone kinds) other than gray, a training item also has the model's input "l" (1, S, S)
+    in [-1, 1]: the L of the crop made into a manga page (tones.make_page; always for manga,
+    half the time for mixed), else the crop's own. Validation crops stay gray."""
 
     def __init__(
         self,
@@ -145,6 +149,7 @@ class ColorImages(Dataset[Item]):
         hints: tuple[float, int] | None = None,
         reference: tuple[float, float] | None = None,
         reference_source: str | None = None,
+        pages: tuple[str, tuple[str, ...]] | None = None,
     ) -> None:
         if not paths:
             raise DataError("no images to load")
@@ -154,6 +159,7 @@ class ColorImages(Dataset[Item]):
         self.hints = hints
         self.reference = reference
         self.reference_source = reference_source
+        self.pages = pages if pages is not None and pages[0] != "gray" else None
         self._siblings = siblings(self.paths) if reference_source else []
         self._warned: set[Path] = set()
 
@@ -165,10 +171,16 @@ class ColorImages(Dataset[Item]):
         decoded."""
         gen = torch.Generator().manual_seed(seed) if self.train else None
         rgb = self._crop(index, gen)
-        if (self.hints is None and self.reference is None) or gen is None:
+        if (self.hints is None and self.reference is None and self.pages is None) or gen is None:
             return rgb
-        ab = rgb_to_l_ab(uint8_to_float(rgb[None]))[1][0]  # (2, S, S)
+        l, ab = (t[0] for t in rgb_to_l_ab(uint8_to_float(rgb[None])))  # (1, S, S), (2, S, S)
         item = {"rgb": rgb}
+        if self.pages is not None:
+            style, kinds = self.pages
+            if style == "manga" or float(torch.rand((), generator=gen)) < 0.5:
+                page = make_page(rgb, gen, kinds).gray
+                l = uint8_to_l(page.expand(3, -1, -1)[None])[0]
+            item["l"] = l
         if self.hints is not None:
             item["hints"] = simulate(ab, *self.hints, gen)
         if self.reference is not None and self.reference_source is None:
@@ -337,7 +349,8 @@ def make_loaders(
     hints = (d.hint_p, d.hint_max_patch) if config.model.hints else None
     reference = (d.reference_drop, d.reference_crop) if config.model.reference else None
     source = d.reference_source if config.model.reference and config.model.reference_match else None
-    train_set = ColorImages(train_paths, d.image_size, True, hints, reference, source)
+    pages = (d.input_style, tone_kinds(d.tones))
+    train_set = ColorImages(train_paths, d.image_size, True, hints, reference, source, pages)
     train_loader = DataLoader(
         train_set,
         batch_size=t.batch_size,

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "colorgan"
 LAYERS = [
     {"errors", "color", "metrics", "ema"},
     {"files", "batch", "connections", "device", "hub", "lite0", "matching", "overrides",
-     "reference", "uncertainty", "uploads"},
+     "reference", "tones", "uncertainty", "uploads"},
     {"bank", "config", "ddp", "figures", "hints", "losses", "pairs", "set_distance", "speed",
      "videofile"},
     {"data", "generator", "request", "runlog", "scores", "suggest"},
