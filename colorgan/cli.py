@@ -137,6 +137,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 def _cmd_colorize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from colorgan.chapters import run_chapters, split_chapters
     from colorgan.jobs import Failure
     from colorgan.request import Reference, Request, parse_caution
     from colorgan.runtime import ModelChoice
@@ -152,6 +153,7 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
         args.format, args.size, args.max_pixels, args.workers, args.overwrite, args.suggest
     )
     images, videos = split_inputs(args.inputs)
+    images, chapters = split_chapters(images)
     run = pipeline.FolderRun(
         model, images, args.out, output, Request(reference=given, caution=caution),
         args.hints, args.side_by_side, args.uncertainty_map, args.device, args.quiet,
@@ -160,7 +162,9 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
         failed = 0
         if videos:
             failed += run_videos(run, videos, args.independent_frames, report)[2]
-        if images or not videos:
+        if chapters:
+            failed += run_chapters(run, chapters, args.recolor, report)[2]
+        if images or not (videos or chapters):
             failed += pipeline.run_colorize(run, report)[2]
     except Interrupted as interrupt:
         print(f"colorgan: {interrupt}: stopped; every output written is whole", file=sys.stderr)

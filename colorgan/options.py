@@ -71,7 +71,9 @@ def colorize_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         nargs="+",
         help="image files and folders; folders are searched recursively for image files and "
-        "their sub-folders are kept under --out",
+        "their sub-folders are kept under --out; a video file becomes --out/<name> (same "
+        "container); a .cbz/.zip chapter becomes --out/<name>.cbz, its pages in order under "
+        "their names, other members kept",
     )
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     p.add_argument(
@@ -149,6 +151,12 @@ def _pipeline_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="a video's frames each colored alone (for comparison); by default a model that "
         "takes references colors each frame with the previous one and its shot's first",
+    )
+    p.add_argument(
+        "--recolor",
+        action="store_true",
+        help="a chapter's (.cbz/.zip) pages already in color are colorized too; by default they "
+        "are copied as they are (image files and folders are always colorized)",
     )
     p.add_argument(
         "--compile",

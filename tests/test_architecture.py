@@ -27,7 +27,7 @@ LAYERS = [
     {"demo", "jobs", "serve"},
     {"runtime", "video"},
     {"pipeline"},
-    {"videorun"},
+    {"chapters", "videorun"},
     {"options"},
     {"cli"},
     {"__init__", "__main__"},
