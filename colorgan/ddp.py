@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -16,6 +16,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from colorgan.device import resolve_device
 from colorgan.errors import ColorganError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,15 @@ def gather_counts(counts: list[int], info: Dist, device: torch.device) -> list[l
     every = [torch.zeros_like(mine) for _ in range(info.world_size)]
     dist.all_gather(every, mine)
     return [[int(v) for v in t.tolist()] for t in every]
+
+
+def gather_objects(value: T, info: Dist) -> list[T]:
+    """Every rank's `value` (anything picklable), in rank order, on every rank; alone: [value]."""
+    if not info.enabled:
+        return [value]
+    every: list[T] = [value] * info.world_size
+    dist.all_gather_object(every, value)
+    return every
 
 
 def any_rank(flag: bool, info: Dist, device: torch.device) -> bool:

@@ -18,14 +18,18 @@ references, or `independent_frames`, colors each frame alone (in batches). Color
 frame i come from `hints_dir/<i:06d>.json` (hints.py's format) when present.
 
 Resuming. The frames are encoded in parts of `part_frames` frames, each its own file in
-`<dst>.parts/` (part_00000.<ext>, written atomically), followed by the last colored frame and
-the keyframe as PNGs and a small JSON (the part's timestamps, cuts and shot state), so a
-resumed run continues the colors exactly where they were. `run.json` keys the folder by the
-run (the model file, working size, options, request and hints, the source's size and time):
-rerunning the same command after an interruption (Ctrl-C, a crash, a full disk) decodes past
-the finished parts and colors from the first unfinished one; a changed run starts afresh. At
-the end the parts' packets and the source's audio are joined into `dst` (atomically, without
-re-encoding: videofile.py) and the folder is deleted.
+`<dst>.parts/` (videoparts.py: named by its first frame, written atomically), followed by the
+last colored frame and the keyframe as PNGs and a small JSON (the part's timestamps, cuts and
+shot state), so a resumed run continues the colors exactly where they were. `run.json` keys the
+folder by the run (the model file, working size, options, request and hints, the source's size
+and time): rerunning the same command after an interruption (Ctrl-C, a crash, a full disk)
+decodes past the finished parts and colors from the first unfinished one; a changed run starts
+afresh. At the end the parts' packets and the source's audio are joined into `dst`
+(atomically, without re-encoding: videofile.py) and the folder is deleted.
+
+Several processes. A `VideoJob` colors any `Segment` of the frames; under torchrun
+(videorun.py) the film is split at key frames (`split_at_keyframes`), each rank colors its
+segment into the same parts folder (each segment begins a new shot), and rank 0 joins them.
 """
 
 from __future__ import annotations
@@ -34,10 +38,9 @@ import contextlib
 import hashlib
 import itertools
 import json
-import shutil
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
@@ -51,7 +54,7 @@ from tqdm import tqdm
 from colorgan.bank import BANK_TOP, closest, describe
 from colorgan.colorize import Colorizer, join
 from colorgan.errors import ColorganError, WriteFailed
-from colorgan.files import Picture, atomic_write, to_image, write_error
+from colorgan.files import Picture, to_image, write_error
 from colorgan.hints import Hint, HintError, load_hints
 from colorgan.jobs import model_identity
 from colorgan.reference import reduce_image
@@ -63,12 +66,11 @@ from colorgan.videofile import (
     VideoInfo,
     frames,
     is_video,
-    join_parts,
     plan_encoding,
     probe,
     rgb_of,
-    write_video,
 )
+from colorgan.videoparts import Parts, Shot
 
 __all__ = ["VIDEO_SUFFIXES", "VideoError", "VideoOptions", "VideoReport", "colorize_video",
            "is_video"]  # fmt: skip
@@ -81,8 +83,7 @@ THUMBNAIL_SIDE = 32  # scene cuts compare frames' gray at 32x32
 CUT_THRESHOLD = 0.15
 DEFAULT_PART_FRAMES = 240  # frames per part: at most this much work is lost to an interruption
 MAX_CRF = 63
-RUN_FILE = "run.json"
-_VERSION = 1  # of the parts folder's layout
+_VERSION = 2  # of the parts folder's layout (2: parts named by their first frame)
 
 
 @dataclass(frozen=True)
@@ -140,20 +141,6 @@ class _ShotReference(Reference):
 
     def closest(self, rgb: torch.Tensor) -> Reference:
         return self
-
-
-@dataclass
-class Shot:
-    """What carries from frame to frame: the shot's keyframe and the previous colored frame
-    (as references: reduced), the user's references chosen for the shot (indices), frames
-    since the keyframe, and the last frame's thumbnail."""
-
-    key: Image.Image | None = None
-    previous: Image.Image | None = None
-    user: list[int] | None = None
-    since_key: int = 0
-    thumbnail: torch.Tensor | None = None
-    cuts: list[int] = field(default_factory=list)  # frame indices that started a shot
 
 
 class Coloring:
@@ -233,79 +220,143 @@ class Coloring:
             shot.since_key += 1
 
 
+@dataclass(frozen=True)
+class Segment:
+    """Frames [start, end) of a video (end None: to its last frame): what one process colors."""
+
+    start: int = 0
+    end: int | None = None
+
+
+def split_at_keyframes(keyframes: Sequence[int], total: int, count: int) -> list[Segment]:
+    """`count` contiguous segments of a `total`-frame video, each after the first starting at
+    the key frame nearest an even share (a segment is empty where there are too few)."""
+    starts = [0]
+    for share in range(1, count):
+        target = share * total / count
+        later = [k for k in keyframes if starts[-1] < k < total]
+        starts.append(min(later, key=lambda k: abs(k - target)) if later else total)
+    ends: list[int | None] = [*starts[1:], None]
+    return [Segment(a, b) for a, b in zip(starts, ends, strict=True)]
+
+
+@dataclass(frozen=True)
+class SegmentReport:
+    """One segment's frames (colored now or reused from finished parts) and scene cuts."""
+
+    frames: int
+    colored: int
+    cuts: int
+    parts_reused: int
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One video to colorize: checked, probed and its encoding chosen before any file is
+    written; its parts colored segment by segment (by one process or several), then joined."""
+
+    colorizer: Colorizer
+    options: VideoOptions
+    src: Path
+    dst: Path
+    info: VideoInfo
+    encoding: Encoding
+
+    @classmethod
+    def plan(
+        cls, colorizer: Colorizer, src: str | Path, dst: str | Path, options: VideoOptions
+    ) -> VideoJob:
+        """The job, or a VideoError (one line) for what cannot be read or written."""
+        src, dst = Path(src), Path(dst)
+        if dst.suffix.lower() != src.suffix.lower():
+            raise VideoError(f"{dst}: a colored video keeps its source's container; name it "
+                             f"{dst.with_suffix(src.suffix).name}")  # fmt: skip
+        if dst.resolve() == src.resolve():
+            raise VideoError(f"{dst}: is the source itself; write the colored video elsewhere")
+        info = probe(src)
+        encoding = plan_encoding(info, src.suffix, options.codec, options.crf)
+        colorizer.capabilities.check(options.request)
+        return cls(colorizer, options, src, dst, info, encoding)
+
+    @property
+    def parts(self) -> Parts:
+        return Parts(self.dst)
+
+    def open(self) -> None:
+        """Make `<dst>.parts` this run's (another run's parts are deleted)."""
+        self.parts.open(run_key(self.colorizer, self.info, self.encoding, self.options))
+
+    def color(self, segment: Segment = Segment(), show: bool = True) -> SegmentReport:
+        """Color `segment` into parts (the finished ones reused), with a progress bar if `show`."""
+        parts = self.parts
+        done = parts.finished(segment.start, segment.end)
+        reused = sum(state["frames"] for state in done)
+        total = self.info.frames if segment.end is None else segment.end
+        total = None if total is None else total - segment.start
+        with tqdm(total=total, initial=reused, unit="frame", desc=self.src.name, disable=not show,
+                  dynamic_ncols=True) as progress:  # fmt: skip
+            colored, shot = _color_parts(self, parts, segment, done, progress)
+        return SegmentReport(reused + colored, colored, len(shot.cuts), len(done))
+
+    def join(self, frames: int) -> None:
+        """Write dst from the parts of its first `frames` frames and the source's audio."""
+        try:
+            self.parts.join(self.src, self.dst, self.encoding, frames)
+        except OSError as err:
+            raise WriteFailed(write_error(err)) from None
+
+
 def colorize_video(
     colorizer: Colorizer, src: str | Path, dst: str | Path, options: VideoOptions | None = None
 ) -> VideoReport:
     """Colorize the video `src` into `dst` (the same container: `src`'s suffix), resumably
     (see the module's docstring); a VideoError (one line) for what cannot be read or written."""
-    src, dst, options = Path(src), Path(dst), options or VideoOptions()
-    if dst.suffix.lower() != src.suffix.lower():
-        raise VideoError(f"{dst}: a colored video keeps its source's container; name it "
-                         f"{dst.with_suffix(src.suffix).name}")  # fmt: skip
-    if dst.resolve() == src.resolve():
-        raise VideoError(f"{dst}: is the source itself; write the colored video elsewhere")
     started = time.perf_counter()
-    info = probe(src)
-    encoding = plan_encoding(info, src.suffix, options.codec, options.crf)
-    colorizer.capabilities.check(options.request)
-    parts = Parts(dst)
-    done = parts.open(run_key(colorizer, info, encoding, options))
-    reused = sum(state["frames"] for state in done)
-    total = info.frames
-    with tqdm(total=total, initial=reused, unit="frame", desc=src.name, disable=options.quiet,
-              dynamic_ncols=True) as progress:  # fmt: skip
-        colored, shot = _color_parts(colorizer, options, info, encoding, parts, done, progress)
-    try:
-        parts.join(src, dst, encoding)
-    except OSError as err:
-        raise WriteFailed(write_error(err)) from None
+    job = VideoJob.plan(colorizer, src, dst, options or VideoOptions())
+    job.open()
+    done = job.color(show=not job.options.quiet)
+    job.join(done.frames)
     seconds = time.perf_counter() - started
     return VideoReport(
-        frames=parts.frames, seconds=seconds, frames_per_second=colored / max(seconds, 1e-9),
-        cuts=len(shot.cuts), parts_reused=len(done),
+        frames=done.frames, seconds=seconds, frames_per_second=done.colored / max(seconds, 1e-9),
+        cuts=done.cuts, parts_reused=done.parts_reused,
     )  # fmt: skip
 
 
 def _color_parts(
-    colorizer: Colorizer, options: VideoOptions, info: VideoInfo, encoding: Encoding,
-    parts: Parts, done: list[dict], progress: tqdm,
-) -> tuple[int, Shot]:  # fmt: skip
-    """Decode the source once: skip the finished parts (restoring their shot state), color and
-    encode the rest part by part; the frames colored and the last shot state."""
-    colors = Coloring(colorizer, options)
+    job: VideoJob, parts: Parts, segment: Segment, done: list[dict], progress: tqdm
+) -> tuple[int, Shot]:
+    """Decode the source once: past the frames before `segment` and its finished parts (their
+    shot state restored), then color and encode the rest part by part; the frames colored and
+    the last shot state."""
+    colors = Coloring(job.colorizer, job.options)
+    first = segment.start + sum(state["frames"] for state in done)
     colored = 0
-    with contextlib.closing(frames(info.path)) as source:  # closed however this ends
+    with contextlib.closing(frames(job.info.path)) as source:  # closed however this ends
         decoded = enumerate(source)
-        for number in itertools.count():
-            first = next(decoded, None)
-            if first is None:
+        last = next(itertools.islice(decoded, first - 1, None), None) if first else None
+        if done:  # the finished parts' last frame: its thumbnail, for the next frame's cut
+            if last is None:
+                _changed(parts.folder)
+            colors.shot = parts.restore(first - done[-1]["frames"], done[-1])
+            colors.shot.thumbnail = thumbnail(torch.from_numpy(rgb_of(last[1])).permute(2, 0, 1))
+        while segment.end is None or first < segment.end:
+            count = job.options.part_frames
+            if segment.end is not None:
+                count = min(count, segment.end - first)
+            head = next(decoded, None)
+            if head is None:
                 break
-            if number < len(done):
-                colors.shot = _skip(parts, number, done[number], first, decoded)
-                continue
-            chunk = itertools.chain([first], itertools.islice(decoded, options.part_frames - 1))
+            chunk = itertools.chain([head], itertools.islice(decoded, count - 1))
             times: list[int] = []
             try:
-                parts.write(number, encoding, _colored(colors, chunk, times, progress), times)
-                parts.save(number, colors.shot, times)
+                parts.write(first, job.encoding, _colored(colors, chunk, times, progress))
+                parts.save(first, colors.shot, times)
             except OSError as err:
                 raise WriteFailed(write_error(err)) from None
             colored += len(times)
+            first += len(times)
     return colored, colors.shot
-
-
-def _skip(
-    parts: Parts, number: int, state: dict, first: tuple[int, av.VideoFrame],
-    decoded: Iterator[tuple[int, av.VideoFrame]],
-) -> Shot:  # fmt: skip
-    """Decode past finished part `number`, whose first frame is `first`; the shot state after
-    it (with its last frame's thumbnail, for the next frame's cut)."""
-    last = first
-    for _ in range(state["frames"] - 1):
-        last = next(decoded, None) or _changed(parts.folder)
-    shot = parts.restore(number, state)
-    shot.thumbnail = thumbnail(torch.from_numpy(rgb_of(last[1])).permute(2, 0, 1))
-    return shot
 
 
 def _changed(folder: Path) -> NoReturn:
@@ -353,101 +404,3 @@ def run_key(
         "hints": hints,
         "source": [str(info.path.resolve()), stat.st_size, stat.st_mtime_ns],
     }
-
-
-class Parts:
-    """The folder `<dst>.parts` of an output's finished parts, and the run they belong to."""
-
-    def __init__(self, dst: Path) -> None:
-        self.folder = dst.with_name(dst.name + ".parts")
-        self.suffix = dst.suffix
-        self.times: list[list[int]] = []  # each part's pts, in order
-
-    @property
-    def frames(self) -> int:
-        return sum(len(t) for t in self.times)
-
-    def _file(self, number: int, kind: str) -> Path:
-        return self.folder / f"part_{number:05d}{kind}"
-
-    def open(self, key: dict[str, object]) -> list[dict]:
-        """The finished parts of this run, in order (a folder from another run is emptied)."""
-        run_file = self.folder / RUN_FILE
-        if self.folder.exists() and not run_file.is_file() and any(self.folder.iterdir()):
-            raise VideoError(f"{self.folder}: not colorgan's parts folder; move it away")
-        try:
-            same = json.loads(run_file.read_text(encoding="utf-8")) == json.loads(json.dumps(key))
-        except (OSError, ValueError):
-            same = False
-        if not same:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self.folder.mkdir(parents=True)
-            text = json.dumps(key, indent=1)
-            atomic_write(run_file, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-        done = []
-        for number in itertools.count():
-            state = self._finished(number)
-            if state is None:
-                break
-            done.append(state)
-            self.times.append(state["pts"])
-        return done
-
-    def _finished(self, number: int) -> dict | None:
-        """Part `number`'s saved state, if the part and its files are whole."""
-        try:
-            state = json.loads(self._file(number, ".json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        needed = [self._file(number, self.suffix)]
-        if state.get("steady"):
-            needed.append(self._file(number, ".previous.png"))
-        if state.get("steady") and not state.get("key_is_previous"):
-            needed.append(self._file(number, ".key.png"))
-        return state if all(p.is_file() for p in needed) else None
-
-    def write(
-        self, number: int, encoding: Encoding, colored: Iterator[tuple[np.ndarray, int]],
-        times: list[int],
-    ) -> None:  # fmt: skip
-        """Encode part `number` (atomically) from its colored frames."""
-        path = self._file(number, self.suffix)
-        atomic_write(path, lambda tmp: write_video(tmp, encoding, colored))
-        self.times.append(times)
-
-    def save(self, number: int, shot: Shot, times: list[int]) -> None:
-        """The shot state after part `number` (its frames' pts too), the JSON written last."""
-        for image, kind in ((shot.previous, ".previous.png"), (shot.key, ".key.png")):
-            if image is not None and (kind == ".previous.png" or shot.key is not shot.previous):
-                _save_png(image, self._file(number, kind))
-        state = {
-            "frames": len(times), "pts": times, "cuts": shot.cuts, "user": shot.user,
-            "since_key": shot.since_key, "key_is_previous": shot.key is shot.previous,
-            "steady": shot.previous is not None,
-        }  # fmt: skip
-        text = json.dumps(state)
-        atomic_write(self._file(number, ".json"), lambda tmp: tmp.write_text(text, "utf-8"))
-
-    def restore(self, number: int, state: dict) -> Shot:
-        """The shot state saved after part `number` (its previous and key frames decoded)."""
-        previous = key = None
-        if state["steady"]:
-            previous = _load_png(self._file(number, ".previous.png"))
-            key_file = self._file(number, ".key.png")
-            key = previous if state["key_is_previous"] else _load_png(key_file)
-        return Shot(key, previous, state["user"], state["since_key"], None, list(state["cuts"]))
-
-    def join(self, src: Path, dst: Path, encoding: Encoding) -> None:
-        """Write `dst` from the parts and the source's audio, then delete the folder."""
-        files = [self._file(n, self.suffix) for n in range(len(self.times))]
-        join_parts(files, self.times, src, dst, encoding)
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _save_png(image: Image.Image, path: Path) -> None:
-    atomic_write(path, lambda tmp: image.save(tmp, "PNG"))
-
-
-def _load_png(path: Path) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert("RGB")

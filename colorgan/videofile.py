@@ -128,6 +128,18 @@ def frames(path: Path) -> Generator[av.VideoFrame, None, None]:
             ) from None
 
 
+def keyframes(path: Path) -> tuple[list[int], int]:
+    """The display indices of the video stream's key frames, and its frame count, from its
+    packets (nothing decoded; decoding order where a packet has no pts)."""
+    with open_source(path) as container:
+        stream = video_stream(container, path)
+        found = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size]
+    if any(pts is None for pts, _ in found):
+        return [i for i, (_, key) in enumerate(found) if key], len(found)
+    shown = sorted(found, key=lambda packet: packet[0])  # type: ignore[arg-type,return-value]
+    return [i for i, (_, key) in enumerate(shown) if key], len(found)
+
+
 def _frame_step(stream: av.VideoStream) -> int:
     """One frame's duration in the stream's time base (at least 1), for a missing pts."""
     rate, time_base = stream.average_rate or stream.guessed_rate, stream.time_base

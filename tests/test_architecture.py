@@ -17,7 +17,7 @@ LAYERS = [
      "reference", "tones", "uncertainty", "uploads"},
     {"bank", "config", "ddp", "figures", "hints", "losses", "pairs", "set_distance", "speed",
      "videofile"},
-    {"data", "generator", "request", "runlog", "scores", "suggest"},
+    {"data", "generator", "request", "runlog", "scores", "suggest", "videoparts"},
     {"card", "discriminator", "models", "prepare", "protocols", "tiles"},
     {"state"},
     {"checkpoint"},

@@ -4,6 +4,9 @@ frames, timestamps, size, rotation and audio kept, steady colors, scene cuts, re
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,13 +22,16 @@ from colorgan.hints import HintError
 from colorgan.video import (
     CUT_THRESHOLD,
     Coloring,
+    Segment,
     VideoError,
     VideoOptions,
     colorize_video,
     cut_score,
     is_video,
+    split_at_keyframes,
     thumbnail,
 )
+from colorgan.videofile import keyframes
 from tests.conftest import make_color_image, make_hint_checkpoint, make_tiny_checkpoint
 from tests.test_matching import make_match_checkpoint
 
@@ -227,7 +233,7 @@ def test_an_interrupted_run_resumes_from_its_finished_parts(
         colorize_video(match, src, dst, QUIET)
     monkeypatch.undo()
     parts = sorted(p.name for p in (tmp_path / "resumed.mp4.parts").iterdir())
-    assert "part_00001.mp4" in parts and "part_00002.mp4" not in parts
+    assert "part_00000008.mp4" in parts and "part_00000016.mp4" not in parts  # 8-frame parts
     assert not [name for name in parts if name.endswith(".tmp")]
     resumed = colorize_video(match, src, dst, QUIET)
     assert resumed.parts_reused == 2 and resumed.cuts == straight.cuts == 1
@@ -343,3 +349,63 @@ def test_colorize_takes_videos_beside_images(tmp_path: Path) -> None:
         clip, tmp_path / "api.mp4", size=32, quiet=True
     )
     assert report.frames == 12 and (tmp_path / "api.mp4").is_file()
+
+
+def write_counted_clip(path: Path, frames: int, gop: int) -> Path:
+    """An H.264 clip whose frame i shows i in binary (8 blocks of 8 x 8 pixels, dark 0, light
+    1), a key frame every `gop` frames, with a sine in AAC."""
+    with av.open(str(path), "w") as output:
+        video = output.add_stream("libx264", rate=24, options={"g": str(gop), "sc_threshold": "0"})
+        video.width, video.height, video.pix_fmt = *SIZE, "yuv420p"
+        sound = output.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
+        for index in range(frames):
+            image = np.full((SIZE[1], SIZE[0], 3), 128, np.uint8)
+            for bit in range(8):
+                image[:8, bit * 8 : bit * 8 + 8] = 220 if index >> bit & 1 else 30
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = index
+            output.mux(video.encode(frame))
+        output.mux(video.encode())
+        write_sine(output, sound, frames / 24)
+    return path
+
+
+def counted(rgb: np.ndarray) -> int:
+    """The index a frame of write_counted_clip shows (its lightness kept by any coloring)."""
+    light = [float(lab(rgb[:8, bit * 8 + 2 : bit * 8 + 6])[0].mean()) > 50 for bit in range(8)]
+    return sum(1 << bit for bit, on in enumerate(light) if on)
+
+
+def test_split_at_keyframes_gives_each_process_a_contiguous_share() -> None:
+    assert split_at_keyframes([0, 6, 12, 18], 24, 2) == [Segment(0, 12), Segment(12, None)]
+    assert split_at_keyframes([0, 10, 11], 30, 3) == [Segment(0, 10), Segment(10, 11),
+                                                      Segment(11, None)]  # fmt: skip
+    assert split_at_keyframes([0], 24, 2) == [Segment(0, 24), Segment(24, None)]  # one key: alone
+    assert split_at_keyframes([0, 5], 24, 1) == [Segment(0, None)]
+
+
+@pytest.mark.slow
+def test_torchrun_splits_a_video_between_two_processes(tmp_path: Path) -> None:
+    """`torchrun --nproc_per_node 2 -m colorgan colorize MODEL clip.mp4 --out DIR`: each rank
+    colors half the frames from a key frame, rank 0 joins them in order with the audio and
+    prints one summary; exit status 0."""
+    model = make_tiny_checkpoint(tmp_path / "tiny.pt")
+    clip = write_counted_clip(tmp_path / "clip.mp4", 24, gop=6)
+    assert keyframes(clip) == ([0, 6, 12, 18], 24)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        env.pop(key, None)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "colorgan", "colorize", str(model), str(clip), "--out", str(out),
+           "--size", "32", "--runtime", "torch", "--device", "cpu"]  # fmt: skip
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("24 frames (ranks: 12 + 12)") == 1, result.stdout
+    before, after = read_clip(clip), read_clip(out / "clip.mp4")
+    assert [counted(f) for f in before["rgb"]] == list(range(24))
+    assert [counted(f) for f in after["rgb"]] == list(range(24))  # every frame, in order
+    assert after["times"] == before["times"] and after["audio"] == before["audio"]
+    assert min(chroma(f) for f in after["rgb"]) > 5.0  # colored by both ranks
+    assert sorted(p.name for p in out.iterdir()) == ["clip.mp4"]  # the parts folder is gone
