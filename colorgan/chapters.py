@@ -76,8 +76,12 @@ class ChapterDone:
 
 
 def is_page(info: zipfile.ZipInfo) -> bool:
-    """Whether a member is an image page (by its name's suffix)."""
-    return not info.is_dir() and PurePosixPath(info.filename).suffix.lower() in IMAGE_SUFFIXES
+    """Whether a member is an image page (by its name's suffix); macOS's resource forks
+    (`__MACOSX/`, `._name`), which zip tools there add, are not."""
+    path = PurePosixPath(info.filename)
+    if info.is_dir() or path.name.startswith("._") or "__MACOSX" in path.parts:
+        return False
+    return path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def is_color_page(picture: Picture) -> bool:
@@ -100,6 +104,9 @@ def colorize_chapter(
         raise ColorganError(f"cannot read the chapter ({reason})") from None
     with archive:
         members = archive.infolist()
+        locked = [info.filename for info in members if info.flag_bits & 0x1]
+        if locked:  # zipfile would stop at the first with a RuntimeError
+            raise ColorganError(f"cannot read the chapter ({locked[0]} is encrypted)")
         pages = sum(is_page(info) for info in members)
         disable = None if options.progress else True
         with tqdm(total=pages, desc=src.name, unit="page", disable=disable) as bar:

@@ -43,13 +43,14 @@ def gray_page(seed: int) -> Image.Image:
 
 
 def write_chapter(path: Path, broken: bool = False) -> Path:
-    """A small chapter: ComicInfo.xml, three gray pages (png, jpg), one color page, and with
-    `broken` a page whose bytes are no image."""
+    """A small chapter: ComicInfo.xml, three gray pages (png, jpg), one color page, a macOS
+    resource fork, and with `broken` a page whose bytes are no image."""
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("ComicInfo.xml", COMIC_INFO)
         for i, (name, kind) in enumerate(GRAY_PAGES.items()):
             archive.writestr(name, encoded(gray_page(i), kind))
         archive.writestr(COLOR_PAGE, encoded(make_color_image(7, (40, 56)), "PNG"))
+        archive.writestr("__MACOSX/._p01.jpg", b"\x00\x05\x16\x07 a resource fork")
         if broken:
             archive.writestr("p04.png", b"\x89PNG\r\n\x1a\n not a picture")
     return path
@@ -78,6 +79,7 @@ def test_chapter_keeps_order_names_members_and_color_pages(
     before, after = members(src), members(tmp_path / "out" / "ch1.cbz")
     assert list(after) == list(before)  # the same members, in the same order
     assert after["ComicInfo.xml"] == COMIC_INFO
+    assert after["__MACOSX/._p01.jpg"] == before["__MACOSX/._p01.jpg"]  # no page: no failure
     assert after[COLOR_PAGE] == before[COLOR_PAGE]  # left byte for byte
     for name, kind in GRAY_PAGES.items():
         page = Image.open(io.BytesIO(after[name]))
