@@ -56,7 +56,7 @@ def test_one_image_too_large_does_not_lose_the_rest_of_the_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     inputs = _inputs(tmp_path / "in")
-    make_color_image(9, (400, 40)).save(inputs / "wide.png")  # works at 16x128, the rest 40x32
+    make_color_image(9, (400, 40)).save(inputs / "wide.png")  # tiles of 32x128; the rest 40x32
     colorizer = Colorizer.from_checkpoint(checkpoint, device="cpu")
     room = int(1600 * colorizer.bytes_per_pixel)  # room for 1,600 working pixels, not 2,048
     monkeypatch.setattr(device_module, "free_memory", lambda device: room)
@@ -66,7 +66,7 @@ def test_one_image_too_large_does_not_lose_the_rest_of_the_batch(
                  "--device", "cpu", "--batch-size", "4"])  # fmt: skip
     assert code == 1
     err = capsys.readouterr().err
-    assert "wide.png" in err and "16x128" in err and "smaller --size" in err
+    assert "wide.png" in err and "32x320" in err and "smaller --size" in err
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["img0.png", "img1.png", "img2.png"]
 
