@@ -42,7 +42,6 @@ from colorgan.runtime import load_for_folder
 
 CHAPTER_SUFFIXES = frozenset({".cbz", ".zip"})
 GRAY_CHROMA = 4.0  # mean YCbCr chroma below which a page is gray (training's data.gray_threshold)
-PAGES_FOR_RUNTIME = 100  # a chapter counts as this many pictures when the runtime is chosen
 _QUALITY = {"JPEG": 95, "WEBP": 95}  # colorize's own quality for lossy outputs
 
 
@@ -82,6 +81,15 @@ def is_page(info: zipfile.ZipInfo) -> bool:
     if info.is_dir() or path.name.startswith("._") or "__MACOSX" in path.parts:
         return False
     return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def page_count(chapter: Path) -> int:
+    """How many pages a chapter holds (0 where it cannot be read: it fails later, named)."""
+    try:
+        with zipfile.ZipFile(chapter) as archive:
+            return sum(is_page(info) for info in archive.infolist())
+    except (OSError, zipfile.BadZipFile):
+        return 0
 
 
 def is_color_page(picture: Picture) -> bool:
@@ -243,9 +251,8 @@ def run_chapters(
         raise ColorganError(
             "chapters are not split between torchrun's ranks yet; colorize them without torchrun"
         )
-    colorizer = load_for_folder(
-        run.model, resolve_device(run.device), PAGES_FOR_RUNTIME * len(chapters), run.quiet
-    )
+    pages = sum(page_count(chapter) for chapter in chapters)  # for the runtime's choice
+    colorizer = load_for_folder(run.model, resolve_device(run.device), pages, run.quiet)
     run.check(colorizer.capabilities)  # usage errors first; the reference read once
     run.output.check(colorizer, [])
     options = _options(run, recolor)
