@@ -150,10 +150,8 @@ class _Writer:
                     continue
                 data = self.archive.read(info)
                 waiting.append((info, data, self._to_color(info.filename, data)))
-                if (
-                    sum(picture is not None for _, _, picture in waiting)
-                    >= self.colorizer.batch_size
-                ):
+                # pages kept as they are count too: their bytes wait in memory as well
+                if sum(held is not None for _, held, _ in waiting) >= self.colorizer.batch_size:
                     self._flush(out, waiting)
                     waiting = []
             self._flush(out, waiting)
