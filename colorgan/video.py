@@ -41,6 +41,7 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import NoReturn
 
@@ -57,7 +58,8 @@ from colorgan.errors import ColorganError, WriteFailed
 from colorgan.files import Picture, to_image, write_error
 from colorgan.hints import Hint, HintError, load_hints
 from colorgan.jobs import model_identity
-from colorgan.reference import reduce_image
+from colorgan.matching import exemplar_slot
+from colorgan.reference import from_image, reduce_image
 from colorgan.request import NOTHING, Reference, Request
 from colorgan.videofile import (
     VIDEO_SUFFIXES,
@@ -137,10 +139,50 @@ def cut_score(before: torch.Tensor, after: torch.Tensor) -> float:
 
 @dataclass(frozen=True, eq=False)
 class _ShotReference(Reference):
-    """References used as given (frames of the same shot): never narrowed as a bank is."""
+    """References used as given (frames of the same shot): never narrowed as a bank is; each
+    image's summary and exemplar slot come from `made`, so the keyframe's (and the user's
+    references') are made once, not again for every frame that uses them."""
+
+    made: _Made | None = None
 
     def closest(self, rgb: torch.Tensor) -> Reference:
         return self
+
+    @cached_property
+    def summary(self) -> torch.Tensor:
+        assert self.made is not None
+        summaries = [self.made.summary(image) for image in self.images]
+        return summaries[0] if len(summaries) == 1 else torch.cat(summaries).mean(0, True)
+
+    def exemplar(self, side: int) -> torch.Tensor:
+        assert self.made is not None
+        return torch.stack([self.made.slot(image, side) for image in self.images])[None]
+
+
+class _Made:
+    """Each reference image's summary (1, REFERENCE_CHANNELS) and exemplar slots (4, side,
+    side), kept while the image is among the references in use (`keep`)."""
+
+    def __init__(self) -> None:
+        self.images: dict[int, Image.Image] = {}  # by id, held so that an id stays its image
+        self.summaries: dict[int, torch.Tensor] = {}
+        self.slots: dict[tuple[int, int], torch.Tensor] = {}
+
+    def keep(self, images: Sequence[Image.Image]) -> None:
+        """Forget what was made for images other than `images`."""
+        self.images = {id(image): image for image in images}
+        self.summaries = {k: v for k, v in self.summaries.items() if k in self.images}
+        self.slots = {k: v for k, v in self.slots.items() if k[0] in self.images}
+
+    def summary(self, image: Image.Image) -> torch.Tensor:
+        if id(image) not in self.summaries:
+            self.summaries[id(image)] = from_image(image)
+        return self.summaries[id(image)]
+
+    def slot(self, image: Image.Image, side: int) -> torch.Tensor:
+        if (id(image), side) not in self.slots:
+            self.slots[id(image), side] = exemplar_slot(reduce_image(image)[0], side)
+        return self.slots[id(image), side]
 
 
 class Coloring:
@@ -154,6 +196,7 @@ class Coloring:
         self.chained = self.steady and (self.user is None or options.frames_with_user_reference)
         self.batch = 1 if self.chained else colorizer.batch_size
         self.shot = Shot()
+        self.made = _Made()
 
     def color(self, batch: Sequence[tuple[int, av.VideoFrame]]) -> list[np.ndarray]:
         """Colored RGB (H, W, 3) uint8 of consecutive frames (index, frame)."""
@@ -183,7 +226,10 @@ class Coloring:
             given.append(self.shot.key)
         if self.user is not None and self.shot.user is not None:
             given += [self.user.images[i] for i in self.shot.user]
-        return request.with_reference(_ShotReference(tuple(given)) if given else None)
+        self.made.keep(given)
+        return request.with_reference(
+            _ShotReference(tuple(given), made=self.made) if given else None
+        )
 
     def _points(self, index: int, picture: Picture) -> list[Hint]:
         """Frame `index`'s color points, from hints_dir (none without the folder or file)."""
