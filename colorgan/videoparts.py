@@ -95,7 +95,10 @@ class Parts:
     def write(
         self, first: int, encoding: Encoding, colored: Iterator[tuple[np.ndarray, int]]
     ) -> None:
-        """Encode the part from frame `first` (atomically) from its colored frames."""
+        """Encode the part from frame `first` (atomically) from its colored frames; a state
+        saved there before (by a run split elsewhere) is removed first, so it never describes
+        this part."""
+        self._file(first, ".json").unlink(missing_ok=True)
         path = self._file(first, self.suffix)
         atomic_write(path, lambda tmp: write_video(tmp, encoding, colored))
 

@@ -24,6 +24,7 @@ from colorgan.video import (
     Coloring,
     Segment,
     VideoError,
+    VideoJob,
     VideoOptions,
     colorize_video,
     cut_score,
@@ -382,6 +383,20 @@ def test_split_at_keyframes_gives_each_process_a_contiguous_share() -> None:
                                                       Segment(11, None)]  # fmt: skip
     assert split_at_keyframes([0], 24, 2) == [Segment(0, 24), Segment(24, None)]  # one key: alone
     assert split_at_keyframes([0, 5], 24, 1) == [Segment(0, None)]
+
+
+def test_segments_colored_apart_are_joined_in_order(tiny: Colorizer, tmp_path: Path) -> None:
+    """What torchrun's ranks do, in one process: the second half first, then the first; a
+    later run over the whole video reuses their parts."""
+    clip = write_counted_clip(tmp_path / "clip.mp4", 24, gop=6)
+    job = VideoJob.plan(tiny, clip, tmp_path / "out.mp4", VideoOptions(quiet=True, part_frames=8))
+    job.open()
+    later, first = job.color(Segment(12, None)), job.color(Segment(0, 12))
+    assert (first.frames, later.frames, first.colored, later.colored) == (12, 12, 12, 12)
+    whole = job.color()
+    assert (whole.frames, whole.colored, whole.parts_reused) == (24, 0, 4)
+    job.join(24)
+    assert [counted(f) for f in read_clip(tmp_path / "out.mp4")["rgb"]] == list(range(24))
 
 
 @pytest.mark.slow
