@@ -42,6 +42,7 @@ from colorgan.request import INPUTS, NOTHING, PLAIN, Capabilities, Request, chec
 from colorgan.speed import fast_model
 from colorgan.suggest import MAX_SUGGESTIONS, suggest
 from colorgan.tiles import is_tall, model_shape, predict_tiled
+from colorgan.tones import colored_lightness
 from colorgan.uncertainty import fade, uncertainty_map
 
 # The model as a function: Batch (l at the working size, + conditioning) -> the model's whole
@@ -102,7 +103,9 @@ def resize_l(l: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
 
 def join(l: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
     """Full-res l (1, 1, H, W) in [-1, 1] + ab (1, 2, h, w) in [-1, 1], upsampled bilinearly
-    -> sRGB (3, H, W) uint8 on the CPU with the same Lab L (up to 8-bit rounding)."""
+    -> sRGB (3, H, W) uint8 on the CPU with the same Lab L (up to 8-bit rounding); a toned
+    manga page's tones smoothed into their gray, its ink kept (tones.colored_lightness)."""
+    l = colored_lightness(l)
     height, width = l.shape[-2:]
     ab_full = F.interpolate(ab, size=(height, width), mode="bilinear", align_corners=False)
     parts = [

@@ -48,7 +48,7 @@ def _uniform(low: float, high: float, gen: torch.Generator) -> float:
     return low + (high - low) * float(torch.rand((), generator=gen))
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian blur of (H, W) or (B, C, H, W) floats, kernel about 3 sigma each side."""
     four = x if x.dim() == 4 else x[None, None]
     size = 2 * math.ceil(3 * sigma) + 1
@@ -100,7 +100,7 @@ def _lines(gray: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Ink lines (H, W) bool: the dark side of the lightness's edges (a difference of
     Gaussians, as XDoG line drawings) at a random pen width."""
     sigma = _uniform(0.5, 1.2, gen)
-    dog = _blur(gray, sigma) - _blur(gray, 1.6 * sigma)
+    dog = blur(gray, sigma) - blur(gray, 1.6 * sigma)
     return dog < -_uniform(0.01, 0.03, gen)
 
 
@@ -135,7 +135,7 @@ def _print_noise(page: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """A little print and scan: a slight blur, grain, and half the time thresholded back to
     strictly two levels."""
     if float(torch.rand((), generator=gen)) < 0.5:
-        page = _blur(page, _uniform(0.3, 0.8, gen))
+        page = blur(page, _uniform(0.3, 0.8, gen))
     page = page + torch.randn(page.shape, generator=gen) * _uniform(0.0, 0.05, gen)
     if float(torch.rand((), generator=gen)) < 0.5:
         page = (page > 0.5).float() * page.max().clamp(0.9, 1.0)
@@ -187,7 +187,13 @@ def page_lightness(l: torch.Tensor) -> torch.Tensor:
     ink = drawn_ink(dark, scale)
     keep = (~ink).float()
     sigma = max(0.8, 1.2 * scale)
-    smooth = _blur(level * keep, sigma) / _blur(keep, sigma).clamp_min(1e-3)
-    smooth = torch.where(_blur(keep, sigma) > 0.05, smooth, level)
+    smooth = blur(level * keep, sigma) / blur(keep, sigma).clamp_min(1e-3)
+    smooth = torch.where(blur(keep, sigma) > 0.05, smooth, level)
     out = torch.where(ink, level, smooth.clamp(0.0, 1.0))
     return (out * 2 - 1)[None, None].to(l.device, l.dtype)
+
+
+def colored_lightness(l: torch.Tensor) -> torch.Tensor:
+    """The lightness a colored output carries for a picture of lightness l (1, 1, H, W): its
+    own, or for a two-level page (is_toned) page_lightness's."""
+    return page_lightness(l) if is_toned(l) else l
