@@ -183,7 +183,24 @@ def measure(
             "cpu_ms_per_frame": 1000 * cpu / report.frames}  # fmt: skip
 
 
-def colorizers(model: Path, runtimes: list[str], onnx_dir: Path) -> Iterator[tuple[str, Colorizer]]:
+@contextlib.contextmanager
+def onnx_threads(threads: int | None) -> Iterator[None]:
+    """onnxruntime sessions made inside use `threads` intra-op threads (None: its default)."""
+    import onnxruntime
+
+    class Options(onnxruntime.SessionOptions):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            if threads is not None:
+                self.intra_op_num_threads = threads
+
+    with mock.patch.object(onnxruntime, "SessionOptions", Options):
+        yield
+
+
+def colorizers(
+    model: Path, runtimes: list[str], onnx_dir: Path, threads: int | None
+) -> Iterator[tuple[str, Colorizer]]:
     """The model in each runtime (exported to ONNX once)."""
     for runtime in runtimes:
         if runtime == "torch":
@@ -197,7 +214,9 @@ def colorizers(model: Path, runtimes: list[str], onnx_dir: Path) -> Iterator[tup
                 if not path.is_file():
                     raise
                 print(f"warning: {err}; measured anyway", flush=True)
-        yield runtime, Colorizer.from_onnx(path, "cpu")
+        with onnx_threads(threads):
+            colorizer = Colorizer.from_onnx(path, "cpu")
+        yield runtime, colorizer
 
 
 def main() -> None:
@@ -212,8 +231,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, action="append",
                         help="working size (repeat; default: each model's own)")  # fmt: skip
     parser.add_argument("--onnx-dir", type=Path)
+    parser.add_argument("--threads", type=int, help="torch's and onnxruntime's (default: cores)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     meta = harness.machine(torch.device("cpu"))
     print(harness.describe(meta))
     rows, results = [], []
@@ -224,7 +246,9 @@ def main() -> None:
         clips = (write_clip(folder / "warm.mp4", 6, args.width, args.height),
                  write_clip(folder / "clip.mp4", args.frames, args.width, args.height))  # fmt: skip
         for model in args.model:
-            for runtime, colorizer in colorizers(model, args.runtimes.split(","), onnx_dir):
+            for runtime, colorizer in colorizers(
+                model, args.runtimes.split(","), onnx_dir, args.threads
+            ):
                 steady = colorizer.capabilities.reference
                 modes = [m for m in args.modes.split(",") if m == "independent" or steady]
                 for mode in modes:
