@@ -30,9 +30,14 @@ from scipy import ndimage
 from colorgan.color import uint8_to_l
 
 TONE_KINDS = ("dots", "lines", "gradient", "hatching", "stipple")
-TONED_SHARE = 0.9  # a page is two-level when this share of its pixels is near black or white
-_NEAR = 0.2  # ... within this of 0 or 1 (L / 100)
-_INK_DENSITY = (0.45, 0.85)  # drawn ink: connected ink in a window less or more inked than this
+# a page is toned when its pixels differ from their surroundings (a Gaussian of sigma 1.5) by
+# this much on average (L / 100): gray anime pictures and photos 0.06 at most, pages made by
+# make_page 0.13 at least (20 + 10 of each, 256 px, measured 2026-12-07)
+TONED_ENERGY = 0.09
+# drawn ink: large connected ink with less ink than [0] around it and less large ink than [2]
+# further out (a line; a line tone or hatching is large lines side by side), or more than [1]
+# around it (a solid area)
+_INK_DENSITY = (0.45, 0.85, 0.22)
 _PERIOD = (3.0, 7.0)  # screen periods in pixels at the training crop's scale
 
 
@@ -143,12 +148,12 @@ def _print_noise(page: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def is_toned(l: torch.Tensor) -> bool:
-    """Whether a picture's l ((..., H, W) in [-1, 1]) is a two-level page: ink and paper (with
-    or without screentones), which `page_lightness` should smooth for its colored version."""
-    level = (l.float() + 1) / 2
-    near = ((level < _NEAR) | (level > 1 - _NEAR)).float().mean()
+    """Whether a picture's l ((..., H, W) in [-1, 1]) is a toned page: ink and screentone on
+    paper (scanned sharp or soft), which `page_lightness` should smooth for its colored version."""
+    level = ((l.float() + 1) / 2).reshape(-1, 1, *l.shape[-2:])
+    energy = (level - blur(level, 1.5)).abs().mean()
     dark = (level < 0.5).float().mean()
-    return bool(near >= TONED_SHARE and 0.005 < float(dark) < 0.95)
+    return bool(energy >= TONED_ENERGY and 0.005 < float(dark) < 0.95)
 
 
 def tone_scale(dark: torch.Tensor) -> float:
@@ -165,16 +170,18 @@ def tone_scale(dark: torch.Tensor) -> float:
 
 
 def drawn_ink(dark: torch.Tensor, scale: float) -> torch.Tensor:
-    """The page's drawn ink (H, W) bool: dark pixels in connected ink larger than a tone's dot
-    whose surroundings are not a tone (little ink around a line, all ink in a solid area)."""
+    """The page's drawn ink (H, W) bool: dark pixels in connected ink larger than a tone's dot,
+    either in a solid area or with little ink around them (a line) and little other large ink
+    further out (where a line tone or hatching is many large lines side by side)."""
     labels, _ = ndimage.label(dark.numpy())
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    big = torch.from_numpy(sizes[labels] >= (4 * scale) ** 2 + 4)
-    window = 2 * round(2 * scale) + 1
-    density = box_blur(dark.float()[None, None], (window, window))[0, 0]
-    lonely = (density < _INK_DENSITY[0]) | (density > _INK_DENSITY[1])
-    return dark & big & lonely
+    big = dark & torch.from_numpy(sizes[labels] >= (4 * scale) ** 2 + 4)
+    near, wide = (2 * round(k * scale) + 1 for k in (2, 5))
+    around = box_blur(dark.float()[None, None], (near, near))[0, 0]
+    lines = box_blur(big.float()[None, None], (wide, wide))[0, 0]
+    line = (around < _INK_DENSITY[0]) & (lines < _INK_DENSITY[2])
+    return big & (line | (around > _INK_DENSITY[1]))
 
 
 def page_lightness(l: torch.Tensor) -> torch.Tensor:
