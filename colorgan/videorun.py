@@ -88,8 +88,8 @@ def run_videos(
         reports, seconds, error = _colorize(plan, info)
         if error is not None:
             failed += 1
-            if info.is_main:
-                report(Failure(video, error))
+            if info.is_main:  # the reason without the name the report puts first
+                report(Failure(video, error.removeprefix(f"{video}: ")))
             continue
         written += 1
         if info.is_main and not run.quiet:

@@ -325,7 +325,9 @@ def test_is_video_knows_the_suffixes() -> None:
     assert not is_video("a.png") and not is_video("mp4")
 
 
-def test_colorize_takes_videos_beside_images(tmp_path: Path) -> None:
+def test_colorize_takes_videos_beside_images(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`colorgan colorize MODEL clip.mp4 picture.png --out DIR` writes DIR/clip.mp4 (every frame,
     the audio) and DIR/picture.png; a second run skips the finished video; --independent-frames
     and Colorizer.colorize_video take the same path."""
@@ -350,6 +352,12 @@ def test_colorize_takes_videos_beside_images(tmp_path: Path) -> None:
         clip, tmp_path / "api.mp4", size=32, quiet=True
     )
     assert report.frames == 12 and (tmp_path / "api.mp4").is_file()
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    capsys.readouterr()
+    assert main(["colorize", str(model), str(bad), "--out", str(out), "--quiet"]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"colorgan: {bad}: not a video FFmpeg")
 
 
 def write_counted_clip(path: Path, frames: int, gop: int) -> Path:
