@@ -35,6 +35,7 @@ segment into the same parts folder (each segment begins a new shot), and rank 0 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -68,6 +69,7 @@ from colorgan.videofile import (
     VideoInfo,
     frames,
     is_video,
+    keyframes,
     plan_encoding,
     probe,
     rgb_of,
@@ -268,10 +270,12 @@ class Coloring:
 
 @dataclass(frozen=True)
 class Segment:
-    """Frames [start, end) of a video (end None: to its last frame): what one process colors."""
+    """Frames [start, end) of a video (end None: to its last frame): what one process colors;
+    `start_pts`, the pts of the key frame at `start`, where decoding may seek to it."""
 
     start: int = 0
     end: int | None = None
+    start_pts: int | None = None
 
 
 def split_at_keyframes(keyframes: Sequence[int], total: int, count: int) -> list[Segment]:
@@ -344,6 +348,15 @@ class VideoJob:
             colored, shot = _color_parts(self, parts, segment, done, progress)
         return SegmentReport(reused + colored, colored, len(shot.cuts), len(done))
 
+    def segment(self, rank: int, count: int) -> Segment:
+        """The frames process `rank` of `count` colors: split at key frames (each found by
+        seeking where the file allows)."""
+        if count == 1:
+            return Segment()
+        found, total = keyframes(self.src)
+        segment = split_at_keyframes([index for index, _ in found], total, count)[rank]
+        return dataclasses.replace(segment, start_pts=dict(found).get(segment.start))
+
     def join(self, frames: int) -> None:
         """Write dst from the parts of its first `frames` frames and the source's audio."""
         try:
@@ -378,9 +391,12 @@ def _color_parts(
     colors = Coloring(job.colorizer, job.options)
     first = segment.start + sum(state["frames"] for state in done)
     colored = 0
-    with contextlib.closing(frames(job.info.path)) as source:  # closed however this ends
-        decoded = enumerate(source)
-        last = next(itertools.islice(decoded, first - 1, None), None) if first else None
+    sought = segment.start if segment.start_pts is not None else 0  # decoding begins there
+    source = frames(job.info.path, segment.start_pts if sought else None)
+    with contextlib.closing(source):  # closed however this ends
+        decoded = enumerate(source, start=sought)
+        skip = first - sought
+        last = next(itertools.islice(decoded, skip - 1, None), None) if skip else None
         if done:  # the finished parts' last frame: its thumbnail, for the next frame's cut
             if last is None:
                 _changed(parts.folder)

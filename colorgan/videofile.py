@@ -103,10 +103,11 @@ def video_stream(container: av.container.InputContainer, path: Path) -> av.Video
     raise VideoError(f"{path}: has no video stream (audio only?); give a file with pictures")
 
 
-def frames(path: Path) -> Generator[av.VideoFrame, None, None]:
+def frames(path: Path, start_pts: int | None = None) -> Generator[av.VideoFrame, None, None]:
     """The source's frames in display order, each with a pts (in the stream's time base) that
     is given and larger than the one before (a missing or repeated one is made so; an AVI
-    stores none, so its frames are counted)."""
+    stores none, so its frames are counted). With `start_pts` (a key frame's, from `keyframes`
+    where it gives one) the frames from that one on, found by seeking."""
     with open_source(path) as container:
         stream = video_stream(container, path)
         stream.thread_type = "AUTO"
@@ -115,7 +116,10 @@ def frames(path: Path) -> Generator[av.VideoFrame, None, None]:
         last: int | None = None
         index = 0
         try:
-            for frame in container.decode(stream):
+            decoded = container.decode(stream)
+            if start_pts is not None:
+                decoded = _from_key_frame(container, stream, start_pts)
+            for frame in decoded:
                 if counted or frame.pts is None or (last is not None and frame.pts <= last):
                     frame.pts = 0 if last is None else last + step
                 last = frame.pts
@@ -128,16 +132,38 @@ def frames(path: Path) -> Generator[av.VideoFrame, None, None]:
             ) from None
 
 
-def keyframes(path: Path) -> tuple[list[int], int]:
-    """The display indices of the video stream's key frames, and its frame count, from its
-    packets (nothing decoded; decoding order where a packet has no pts)."""
+def _from_key_frame(
+    container: av.container.InputContainer, stream: av.VideoStream, pts: int
+) -> Iterator[av.VideoFrame]:
+    """The decoded frames from the one at `pts` on: sought to the key frame there, or where the
+    seek lands past it, decoded from the first frame with the earlier ones dropped."""
+    for offset in (pts, None):
+        if offset is None:
+            container.seek(0, backward=True)  # the start, in the container's time (us)
+        else:
+            container.seek(offset, stream=stream, backward=True)
+        decoded = container.decode(stream)
+        first = next((f for f in decoded if f.pts is not None and f.pts >= pts), None)
+        if first is not None and first.pts == pts:
+            yield first
+            yield from decoded
+            return
+    raise VideoError(f"{container.name}: has no frame at {pts} any more; colorize it again")
+
+
+def keyframes(path: Path) -> tuple[list[tuple[int, int | None]], int]:
+    """Each key frame's display index and pts (None where the frames cannot be found by
+    their pts: some lack one, repeat one, or an AVI's are counted), and the frame count, from
+    the video stream's packets (nothing decoded)."""
     with open_source(path) as container:
         stream = video_stream(container, path)
         found = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size]
-    if any(pts is None for pts, _ in found):
-        return [i for i, (_, key) in enumerate(found) if key], len(found)
+        counted = container.format.name == "avi"
+    times = [pts for pts, _ in found]
+    if counted or None in times or len(set(times)) < len(times):
+        return [(i, None) for i, (_, key) in enumerate(found) if key], len(found)
     shown = sorted(found, key=lambda packet: packet[0])  # type: ignore[arg-type,return-value]
-    return [i for i, (_, key) in enumerate(shown) if key], len(found)
+    return [(i, pts) for i, (pts, key) in enumerate(shown) if key], len(found)
 
 
 def _frame_step(stream: av.VideoStream) -> int:

@@ -3,11 +3,11 @@
 colorizes. A video already in `--out` is skipped unless `--overwrite` (an interrupted one
 resumes from its parts: video.py).
 
-Under torchrun each video is split between the ranks at key frames (video.split_at_keyframes,
-from the packets' key-frame flags: nothing decoded): each rank colors one contiguous segment
-into the video's parts folder, a new shot at its start, and rank 0 joins the parts in order with
-the audio. Every rank ends with the same counts (one exit status); rank 0 alone prints the
-summary and the failures."""
+Under torchrun each video is split between the ranks at key frames (VideoJob.segment, from the
+packets' key-frame flags: nothing decoded): each rank seeks to its key frame and colors one
+contiguous segment into the video's parts folder, a new shot at its start, and rank 0 joins the
+parts in order with the audio. Every rank ends with the same counts (one exit status); rank 0
+alone prints the summary and the failures."""
 
 from __future__ import annotations
 
@@ -23,14 +23,11 @@ from colorgan.jobs import Failure
 from colorgan.pipeline import FolderRun
 from colorgan.runtime import load_for_folder
 from colorgan.video import (
-    Segment,
     SegmentReport,
     VideoJob,
     VideoOptions,
     is_video,
-    split_at_keyframes,
 )
-from colorgan.videofile import keyframes
 
 FRAMES_FOR_RUNTIME = 10**6  # a video counts as many pictures when the runtime is chosen
 
@@ -110,11 +107,11 @@ def _colorize(
     error = _first(ddp.gather_objects(error, info))  # rank 0's folder is ready (or failed)
     if job is None or error is not None:
         return [], 0.0, error
-    segment = Segment()
-    if info.world_size > 1:
-        segment = split_at_keyframes(*keyframes(job.src), info.world_size)[info.rank]
+    segment, error = _attempt(lambda: job.segment(info.rank, info.world_size))
     show = info.is_main and not job.options.quiet
-    done, error = _attempt(lambda: job.color(segment, show))
+    done = None
+    if segment is not None:
+        done, error = _attempt(lambda: job.color(segment, show))
     every = ddp.gather_objects((done, error), info)
     error = _first([e for _, e in every])
     reports = [r for r, _ in every if r is not None]

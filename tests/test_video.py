@@ -399,7 +399,10 @@ def test_segments_colored_apart_are_joined_in_order(tiny: Colorizer, tmp_path: P
     clip = write_counted_clip(tmp_path / "clip.mp4", 24, gop=6)
     job = VideoJob.plan(tiny, clip, tmp_path / "out.mp4", VideoOptions(quiet=True, part_frames=8))
     job.open()
-    later, first = job.color(Segment(12, None)), job.color(Segment(0, 12))
+    halves = [job.segment(rank, 2) for rank in range(2)]
+    assert [(s.start, s.end) for s in halves] == [(0, 12), (12, None)]
+    assert halves[1].start_pts is not None  # the second half is found by seeking
+    later, first = job.color(halves[1]), job.color(halves[0])
     assert (first.frames, later.frames, first.colored, later.colored) == (12, 12, 12, 12)
     whole = job.color()
     assert (whole.frames, whole.colored, whole.parts_reused) == (24, 0, 4)
@@ -414,7 +417,9 @@ def test_torchrun_splits_a_video_between_two_processes(tmp_path: Path) -> None:
     prints one summary; exit status 0."""
     model = make_tiny_checkpoint(tmp_path / "tiny.pt")
     clip = write_counted_clip(tmp_path / "clip.mp4", 24, gop=6)
-    assert keyframes(clip) == ([0, 6, 12, 18], 24)
+    found, total = keyframes(clip)
+    assert [index for index, _ in found] == [0, 6, 12, 18] and total == 24
+    assert all(pts is not None for _, pts in found)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
         env.pop(key, None)
