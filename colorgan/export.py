@@ -44,7 +44,10 @@ META_FORMAT = "colorgan.format"
 META_UNCERTAINTY = "colorgan.uncertainty"  # "true": the output's third channel (model.uncertainty)
 META_CAUTION = "colorgan.caution"  # model.caution, the default caution (with uncertainty)
 ONNX_FORMAT = "1"
-EXPORT_TOLERANCE = 1e-3  # max |Δab| between onnxruntime and PyTorch accepted by the export check
+# max |Δab| (ab / 110) between onnxruntime and PyTorch the export check accepts: 0.55 Lab units,
+# a quarter of a just-noticeable difference; trained cpu-small models differ by 0.0024-0.0036
+# (random ones by < 0.001), a wrong graph by far more
+EXPORT_TOLERANCE = 5e-3
 INSTALL_HINT = "pip install 'colorgan[onnx]'"
 
 
@@ -133,7 +136,7 @@ def _save_atomically(program: Any, path: Path) -> None:
 def export_onnx(checkpoint: str | Path, out: str | Path) -> float:
     """Export the generator of a checkpoint (or model folder, or hf://owner/name) to `out`
     (.onnx); returns the max |Δab| between onnxruntime and PyTorch on a random input at the
-    working size (checked ≤ 1e-3)."""
+    working size (checked ≤ EXPORT_TOLERANCE; a file that fails the check is removed)."""
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise ColorganError(f"{out}: the ONNX file's name must end in .onnx")
@@ -156,7 +159,11 @@ def export_onnx(checkpoint: str | Path, out: str | Path) -> float:
         _save_atomically(program, out)
     except OSError as err:
         raise ColorganError(f"cannot write {out}: {err.strerror or err}") from None
-    return check_export(generator, out, config.data.image_size)
+    try:
+        return check_export(generator, out, config.data.image_size)
+    except ColorganError:
+        out.unlink(missing_ok=True)
+        raise
 
 
 def _is_our_export(path: Path) -> bool:

@@ -102,7 +102,15 @@ def load_for_folder(
     if not path.is_file():
         if not quiet:
             print(f"exporting the model to ONNX once (cached as {path})", flush=True)
-        export_onnx(choice.model, path)
+        try:
+            export_onnx(choice.model, path)
+        except ColorganError as err:
+            if choice.runtime == "onnx":
+                raise
+            log.warning("%s; running it in PyTorch instead", err)
+            return Colorizer.from_checkpoint(
+                choice.model, str(device), choice.batch_size, choice.compile_model
+            )
         colorizer = Colorizer.from_onnx(path, str(device), choice.batch_size)
     colorizer.source = choice.model
     return colorizer

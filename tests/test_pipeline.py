@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from colorgan import pipeline, runtime
+from colorgan import export, pipeline, runtime
 from colorgan.cli import main
 from colorgan.colorize import Colorizer
 from colorgan.config import load_config
@@ -236,6 +236,24 @@ def test_the_onnx_runtime_exports_once_and_matches_torch(
     assert np.array_equal(
         _pixels(tmp_path / "auto" / "img0.png"), _pixels(tmp_path / "onnx" / "img0.png")
     )
+
+
+def test_an_export_that_fails_its_check_falls_back_to_torch_under_auto(
+    checkpoint: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLORGAN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(export, "EXPORT_TOLERANCE", -1.0)  # no export passes
+    monkeypatch.setattr(runtime, "ONNX_MIN_IMAGES", 1)  # auto picks onnx for this run
+    inputs = _inputs(tmp_path / "in", 2)
+    base = ["colorize", str(checkpoint), str(inputs), "--device", "cpu", "--workers", "0"]
+    assert main([*base, "--out", str(tmp_path / "auto")]) == 0
+    assert "running it in PyTorch instead" in caplog.text
+    assert (tmp_path / "auto" / "img1.png").is_file()
+    assert not list((tmp_path / "cache").rglob("*.onnx")), "a failed export was left behind"
+    assert main([*base, "--out", str(tmp_path / "onnx"), "--runtime", "onnx"]) == 2
 
 
 def test_an_encoding_process_that_dies_stops_the_run_with_one_line_and_a_re_run_finishes(
