@@ -47,17 +47,27 @@ def colored(generator: torch.nn.Module, l_in: torch.Tensor, l_true: torch.Tensor
     return uint8_to_float(float_to_uint8(l_ab_to_rgb(l_true, torch.cat(abs_).float())))
 
 
+def descreened(l_page: torch.Tensor) -> torch.Tensor:
+    """Pages' L (N, 1, S, S) -> page_lightness of each."""
+    return torch.cat([page_lightness(p[None]) for p in l_page])
+
+
 def lightness_errors(l_page: torch.Tensor, ink: torch.Tensor, l_true: torch.Tensor) -> dict:
     """Mean |L - L_truth| (L in 0..100) on drawn-ink pixels and on the rest, per choice."""
     choices = {
         "page as it is": l_page,
         "gaussian sigma 2": blur(l_page, 2.0),
-        "page_lightness": torch.cat([page_lightness(p[None]) for p in l_page]),
+        "page_lightness": descreened(l_page),
     }
     out = {}
     for name, l in choices.items():
         error = (l - l_true).abs() * 50
-        out[name] = {"ink": float(error[ink].mean()), "rest": float(error[~ink].mean())}
+        kept = (l - l_page).abs()[ink] * 50  # 0: the page's own ink pixels, sharp
+        out[name] = {
+            "ink": float(error[ink].mean()),
+            "rest": float(error[~ink].mean()),
+            "ink_vs_page": float(kept.mean()),
+        }
     return out
 
 
@@ -68,6 +78,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument(
+        "--descreened",
+        default="",
+        help="comma-separated model names also given the page's page_lightness as input "
+        "(descreened first, as manga-colorization-v2 denoises its pages)",
+    )
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     paths = scan_images(args.data, 4.0, quiet=True).usable
@@ -80,18 +96,20 @@ def main() -> None:
     gray_rgb = uint8_to_float(float_to_uint8(l_ab_to_rgb(l_true, torch.zeros_like(real[:, :2]))))
     models = dict(m.split("=", 1) for m in args.models)
     for condition, (l_in, ink) in inputs.items():
-        scores = Scores(["gray image", *models], load_feature_network(torch.device("cpu")))
         outputs = {"gray image": gray_rgb}
         for name, checkpoint in models.items():
             generator = load_model(resolve_model(checkpoint))[0].eval()
             outputs[name] = colored(generator, l_in, l_true)
+            if ink is not None and name in args.descreened.split(","):
+                outputs[f"{name}+descreen"] = colored(generator, descreened(l_in), l_true)
+        scores = Scores(list(outputs), load_feature_network(torch.device("cpu")))
         for start in range(0, len(real), 64):
             part = slice(start, start + 64)
             scores.add({n: o[part] for n, o in outputs.items()}, real[part])
         out[condition] = {name: scores.result(name) for name in outputs}
         for name, result in out[condition].items():
             print(
-                f"{condition:<9} {name:<11} ΔE00 {result['delta_e']:6.2f}  colorfulness "
+                f"{condition:<9} {name:<15} ΔE00 {result['delta_e']:6.2f}  colorfulness "
                 f"{result['colorfulness']:5.1f}  KID {result['kid_lite0']}",
                 flush=True,
             )
