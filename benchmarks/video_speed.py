@@ -93,11 +93,11 @@ class Profile:
 
         return timed
 
-    def frames(self, real: Callable[[Path], Iterator[Any]]) -> Callable[[Path], Iterator[Any]]:
+    def frames(self, real: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
         """videofile.frames, each frame's decoding timed as `decode`."""
 
-        def timed(path: Path) -> Iterator[Any]:
-            source = real(path)
+        def timed(path: Path, *args: Any) -> Iterator[Any]:
+            source = real(path, *args)
             try:
                 while True:
                     with self.stage("decode"):
