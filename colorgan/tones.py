@@ -34,6 +34,9 @@ TONE_KINDS = ("dots", "lines", "gradient", "hatching", "stipple")
 # this much on average (L / 100): gray anime pictures and photos 0.06 at most, pages made by
 # make_page 0.13 at least (20 + 10 of each, 256 px, measured 2026-12-07)
 TONED_ENERGY = 0.09
+# ... and is mostly ink and paper: at least this share of its pixels within 0.2 of black or white
+# (pages 0.66 at least, soft scans included; a photo under fine texture can pass the energy test)
+TONED_SHARE = 0.5
 # drawn ink: large connected ink with less ink than [0] around it and less large ink than [2]
 # further out (a line; a line tone or hatching is large lines side by side), or more than [1]
 # around it (a solid area)
@@ -152,8 +155,9 @@ def is_toned(l: torch.Tensor) -> bool:
     paper (scanned sharp or soft), which `page_lightness` should smooth for its colored version."""
     level = ((l.float() + 1) / 2).reshape(-1, 1, *l.shape[-2:])
     energy = (level - blur(level, 1.5)).abs().mean()
+    near = ((level < 0.2) | (level > 0.8)).float().mean()
     dark = (level < 0.5).float().mean()
-    return bool(energy >= TONED_ENERGY and 0.005 < float(dark) < 0.95)
+    return bool(energy >= TONED_ENERGY and near >= TONED_SHARE and 0.005 < float(dark) < 0.95)
 
 
 def tone_scale(dark: torch.Tensor) -> float:

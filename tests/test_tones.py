@@ -96,6 +96,8 @@ def test_page_lightness_smooths_the_tone_into_its_gray_and_keeps_the_line(kind: 
 
 def test_a_gray_picture_is_not_a_toned_page() -> None:
     assert not is_toned(uint8_to_l(_picture()[None]))
+    fine = _picture().short() + torch.where(torch.arange(64) % 2 == 0, 25, -25)  # fine texture
+    assert not is_toned(uint8_to_l(fine.clamp(0, 255).to(torch.uint8)[None]))
     assert not is_toned(uint8_to_l(_flat(255)[None]))  # blank paper: nothing to smooth
 
 
