@@ -4,15 +4,15 @@
 # into manga pages (manga) or half of them (mixed), with hatching kept out of training so the
 # evaluation has a tone kind the models never saw.
 #
-#   experiments/manga.sh manga|mixed|gray
+#   [SEED=N] experiments/manga.sh manga|mixed|gray     (SEED: train.seed, run name -sN; default 0)
 #   python experiments/manga_pages.py runs/cpu-small/checkpoints/last.pt runs/cpu-small-manga/...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
 BIN=${BIN:-.venv/bin}
 style=$1
-run=runs/cpu-small-$style
-[ "$style" = gray ] && run=runs/cpu-small-gray
+seed=${SEED:-0}
+run=runs/cpu-small-$style${SEED:+-s$SEED}
 "$BIN/colorgan" train --config configs/cpu-small.yaml --data "$DATA/anime/train" \
   --val-data "$DATA/anime/val" --run-dir "$run" --resume auto \
-  --set data.input_style="$style" --set data.tones=dots,lines,gradient,stipple
+  --set data.input_style="$style" --set data.tones=dots,lines,gradient,stipple --set train.seed="$seed"
