@@ -198,8 +198,9 @@ def page_lightness(l: torch.Tensor) -> torch.Tensor:
     ink = drawn_ink(dark, scale)
     keep = (~ink).float()
     sigma = max(0.8, 1.2 * scale)
-    smooth = blur(level * keep, sigma) / blur(keep, sigma).clamp_min(1e-3)
-    smooth = torch.where(blur(keep, sigma) > 0.05, smooth, level)
+    share = blur(keep, sigma)  # how much of each pixel's surroundings is not ink
+    smooth = blur(level * keep, sigma) / share.clamp_min(1e-3)
+    smooth = torch.where(share > 0.05, smooth, level)
     out = torch.where(ink, level, smooth.clamp(0.0, 1.0))
     return (out * 2 - 1)[None, None].to(l.device, l.dtype)
 
