@@ -31,6 +31,7 @@ from colorgan.files import (
     Picture,
     atomic_write,
     load_picture,
+    opaque_for,
     to_image,
     write_error,
 )
@@ -232,9 +233,7 @@ def encode_page(image: Image.Image, name: str) -> bytes:
     """A colorized page encoded in the format its member name says (png, jpg, webp, ...); a
     format without alpha gets it flattened onto white."""
     kind = Image.registered_extensions().get(PurePosixPath(name).suffix.lower(), "PNG")
-    if kind in ("JPEG", "BMP") and image.mode == "RGBA":
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image).convert("RGB")
+    image = opaque_for(image, kind)
     buffer = io.BytesIO()
     quality = {"quality": _QUALITY[kind]} if kind in _QUALITY else {}
     image.save(buffer, format=kind, **quality)

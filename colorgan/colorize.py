@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,9 +56,6 @@ _STRIP_PIXELS = 4_000_000  # full-resolution color math runs on row strips of ab
 # (27 against 82 ms, the largest cost of a folder run) for files 0.3 % larger (24 % on flat
 # generated scenes); docs/journal/performance.md
 PNG_LEVEL = 3
-_OPTIONS: dict[str, dict[str, Any]] = {
-    "png": {"compress_level": PNG_LEVEL}, "jpg": {"quality": 95}, "webp": {"quality": 95},
-}  # fmt: skip
 _COLOR_BYTES_PER_PIXEL = 64  # per working pixel besides the model: l, hint map, ab, resizing
 UNCERTAINTY_SUFFIX = ".uncertainty.png"  # <name>.uncertainty.png: the map beside <name>.<format>
 

@@ -325,11 +325,21 @@ def stale_temporary_of(path: Path) -> str | None:
     return None if match is None else match["name"]
 
 
-def save_image(image: Image.Image, path: Path, kind: str, **options: Any) -> None:
-    """Encode `image` as Pillow format `kind` (PNG, JPEG, WEBP, ...) at `path`, atomically.
-    JPEG has no alpha, so a transparent image is flattened onto white first. `options` go to
-    Pillow (mark_options(kind) tags the file as colorgan's)."""
-    if kind == "JPEG" and image.mode == "RGBA":
+NO_ALPHA_KINDS = ("JPEG", "BMP")  # Pillow formats colorgan writes without alpha
+
+
+def opaque_for(image: Image.Image, kind: str) -> Image.Image:
+    """`image` ready for Pillow format `kind`: a transparent image flattened onto white for a
+    format without alpha (NO_ALPHA_KINDS), else as it is."""
+    if kind in NO_ALPHA_KINDS and image.mode == "RGBA":
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image).convert("RGB")
+        return Image.alpha_composite(background, image).convert("RGB")
+    return image
+
+
+def save_image(image: Image.Image, path: Path, kind: str, **options: Any) -> None:
+    """Encode `image` as Pillow format `kind` (PNG, JPEG, WEBP, ...) at `path`, atomically,
+    flattened onto white where the format has no alpha (opaque_for). `options` go to Pillow
+    (mark_options(kind) tags the file as colorgan's)."""
+    image = opaque_for(image, kind)
     atomic_write(path, lambda tmp: image.save(tmp, format=kind, **options))
