@@ -12,8 +12,8 @@ The target stays the picture's colors.
 A toned page's colored output cannot keep the page's L as it is (black and white pixels hold no
 color): `page_lightness` gives it the gray its tones stand for (a Gaussian of about the tone's
 period, taken over the paper and tone pixels only, so lines do not darken their surroundings)
-while the drawn ink -- lines and lettering, told from tone dots by the size of their connected
-ink and the local share of ink -- keeps the page's own pixels, sharp.
+while the drawn ink -- lines, lettering and solid black, told from the tones by a small learned
+map (inknet.py) -- keeps the page's own pixels, sharp.
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from kornia.filters import box_blur, gaussian_blur2d
-from scipy import ndimage
 
 from colorgan.color import uint8_to_l
+from colorgan.inknet import ink_probability
 
 TONE_KINDS = ("dots", "lines", "gradient", "hatching", "stipple")
 # a page is toned when its pixels differ from their surroundings (a Gaussian of sigma 1.5) by
@@ -37,10 +36,6 @@ TONED_ENERGY = 0.09
 # ... and is mostly ink and paper: at least this share of its pixels within 0.2 of black or white
 # (pages 0.66 at least, soft scans included; a photo under fine texture can pass the energy test)
 TONED_SHARE = 0.5
-# drawn ink: large connected ink with less ink than [0] around it and less large ink than [2]
-# further out (a line; a line tone or hatching is large lines side by side), or more than [1]
-# around it (a solid area)
-_INK_DENSITY = (0.45, 0.85, 0.22)
 _PERIOD = (3.0, 7.0)  # screen periods in pixels at the training crop's scale
 
 
@@ -173,35 +168,20 @@ def tone_scale(dark: torch.Tensor) -> float:
     return float(1.0 / torch.quantile(busy[:: max(1, busy.numel() // 100_000)], 0.9))
 
 
-def drawn_ink(dark: torch.Tensor, scale: float) -> torch.Tensor:
-    """The page's drawn ink (H, W) bool: dark pixels in connected ink larger than a tone's dot,
-    either in a solid area or with little ink around them (a line) and little other large ink
-    further out (where a line tone or hatching is many large lines side by side)."""
-    labels, _ = ndimage.label(dark.numpy())
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    big = dark & torch.from_numpy(sizes[labels] >= (4 * scale) ** 2 + 4)
-    near, wide = (2 * round(k * scale) + 1 for k in (2, 5))
-    around = box_blur(dark.float()[None, None], (near, near))[0, 0]
-    lines = box_blur(big.float()[None, None], (wide, wide))[0, 0]
-    line = (around < _INK_DENSITY[0]) & (lines < _INK_DENSITY[2])
-    return big & (line | (around > _INK_DENSITY[1]))
-
-
-def page_lightness(l: torch.Tensor) -> torch.Tensor:
+def page_lightness(l: torch.Tensor, ink: torch.Tensor | None = None) -> torch.Tensor:
     """The lightness a toned page's colored version carries: l (1, 1, H, W) in [-1, 1] with
     its tones smoothed into the gray they stand for (a Gaussian of sigma about the tone's
-    period, over the non-ink pixels only) and its drawn ink kept as it is."""
+    period, over the pixels that are not drawn ink) and its drawn ink kept as it is,
+    pixel-sharp. `ink`: where (H, W), 0..1, the drawn ink is (default: inknet's map)."""
     level = ((l.float().cpu() + 1) / 2)[0, 0]
-    dark = level < 0.5
-    scale = tone_scale(dark)
-    ink = drawn_ink(dark, scale)
-    keep = (~ink).float()
+    scale = tone_scale(level < 0.5)
+    ink = ink_probability(level) if ink is None else ink.float().cpu()
+    keep = 1 - ink
     sigma = max(0.8, 1.2 * scale)
     share = blur(keep, sigma)  # how much of each pixel's surroundings is not ink
     smooth = blur(level * keep, sigma) / share.clamp_min(1e-3)
-    smooth = torch.where(share > 0.05, smooth, level)
-    out = torch.where(ink, level, smooth.clamp(0.0, 1.0))
+    smooth = torch.where(share > 0.05, smooth, level).clamp(0.0, 1.0)
+    out = ink * level + keep * smooth
     return (out * 2 - 1)[None, None].to(l.device, l.dtype)
 
 

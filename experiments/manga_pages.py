@@ -9,7 +9,8 @@ scored on pictures they have not learned, given as
 Color ΔE00 is the truth's L with the model's ab (so the ink does not count), beside the gray
 image's (the truth's L, no color); colorfulness and Lite0 KID of those pictures too. Then the
 lightness a toned page's colored version carries, against the truth's L, on the drawn-ink pixels
-and on the rest: the page as it is, a plain Gaussian, and tones.page_lightness.
+and on the rest: the page as it is, a plain Gaussian, and tones.page_lightness (with the
+learned ink map it uses, the heuristic one it replaced, and the true one).
 
     python experiments/manga_pages.py DATA_DIR gray=CKPT manga=CKPT mixed=CKPT --json OUT
 """
@@ -22,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ink_net import drawn_ink  # the heuristic the learned map replaced
 
 from colorgan.batch import Batch, generate
 from colorgan.color import float_to_uint8, l_ab_to_rgb, rgb_to_l_ab, uint8_to_float, uint8_to_l
 from colorgan.data import ColorImages, scan_images
 from colorgan.modeldir import load_model, resolve_model
 from colorgan.scores import Scores, load_feature_network
-from colorgan.tones import TONE_KINDS, blur, make_page, page_lightness
+from colorgan.tones import TONE_KINDS, blur, make_page, page_lightness, tone_scale
 
 SEED = 36_000  # the held-out seed: training pages are drawn from the training sampler's seeds
 CONDITIONS = {"toned": TONE_KINDS, "hatching": ("hatching",)}
@@ -58,6 +60,12 @@ def lightness_errors(l_page: torch.Tensor, ink: torch.Tensor, l_true: torch.Tens
         "page as it is": l_page,
         "gaussian sigma 2": blur(l_page, 2.0),
         "page_lightness": descreened(l_page),
+        "page_lightness, heuristic ink map": torch.cat(
+            [page_lightness(p[None], drawn_ink(p[0] < 0, tone_scale(p[0] < 0))) for p in l_page]
+        ),
+        "page_lightness, the true ink map": torch.cat(
+            [page_lightness(p[None], i[0]) for p, i in zip(l_page, ink, strict=True)]
+        ),
     }
     out = {}
     for name, l in choices.items():

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "colorgan"
 # docs/ARCHITECTURE.md's layers, bottom first: a module imports only from lower layers (at
 # module level and inside functions alike).
 LAYERS = [
-    {"errors", "color", "metrics", "ema"},
+    {"errors", "color", "metrics", "ema", "inknet"},
     {"files", "batch", "connections", "device", "hub", "lite0", "matching", "overrides",
      "reference", "tones", "uncertainty", "uploads"},
     {"bank", "config", "ddp", "figures", "hints", "losses", "pairs", "set_distance", "speed",
@@ -34,7 +34,8 @@ LAYERS = [
 ]  # fmt: skip
 # The modules that hold networks: they take explicit arguments, never the config object.
 NETWORKS = [
-    "generator", "discriminator", "lite0", "matching", "reference", "uncertainty", "hints", "losses"
+    "generator", "discriminator", "lite0", "matching", "reference", "uncertainty", "hints",
+    "losses", "inknet",
 ]  # fmt: skip
 MAX_MODULE_LINES = 500
 MAX_PARAMETERS = 8  # besides self / cls
