@@ -17,7 +17,7 @@ from colorgan.colorize import Colorizer
 from colorgan.config import load_config
 from colorgan.data import ColorImages
 from colorgan.errors import ConfigError
-from colorgan.tones import TONE_KINDS, is_toned, make_page, page_lightness
+from colorgan.tones import TONE_KINDS, TONED_SHARE, blur, is_toned, make_page, page_lightness
 
 
 def _flat(level: int, size: int = 64) -> torch.Tensor:
@@ -93,6 +93,13 @@ def test_page_lightness_smooths_the_tone_into_its_gray_and_keeps_the_line(kind: 
         assert float(line.max()) < 0.05  # the drawn line keeps the page's ink, sharp
     else:  # across a line tone the ink map is less sure of it: mostly kept, clearly darker
         assert float(line.mean()) < 0.5 * float(tone.mean())
+
+
+def test_a_soft_scan_whose_dots_print_as_grays_is_a_toned_page() -> None:
+    level = (_dot_page(0.4) + 1) / 2  # a sharp dot page, then a soft scan of it:
+    soft = blur(0.15 + 0.7 * level, 0.8)  # ink printed at 0.15, paper at 0.85, blurred
+    assert float(((soft < 0.2) | (soft > 0.8)).float().mean()) < TONED_SHARE  # grays mostly
+    assert is_toned(soft * 2 - 1)
 
 
 def test_a_gray_picture_is_not_a_toned_page() -> None:
