@@ -16,22 +16,22 @@ from pathlib import Path
 from typing import Any
 
 import harness
-import numpy as np
 import torch
 from PIL import Image
 from tall_strips import measured, tall_picture
 
 from colorgan.color import uint8_to_l
 from colorgan.colorize import Colorizer
+from colorgan.files import to_picture
 from colorgan.tones import is_toned, make_page, page_lightness
 
 SHAPES = ((1200, 1800), (800, 12000))
 
 
-def toned_page(width: int, height: int) -> Image.Image:
-    rgb = torch.from_numpy(np.asarray(tall_picture(width, height)).copy()).permute(2, 0, 1)
-    page = make_page(rgb, torch.Generator().manual_seed(0))
-    return Image.fromarray(page.gray[0].numpy())
+def toned_page(width: int, height: int) -> tuple[Image.Image, torch.Tensor]:
+    """The page as the file a user gives, and its l (1, 1, H, W)."""
+    page = make_page(to_picture(tall_picture(width, height)).rgb, torch.Generator().manual_seed(0))
+    return Image.fromarray(page.gray[0].numpy()), uint8_to_l(page.gray.expand(3, -1, -1)[None])
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -40,10 +40,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     colorizer = Colorizer.from_checkpoint(args.model, device=str(device))
     results: dict[str, Any] = {"meta": harness.machine(device), "model": str(args.model)}
     for width, height in SHAPES:
-        page = toned_page(width, height)
-        l = uint8_to_l(
-            torch.from_numpy(np.asarray(page.convert("RGB")).copy()).permute(2, 0, 1)[None]
-        )
+        page, l = toned_page(width, height)
         assert is_toned(l), "the generated page should read as toned"
         colorizer.colorize(page)  # warm-up
         _, seconds, peak = measured(lambda page=page: colorizer.colorize(page))

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from functools import cache
 from importlib import resources
+from pathlib import Path
+from typing import IO
 
 import torch
 from torch import nn
@@ -40,13 +42,19 @@ class InkNet(nn.Module):
         return self.body(level * 2 - 1)
 
 
+def load(source: str | Path | IO[bytes]) -> InkNet:
+    """An InkNet with the weights saved at `source` (a path or an open binary file), eval mode,
+    on the CPU."""
+    net = InkNet()
+    net.load_state_dict(torch.load(source, map_location="cpu", weights_only=True))
+    return net.eval().requires_grad_(False)
+
+
 @cache
 def shipped() -> InkNet:
-    """The package's trained InkNet (loaded once, eval mode, on the CPU)."""
-    net = InkNet()
+    """The package's trained InkNet (loaded once)."""
     with resources.files("colorgan").joinpath(WEIGHTS).open("rb") as file:
-        net.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
-    return net.eval().requires_grad_(False)
+        return load(file)
 
 
 def ink_probability(level: torch.Tensor, net: InkNet | None = None) -> torch.Tensor:

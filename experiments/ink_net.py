@@ -28,8 +28,8 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 from colorgan.demo import draw_scene
-from colorgan.files import find_images
-from colorgan.inknet import InkNet, ink_probability
+from colorgan.files import find_images, to_picture
+from colorgan.inknet import InkNet, ink_probability, load
 from colorgan.tones import make_page, tone_scale
 
 KINDS = ("dots", "lines", "gradient", "stipple")
@@ -100,8 +100,7 @@ def sketch(rng: np.random.Generator, size: int = SIZE) -> Image.Image:
 
 
 def _crop(image: Image.Image) -> torch.Tensor:
-    image = image.convert("RGB").resize((SIZE, SIZE), Image.Resampling.BICUBIC)
-    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+    return to_picture(image.convert("RGB").resize((SIZE, SIZE), Image.Resampling.BICUBIC)).rgb
 
 
 def make_pages(count: int, seed: int, data: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,12 +153,8 @@ def score(data: Path, nets: list[Path], limit: int) -> dict[str, dict[str, float
     pages = [make_page(_crop(Image.open(p)), torch.Generator().manual_seed(SCORE_SEED + i))
              for i, p in enumerate(paths)]  # fmt: skip
     found: dict[str, list[torch.Tensor]] = {"heuristic drawn_ink": []}
-    loaded = {}
-    for path in nets:
-        net = InkNet()
-        net.load_state_dict(torch.load(path, weights_only=True))
-        loaded[str(path)] = net.eval()
-        found[str(path)] = []
+    loaded = {str(path): load(path) for path in nets}
+    found |= {name: [] for name in loaded}
     for page in pages:
         level = page.gray[0].float() / 255
         dark = level < 0.5
